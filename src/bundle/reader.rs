@@ -1,0 +1,389 @@
+//! Streaming, strict bundle reading. Memory stays bounded whatever the
+//! bundle's size: the manifest is capped, segments are read as streams.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Take};
+use std::path::Path;
+
+use ed25519_dalek::Signature;
+use sha2::Digest;
+
+use super::format::*;
+use super::io::{read_block, HashingReader};
+use super::BundleError;
+use crate::journal::MAX_LINE;
+use crate::keys;
+
+/// Reads a bundle member by member. Construct with [`BundleReader::open`] or
+/// [`BundleReader::new`]; the manifest is read and checked for form (not for
+/// signatures: that is [`crate::verify`]'s job) before it returns.
+pub struct BundleReader<R: Read> {
+    inner: R,
+    manifest: Manifest,
+    manifest_bytes: Vec<u8>,
+    signature: Signature,
+    descriptors: Vec<SegmentDescriptor>,
+    next: usize,
+    /// Unread data bytes of the current member, then its padding.
+    pending: u64,
+    pending_pad: usize,
+}
+
+impl BundleReader<BufReader<File>> {
+    pub fn open(path: &Path) -> Result<Self, BundleError> {
+        let f = File::open(path).map_err(BundleError::Io)?;
+        BundleReader::new(BufReader::with_capacity(256 << 10, f))
+    }
+}
+
+/// Converts an I/O error from inside the reader stack back into the bundle
+/// error it carries, or into `Truncated` for an early end of file.
+pub(crate) fn from_io(e: io::Error) -> BundleError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return BundleError::Truncated;
+    }
+    if e.get_ref().is_some_and(|inner| inner.is::<BundleError>()) {
+        if let Some(inner) = e.into_inner() {
+            if let Ok(b) = inner.downcast::<BundleError>() {
+                return *b;
+            }
+        }
+        return BundleError::Truncated;
+    }
+    BundleError::Io(e)
+}
+
+fn to_io(e: BundleError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl<R: Read> BundleReader<R> {
+    pub fn new(mut inner: R) -> Result<Self, BundleError> {
+        let manifest_len = read_header(&mut inner, MANIFEST_MEMBER, None)?;
+        if manifest_len > MAX_MANIFEST {
+            return Err(BundleError::Malformed(format!("manifest of {manifest_len} bytes exceeds the {MAX_MANIFEST}-byte limit")));
+        }
+        let manifest_bytes = read_member(&mut inner, manifest_len)?;
+        let manifest = parse_manifest(&manifest_bytes)?;
+        let sig_len = read_header(&mut inner, SIGNATURE_MEMBER, Some(86))?;
+        let sig_text = read_member(&mut inner, sig_len)?;
+        let signature = std::str::from_utf8(&sig_text)
+            .ok()
+            .and_then(keys::decode_signature)
+            .ok_or_else(|| BundleError::Malformed("manifest.sig is not a base64url ed25519 signature".into()))?;
+        let mut descriptors = Vec::with_capacity(manifest.segments.len());
+        for (i, s) in manifest.segments.iter().enumerate() {
+            let d = parse_descriptor(s.descriptor.get()).map_err(|m| BundleError::Malformed(format!("segment {}: {m}", i + 1)))?;
+            if descriptors.iter().any(|o: &SegmentDescriptor| o.member_name() == d.member_name()) {
+                return Err(BundleError::Malformed(format!("segment {} is listed twice", d.member_name())));
+            }
+            descriptors.push(d);
+        }
+        Ok(BundleReader { inner, manifest, manifest_bytes, signature, descriptors, next: 0, pending: 0, pending_pad: 0 })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The exact bytes of `manifest.json` (what the seal signs).
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
+    }
+
+    /// The seal: the sealer's signature over the manifest.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// The parsed descriptors, in manifest order.
+    pub fn descriptors(&self) -> &[SegmentDescriptor] {
+        &self.descriptors
+    }
+
+    /// Moves to the next segment member. A segment that is not read to its
+    /// end is skipped unchecked.
+    pub fn next_segment(&mut self) -> Result<Option<SegmentMember<'_, R>>, BundleError> {
+        self.skip_rest()?;
+        let Some(d) = self.descriptors.get(self.next) else { return Ok(None) };
+        let name = d.member_name();
+        read_header(&mut self.inner, &name, Some(d.zstd_len))?;
+        self.pending = d.zstd_len;
+        self.pending_pad = padding(d.zstd_len);
+        let index = self.next;
+        self.next += 1;
+        Ok(Some(SegmentMember { reader: self, index }))
+    }
+
+    /// Checks the end of the archive: every segment member present, two zero
+    /// blocks, and not one byte more.
+    pub fn finish(mut self) -> Result<(), BundleError> {
+        while self.next_segment()?.is_some() {}
+        self.skip_rest()?;
+        let mut block = [0u8; BLOCK];
+        for _ in 0..2 {
+            if !read_block(&mut self.inner, &mut block).map_err(from_io)? {
+                return Err(BundleError::Truncated);
+            }
+            if block.iter().any(|&b| b != 0) {
+                return Err(BundleError::Malformed("unexpected member after the last segment".into()));
+            }
+        }
+        let mut extra = [0u8; 1];
+        match self.inner.read(&mut extra).map_err(BundleError::Io)? {
+            0 => Ok(()),
+            _ => Err(BundleError::TrailingData),
+        }
+    }
+
+    fn skip_rest(&mut self) -> Result<(), BundleError> {
+        let mut sink = [0u8; 8192];
+        while self.pending > 0 {
+            let want = sink.len().min(self.pending as usize);
+            let n = self.inner.read(&mut sink[..want]).map_err(BundleError::Io)?;
+            if n == 0 {
+                return Err(BundleError::Truncated);
+            }
+            self.pending -= n as u64;
+        }
+        if self.pending_pad > 0 {
+            let mut pad = [0u8; BLOCK];
+            let pad = &mut pad[..self.pending_pad];
+            if !read_block(&mut self.inner, pad).map_err(from_io)? {
+                return Err(BundleError::Truncated);
+            }
+            if pad.iter().any(|&b| b != 0) {
+                return Err(BundleError::Malformed("non-zero bytes in tar padding".into()));
+            }
+            self.pending_pad = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a header block and checks it is exactly the canonical header for
+/// `name`; returns the member's size. `size`, when given, must match.
+fn read_header<R: Read>(r: &mut R, name: &str, size: Option<u64>) -> Result<u64, BundleError> {
+    let mut block = [0u8; BLOCK];
+    if !read_block(r, &mut block).map_err(from_io)? {
+        return Err(BundleError::Truncated);
+    }
+    if block.iter().all(|&b| b == 0) {
+        return Err(BundleError::Malformed(format!("archive ends where member {name} should be")));
+    }
+    let h = tar::Header::from_byte_slice(&block);
+    let found = String::from_utf8_lossy(&h.path_bytes()).into_owned();
+    if found != name {
+        if name == MANIFEST_MEMBER && &block[257..262] != b"ustar" {
+            return Err(BundleError::NotABundle("not a tar archive".into()));
+        }
+        return Err(BundleError::Malformed(format!("expected member {name}, found {}", crate::sanitize(&found))));
+    }
+    let len = h.size().map_err(|_| BundleError::Malformed(format!("bad size field in the header of {name}")))?;
+    if size.is_some_and(|s| s != len) {
+        return Err(BundleError::Malformed(format!("member {name} has {len} bytes, its descriptor says {}", size.unwrap_or(0))));
+    }
+    let expected = tar_header(name, len).map_err(BundleError::Io)?;
+    if block != expected {
+        return Err(BundleError::Malformed(format!("the tar header of {name} is not in canonical form")));
+    }
+    Ok(len)
+}
+
+/// Reads a whole (small) member and its padding.
+fn read_member<R: Read>(r: &mut R, len: u64) -> Result<Vec<u8>, BundleError> {
+    let mut buf = vec![0u8; len as usize + padding(len)];
+    if !read_block(r, &mut buf).map_err(from_io)? && !buf.is_empty() {
+        return Err(BundleError::Truncated);
+    }
+    if buf[len as usize..].iter().any(|&b| b != 0) {
+        return Err(BundleError::Malformed("non-zero bytes in tar padding".into()));
+    }
+    buf.truncate(len as usize);
+    Ok(buf)
+}
+
+/// Parses the manifest: format and version first (so a newer bundle gets a
+/// clear message), then the full structure, then the canonical-form check.
+fn parse_manifest(bytes: &[u8]) -> Result<Manifest, BundleError> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        format: Option<String>,
+        version: Option<u32>,
+    }
+    let head: Head = serde_json::from_slice(bytes).map_err(|e| BundleError::Malformed(format!("manifest.json: {e}")))?;
+    if head.format.as_deref() != Some(FORMAT_NAME) {
+        return Err(BundleError::NotABundle("manifest.json does not name the ferry-bundle format".into()));
+    }
+    match head.version {
+        Some(FORMAT_VERSION) => {}
+        Some(v) if v > FORMAT_VERSION => return Err(BundleError::UnsupportedVersion(v)),
+        v => return Err(BundleError::Malformed(format!("manifest.json: unknown version {v:?}"))),
+    }
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| BundleError::Malformed(format!("manifest.json: {e}")))?;
+    if serde_json::to_vec(&m).ok().as_deref() != Some(bytes) {
+        return Err(BundleError::Malformed("manifest.json is not in canonical form".into()));
+    }
+    Ok(m)
+}
+
+/// Parses a descriptor and requires it in canonical form.
+pub fn parse_descriptor(raw: &str) -> Result<SegmentDescriptor, String> {
+    let d: SegmentDescriptor = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    if serde_json::to_string(&d).ok().as_deref() != Some(raw) {
+        return Err("descriptor is not in canonical form".into());
+    }
+    if d.first_seq == 0 || d.last_seq < d.first_seq || d.count != d.last_seq - d.first_seq + 1 {
+        return Err(format!("seq range {}..={} does not hold {} entries", d.first_seq, d.last_seq, d.count));
+    }
+    if d.chain_before().is_none() || d.chain_after().is_none() {
+        return Err("chain hashes must be 64 hex characters".into());
+    }
+    let hex32 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    if !hex32(&d.entries_sha256) || !hex32(&d.zstd_sha256) {
+        return Err("sha256 fields must be 64 lowercase hex characters".into());
+    }
+    Ok(d)
+}
+
+/// The current segment member of a [`BundleReader`].
+pub struct SegmentMember<'a, R: Read> {
+    reader: &'a mut BundleReader<R>,
+    index: usize,
+}
+
+impl<'a, R: Read> SegmentMember<'a, R> {
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn descriptor(&self) -> &SegmentDescriptor {
+        &self.reader.descriptors[self.index]
+    }
+
+    pub fn record(&self) -> &ManifestSegment {
+        &self.reader.manifest.segments[self.index]
+    }
+
+    /// The compressed bytes, exactly as stored. The stream fails (with a
+    /// [`BundleError`] inside the `io::Error`) if they do not hash to the
+    /// descriptor's `zstd_sha256`.
+    pub fn compressed(self) -> CompressedReader<'a, R> {
+        let expected = self.reader.descriptors[self.index].zstd_sha256.clone();
+        let name = self.reader.descriptors[self.index].member_name();
+        CompressedReader { reader: self.reader, hasher: sha2::Sha256::new(), expected, name, checked: false }
+    }
+
+    /// The entry lines, decompressed with a bounded window and checked
+    /// against the descriptor's lengths and hashes as they stream.
+    pub fn entries(self) -> Result<EntryLines<'a, R>, BundleError> {
+        let d = self.descriptor().clone();
+        if d.entries_len > d.zstd_len.saturating_mul(MAX_EXPANSION) {
+            return Err(BundleError::TooLarge { member: d.member_name(), entries_len: d.entries_len, zstd_len: d.zstd_len });
+        }
+        let compressed = BufReader::with_capacity(128 << 10, self.compressed());
+        let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed).map_err(BundleError::Io)?.single_frame();
+        decoder.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(WINDOW_LOG_MAX)).map_err(BundleError::Io)?;
+        let plain = HashingReader::new(decoder.take(d.entries_len + 1));
+        Ok(EntryLines { lines: BufReader::with_capacity(256 << 10, plain), descriptor: d, buf: Vec::with_capacity(1024), done: false })
+    }
+}
+
+/// Compressed segment bytes; checks their hash at the end.
+pub struct CompressedReader<'a, R: Read> {
+    reader: &'a mut BundleReader<R>,
+    hasher: sha2::Sha256,
+    expected: String,
+    name: String,
+    checked: bool,
+}
+
+impl<R: Read> Read for CompressedReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.reader.pending == 0 {
+            if !self.checked {
+                self.checked = true;
+                let got = hex::encode(std::mem::take(&mut self.hasher).finalize());
+                if got != self.expected {
+                    return Err(to_io(BundleError::HashMismatch { member: self.name.clone(), what: "compressed bytes" }));
+                }
+            }
+            return Ok(0);
+        }
+        let want = buf.len().min(self.reader.pending.min(usize::MAX as u64) as usize);
+        let n = self.reader.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.hasher.update(&buf[..n]);
+        self.reader.pending -= n as u64;
+        Ok(n)
+    }
+}
+
+type Decoded<'a, R> = HashingReader<Take<zstd::stream::read::Decoder<'static, BufReader<CompressedReader<'a, R>>>>>;
+
+/// Entry lines of one segment, each without its newline.
+pub struct EntryLines<'a, R: Read> {
+    lines: BufReader<Decoded<'a, R>>,
+    descriptor: SegmentDescriptor,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl<R: Read> EntryLines<'_, R> {
+    pub fn descriptor(&self) -> &SegmentDescriptor {
+        &self.descriptor
+    }
+
+    /// The next line, or `None` after the last one, once every length and
+    /// hash has been checked.
+    pub fn next_line(&mut self) -> Result<Option<&[u8]>, BundleError> {
+        if self.done {
+            return Ok(None);
+        }
+        self.buf.clear();
+        let read = io::Read::take(&mut self.lines, MAX_LINE as u64 + 1).read_until(b'\n', &mut self.buf);
+        let member = self.descriptor.member_name();
+        let n = read.map_err(|e| match from_io(e) {
+            BundleError::Io(e) => BundleError::Corrupt { member: member.clone(), reason: e.to_string() },
+            other => other,
+        })?;
+        if n == 0 {
+            self.done = true;
+            self.check_end()?;
+            return Ok(None);
+        }
+        if self.buf.last() != Some(&b'\n') {
+            if self.buf.len() > MAX_LINE {
+                return Err(BundleError::Corrupt { member, reason: format!("an entry line is longer than {MAX_LINE} bytes") });
+            }
+            // Either past the declared length or the last line lacks its newline.
+            self.done = true;
+            self.check_end()?;
+            return Err(BundleError::Corrupt { member, reason: "the last entry line has no newline".into() });
+        }
+        Ok(Some(&self.buf[..n - 1]))
+    }
+
+    fn check_end(&mut self) -> Result<(), BundleError> {
+        let member = self.descriptor.member_name();
+        let plain = self.lines.get_mut();
+        if plain.count != self.descriptor.entries_len {
+            return Err(BundleError::LengthMismatch { member, declared: self.descriptor.entries_len, actual: plain.count });
+        }
+        let got = hex::encode(std::mem::take(&mut plain.hasher).finalize());
+        if got != self.descriptor.entries_sha256 {
+            return Err(BundleError::HashMismatch { member, what: "entries" });
+        }
+        // Whatever follows the single zstd frame inside the member is an error;
+        // reading to the end also checks the compressed hash.
+        let compressed = plain.inner.get_mut().get_mut();
+        let mut rest = Vec::new();
+        compressed.read_to_end(&mut rest).map_err(from_io)?;
+        if !rest.is_empty() {
+            return Err(BundleError::Corrupt { member, reason: format!("{} bytes after the zstd frame", rest.len()) });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,193 @@
+//! Writing bundles: compressing segments and laying out the archive
+//! atomically (temp file in the destination, fsync, rename, fsync folder).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use super::format::*;
+use super::io::{CountingWriter, HashingWriter};
+use super::BundleError;
+use crate::chain::ChainHash;
+use crate::fsutil;
+use crate::journal::{Entry, Timestamp};
+use crate::keys::{self, NodeId};
+
+/// Builds one segment: entries go in, a compressed temp file and a signed
+/// descriptor come out.
+pub struct SegmentBuilder {
+    origin: NodeId,
+    chain_before: ChainHash,
+    summary: Summary,
+    plain: Sha256,
+    plain_len: u64,
+    encoder: zstd::stream::write::Encoder<'static, HashingWriter<BufWriter<tempfile::NamedTempFile>>>,
+}
+
+/// A finished segment: its manifest record, parsed descriptor, and the
+/// compressed bytes in a temp file.
+pub struct BuiltSegment {
+    pub descriptor: SegmentDescriptor,
+    pub record: ManifestSegment,
+    pub file: tempfile::NamedTempFile,
+}
+
+impl SegmentBuilder {
+    /// A builder whose compressed output goes to a temp file in `tmp_dir`.
+    pub fn new(origin: NodeId, chain_before: ChainHash, tmp_dir: &Path) -> io::Result<Self> {
+        let tmp = fsutil::temp_in(tmp_dir)?;
+        let out = HashingWriter::new(BufWriter::with_capacity(256 << 10, tmp));
+        let mut encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+        encoder.include_checksum(true)?;
+        encoder.window_log(WINDOW_LOG)?;
+        // One worker thread: compression overlaps with parsing and hashing.
+        encoder.multithread(1)?;
+        Ok(SegmentBuilder {
+            origin,
+            chain_before,
+            summary: Summary::new(chain_before),
+            plain: Sha256::new(),
+            plain_len: 0,
+            encoder,
+        })
+    }
+
+    /// Appends an entry whose exact line bytes are `bytes` (no newline).
+    /// Fails with the expected seq when `entry` does not follow the last one.
+    pub fn push(&mut self, entry: &Entry, bytes: &[u8]) -> Result<(), BundleError> {
+        self.summary.push(entry, bytes).map_err(|expected| BundleError::SeqGap { expected, found: entry.seq })?;
+        self.plain.update(bytes);
+        self.plain.update(b"\n");
+        self.plain_len += bytes.len() as u64 + 1;
+        self.encoder.write_all(bytes).map_err(BundleError::Io)?;
+        self.encoder.write_all(b"\n").map_err(BundleError::Io)?;
+        Ok(())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.summary.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.summary.count == 0
+    }
+
+    /// Uncompressed bytes so far.
+    pub fn plain_len(&self) -> u64 {
+        self.plain_len
+    }
+
+    /// The chain hash after the last entry pushed.
+    pub fn chain(&self) -> ChainHash {
+        self.summary.chain
+    }
+
+    /// Finishes compression and signs the descriptor with `key` (the origin's).
+    pub fn finish(self, schema: Option<String>, key: &SigningKey) -> Result<BuiltSegment, BundleError> {
+        let first_seq = self.summary.first_seq.ok_or_else(|| BundleError::Malformed("an empty segment".into()))?;
+        let out = self.encoder.finish().map_err(BundleError::Io)?;
+        let zstd_len = out.count;
+        let zstd_sha256 = hex::encode(out.hasher.finalize());
+        let file = out.inner.into_inner().map_err(|e| BundleError::Io(e.into_error()))?;
+        let s = self.summary;
+        let descriptor = SegmentDescriptor {
+            origin: self.origin,
+            first_seq,
+            last_seq: s.last_seq,
+            count: s.count,
+            ts_min: s.ts_min,
+            ts_max: s.ts_max,
+            chain_before: self.chain_before.to_hex(),
+            chain_after: s.chain.to_hex(),
+            schema,
+            tables: s.tables,
+            entries_len: self.plain_len,
+            entries_sha256: hex::encode(self.plain.finalize()),
+            zstd_len,
+            zstd_sha256,
+        };
+        let raw = serde_json::to_string(&descriptor).map_err(|e| BundleError::Malformed(e.to_string()))?;
+        let signature = keys::sign(key, SEGMENT_PREFIX, raw.as_bytes());
+        let record = ManifestSegment {
+            descriptor: RawValue::from_string(raw).map_err(|e| BundleError::Malformed(e.to_string()))?,
+            signature: keys::encode_signature(&signature),
+            hops: Vec::new(),
+        };
+        Ok(BuiltSegment { descriptor, record, file })
+    }
+}
+
+/// A bundle that was written.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// A bundle with the same content already had this name: nothing new was written.
+    pub existed: bool,
+}
+
+/// Writes a bundle of `segments` into `out_dir`, sealed by `sealer`.
+///
+/// `copy(i, w)` must write exactly the compressed bytes of segment `i`
+/// (`descriptors[i].zstd_len` of them); the bundle appears under its final
+/// name only once complete and durable.
+pub fn write_bundle(
+    out_dir: &Path,
+    segments: Vec<ManifestSegment>,
+    descriptors: &[SegmentDescriptor],
+    sealer: &SigningKey,
+    mut copy: impl FnMut(usize, &mut dyn Write) -> io::Result<()>,
+) -> Result<Written, BundleError> {
+    let sealed_at = Timestamp::now();
+    let manifest = Manifest {
+        format: FORMAT_NAME.into(),
+        version: FORMAT_VERSION,
+        sealed_by: NodeId::of(&sealer.verifying_key()),
+        sealed_at,
+        segments,
+    };
+    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| BundleError::Malformed(e.to_string()))?;
+    let seal = keys::encode_signature(&keys::sign(sealer, MANIFEST_PREFIX, &manifest_bytes));
+    let name = bundle_file_name(&manifest_bytes, sealed_at);
+    let dest = out_dir.join(&name);
+
+    std::fs::create_dir_all(out_dir).map_err(BundleError::Io)?;
+    let tmp = fsutil::temp_in(out_dir).map_err(BundleError::Io)?;
+    let mut w = CountingWriter { inner: BufWriter::with_capacity(256 << 10, tmp), count: 0 };
+    let io_err = BundleError::Io;
+    write_member(&mut w, MANIFEST_MEMBER, &manifest_bytes).map_err(io_err)?;
+    write_member(&mut w, SIGNATURE_MEMBER, seal.as_bytes()).map_err(io_err)?;
+    for (i, d) in descriptors.iter().enumerate() {
+        w.write_all(&tar_header(&d.member_name(), d.zstd_len).map_err(io_err)?).map_err(io_err)?;
+        let before = w.count;
+        copy(i, &mut w).map_err(io_err)?;
+        if w.count - before != d.zstd_len {
+            return Err(BundleError::LengthMismatch { member: d.member_name(), declared: d.zstd_len, actual: w.count - before });
+        }
+        w.write_all(&[0u8; BLOCK][..padding(d.zstd_len)]).map_err(io_err)?;
+    }
+    w.write_all(&[0u8; 2 * BLOCK]).map_err(io_err)?;
+    let bytes = w.count;
+    let tmp = w.inner.into_inner().map_err(|e| BundleError::Io(e.into_error()))?;
+    match fsutil::persist_new(tmp, &dest) {
+        Ok(()) => Ok(Written { path: dest, bytes, existed: false }),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Written { path: dest, bytes, existed: true }),
+        Err(e) => Err(BundleError::Io(e)),
+    }
+}
+
+fn write_member<W: Write>(w: &mut W, name: &str, data: &[u8]) -> io::Result<()> {
+    w.write_all(&tar_header(name, data.len() as u64)?)?;
+    w.write_all(data)?;
+    w.write_all(&[0u8; BLOCK][..padding(data.len() as u64)])
+}
+
+/// Copies a built segment's compressed bytes (for [`write_bundle`]'s `copy`).
+pub fn copy_file(file: &tempfile::NamedTempFile, w: &mut dyn Write) -> io::Result<()> {
+    let mut f: File = file.reopen()?;
+    io::copy(&mut f, w).map(drop)
+}

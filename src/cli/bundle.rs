@@ -1,0 +1,197 @@
+//! `ferry bundle create|verify|inspect`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use ferry::bundle::create::{create_from_journal, CreateOptions};
+use ferry::bundle::inspect::inspect;
+use ferry::bundle::{find_bundles, BundleReader};
+use ferry::node::Node;
+use ferry::sanitize;
+use ferry::verify::{verify_file, BundleReport};
+
+use super::output::{json, out};
+use super::{home_dir, Outcome, Ui};
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Pack this node's entries not yet bundled into one signed bundle.
+    #[command(after_help = "Examples:\n  ferry bundle create --journal journal/ --out /media/usb\n  ferry bundle create --journal app.jsonl --out outbox --since 1   # send everything again")]
+    Create(CreateArgs),
+    /// Check bundles: structure, hashes, chains, and every signature against the trust store.
+    #[command(after_help = "Exit status: 0 when every bundle passes, 1 when any fails, 2 on errors.\n\nExample:\n  ferry bundle verify /media/usb")]
+    Verify(VerifyArgs),
+    /// Show what a bundle holds: origins, seq and time ranges, tables, hops.
+    #[command(after_help = "The entries are plain JSON Lines; standard tools read them too:\n  tar -xOf BUNDLE manifest.json | jq .\n  tar -xOf BUNDLE ORIGIN.1-100.jsonl.zst | zstd -d | jq .")]
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// A journal file, or a folder of them (walked recursively): JSON Lines or the legacy format.
+    #[arg(long, value_name = "PATH")]
+    pub journal: PathBuf,
+    /// Folder to write the bundle into (a USB stick, an outbox).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Bundle from this seq on, even if sent before.
+    #[arg(long, value_name = "SEQ")]
+    pub since: Option<u64>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Bundle files or folders holding them.
+    #[arg(value_name = "FILE|DIR", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print the verdicts as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The bundle file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print every entry as JSON Lines (exactly as the origin wrote them).
+    #[arg(long)]
+    pub entries: bool,
+}
+
+pub fn run(cmd: BundleCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
+    match cmd {
+        BundleCommand::Create(a) => create(a, home, ui),
+        BundleCommand::Verify(a) => verify(a, home, ui),
+        BundleCommand::Inspect(a) => inspect_cmd(a, home),
+    }
+}
+
+fn create(a: CreateArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
+    let node = Node::open(&home_dir(home)?)?;
+    let opts = CreateOptions { out_dir: a.out, since: a.since };
+    let mut progress = ui.progress();
+    let report = create_from_journal(&node, &a.journal, &opts, progress.as_mut())?;
+    if a.json {
+        json(&report)?;
+    } else {
+        match (&report.file, report.first_seq, report.last_seq) {
+            (Some(file), Some(first), Some(last)) => out(format!(
+                "wrote {} ({} entries, seq {first}..={last}, {} bytes in, {} bytes out)",
+                file.display(),
+                report.entries,
+                report.bytes_in,
+                report.bytes_out
+            ))?,
+            _ => ui.note("nothing new to bundle: every entry was bundled before (use --since SEQ to send again)"),
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
+    let node = Node::open(&home_dir(home)?)?;
+    let trust = node.trust()?;
+    let mut reports: Vec<BundleReport> = Vec::new();
+    for p in &a.paths {
+        match find_bundles(std::slice::from_ref(p)) {
+            Ok(files) => {
+                for f in files {
+                    let mut progress = ui.progress();
+                    let total = std::fs::metadata(&f).map(|m| m.len()).ok();
+                    progress.start("verifying", total);
+                    reports.push(verify_file(&f, &trust, progress.as_mut()));
+                    progress.finish();
+                }
+            }
+            Err(e) => reports.push(BundleReport {
+                file: p.clone(),
+                ok: false,
+                error: Some(format!("failed to read: {e}")),
+                sealed_by: None,
+                segments: Vec::new(),
+            }),
+        }
+    }
+    let failed = reports.iter().filter(|r| !r.ok).count();
+    if a.json {
+        json(&reports)?;
+    } else {
+        for r in &reports {
+            let file = sanitize(&r.file.display().to_string());
+            match &r.error {
+                None => {
+                    let entries: u64 = r.segments.iter().map(|s| s.count).sum();
+                    out(format!("ok    {file} ({} segments, {entries} entries)", r.segments.len()))?
+                }
+                Some(e) => out(format!("FAIL  {file}: {}", sanitize(e)))?,
+            }
+        }
+        ui.note(format!("{} bundles verified, {failed} failed", reports.len() - failed));
+    }
+    if reports.is_empty() {
+        anyhow::bail!("no bundles (*.tar) found in {}", a.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    Ok(if failed == 0 { Outcome::Ok } else { Outcome::Negative })
+}
+
+fn inspect_cmd(a: InspectArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
+    // Names come from the trust store when there is a node; inspect works without one.
+    let trust = home_dir(home).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
+    if a.entries {
+        let mut reader = BundleReader::open(&a.file)?;
+        let stdout = std::io::stdout();
+        let mut o = std::io::BufWriter::new(stdout.lock());
+        while let Some(member) = reader.next_segment()? {
+            let mut lines = member.entries()?;
+            while let Some(line) = lines.next_line()? {
+                o.write_all(line)?;
+                o.write_all(b"\n")?;
+            }
+        }
+        o.flush()?;
+        return Ok(Outcome::Ok);
+    }
+    let i = inspect(&a.file, trust.as_ref())?;
+    if a.json {
+        json(&i)?;
+        return Ok(Outcome::Ok);
+    }
+    let who = |node: &ferry::keys::NodeId, name: &Option<String>| match name {
+        Some(n) => format!("{} ({node})", sanitize(n)),
+        None => node.to_string(),
+    };
+    out(format!("bundle    {} ({} bytes)", sanitize(&i.file), i.bytes))?;
+    out(format!("format    {} v{}", i.format, i.version))?;
+    out(format!("sealed    by {} at {}", who(&i.sealed_by.node, &i.sealed_by.name), i.sealed_at))?;
+    out(format!("entries   {} in {} segments (signatures not checked: run `ferry bundle verify`)", i.entries, i.segments.len()))?;
+    for (n, s) in i.segments.iter().enumerate() {
+        out(format!(
+            "segment {}: origin {}, seq {}..={} ({} entries), {} .. {}",
+            n + 1,
+            who(&s.origin.node, &s.origin.name),
+            s.first_seq,
+            s.last_seq,
+            s.count,
+            s.ts_min,
+            s.ts_max
+        ))?;
+        for (t, c) in &s.tables {
+            out(format!("    {:<30} insert {:>7}  update {:>7}  delete {:>7}", sanitize(t), c.insert, c.update, c.delete))?;
+        }
+        if s.hops.is_empty() {
+            out("    hops: none (straight from the origin)")?;
+        }
+        for (k, h) in s.hops.iter().enumerate() {
+            out(format!("    hop {}: {} at {}", k + 1, who(&h.node, &h.name), h.at))?;
+        }
+    }
+    Ok(Outcome::Ok)
+}

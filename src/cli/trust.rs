@@ -1,0 +1,90 @@
+//! `ferry trust add|list|revoke`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use ferry::keys::{self, Role};
+use ferry::node::Node;
+
+use super::output::{json, out};
+use super::{home_dir, Outcome, Ui};
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Accept another node's key (the line `ferry key export` printed there).
+    #[command(after_help = "Example:\n  ferry trust add field-1 ferry-ed25519:3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA --role origin")]
+    Add(AddArgs),
+    /// List trusted keys.
+    List(super::node::JsonArg),
+    /// Stop accepting a key; its bundles are rejected from now on.
+    Revoke {
+        /// The name given at `trust add`.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// Writes journal entries (a field laptop, a server with local edits).
+    Origin,
+    /// Carries others' bundles (a middleman laptop, a community server).
+    Relay,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// A name for the node.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Its public key, `ferry-ed25519:…`.
+    #[arg(value_name = "KEY")]
+    pub key: String,
+    /// What the node may do; repeat for both.
+    #[arg(long, value_enum, value_name = "ROLE", default_values_t = [RoleArg::Origin])]
+    pub role: Vec<RoleArg>,
+}
+
+pub fn run(cmd: TrustCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
+    let node = Node::open(&home_dir(home)?)?;
+    let mut trust = node.trust()?;
+    match cmd {
+        TrustCommand::Add(a) => {
+            let key = keys::parse_public_key(&a.key)?;
+            let roles: Vec<Role> = a
+                .role
+                .iter()
+                .map(|r| match r {
+                    RoleArg::Origin => Role::Origin,
+                    RoleArg::Relay => Role::Relay,
+                })
+                .collect();
+            let added = trust.add(&a.name, &key, &roles)?.clone();
+            node.save_trust(&trust)?;
+            ui.note(format!("now trusting {} ({}) as {}", added.name, added.node, roles_text(&added.roles)));
+        }
+        TrustCommand::List(a) => {
+            if a.json {
+                json(&trust.keys)?;
+            } else {
+                for k in &trust.keys {
+                    let state = match k.revoked {
+                        Some(t) => format!("revoked {t}"),
+                        None => "trusted".into(),
+                    };
+                    out(format!("{:<20} {}  {:<13} {state}", ferry::sanitize(&k.name), k.node, roles_text(&k.roles)))?;
+                }
+            }
+        }
+        TrustCommand::Revoke { name } => {
+            let k = trust.revoke(&name)?.clone();
+            node.save_trust(&trust)?;
+            ui.note(format!("revoked {} ({}); its bundles are rejected from now on", k.name, k.node));
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn roles_text(roles: &[Role]) -> String {
+    roles.iter().map(Role::to_string).collect::<Vec<_>>().join("+")
+}

@@ -1,0 +1,33 @@
+//! ferry: carry signed, compressed database change journals between computers
+//! that are rarely online.
+//!
+//! The library holds the whole engine; the `ferry` binary is a thin clap layer
+//! over it. One module per concept:
+//!
+//! - [`value`]: SQLite values in journal JSON, exact round trips.
+//! - [`journal`]: journal entries and journal files (JSON Lines and legacy).
+//! - [`keys`]: ed25519 identities, the key text format, the trust store.
+//! - [`node`]: a node's home folder (identity, trust, state).
+//! - [`chain`]: chain hashes over a journal.
+//! - [`bundle`]: the bundle file format: writing, reading, creating.
+//! - [`verify`]: checking bundles against a trust store.
+
+#![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod chain;
+pub mod fsutil;
+pub mod journal;
+pub mod keys;
+pub mod node;
+pub mod progress;
+pub mod state;
+pub mod value;
+pub mod verify;
+
+/// Escapes text that came from outside (file names, table names, entries)
+/// before it is printed: control characters become `\u{..}` escapes, so a
+/// hostile name cannot move the cursor or fake output lines.
+pub fn sanitize(s: &str) -> String {
+    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}

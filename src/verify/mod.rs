@@ -1,0 +1,238 @@
+//! Verification: is this bundle exactly what trusted nodes signed?
+//!
+//! Checks, in order: the archive's form ([`crate::bundle::reader`]), the seal
+//! over the manifest, every segment's origin signature, every hop of every
+//! segment's chain of custody, and (unless only signatures are asked for)
+//! every segment's bytes: compressed and entry hashes, lengths, each entry's
+//! form, seqs without gaps, the time range, per-table counts and the chain
+//! hash from `chain_before` to `chain_after`. Signatures use `verify_strict`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::bundle::format::{hop_message, Summary, HOP_PREFIX, MANIFEST_PREFIX, SEGMENT_PREFIX};
+use crate::bundle::{BundleError, BundleReader, SegmentDescriptor, SegmentMember};
+use crate::journal::{Entry, Timestamp};
+use crate::keys::{self, KeyError, NodeId, Role, TrustStore};
+use crate::progress::Progress;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("{what}: {source}")]
+    Signer {
+        what: String,
+        #[source]
+        source: KeyError,
+    },
+    #[error("bad signature: {what}")]
+    BadSignature { what: String },
+    #[error("{member}: entry {index}: {message}")]
+    Entry { member: String, index: u64, message: String },
+    #[error("{member}: {message}")]
+    Descriptor { member: String, message: String },
+    #[error("{0}")]
+    Custody(String),
+}
+
+/// One hop in a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct HopReport {
+    pub node: NodeId,
+    pub name: Option<String>,
+    pub at: Timestamp,
+}
+
+/// One segment in a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentReport {
+    pub origin: NodeId,
+    pub origin_name: Option<String>,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub count: u64,
+    pub ts_min: Timestamp,
+    pub ts_max: Timestamp,
+    pub hops: Vec<HopReport>,
+}
+
+/// The verdict on one bundle file.
+#[derive(Debug, Serialize)]
+pub struct BundleReport {
+    pub file: PathBuf,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub sealed_by: Option<NodeId>,
+    pub segments: Vec<SegmentReport>,
+}
+
+/// Checks the seal, every origin signature and every hop against `trust`.
+/// Needs only the manifest: this is what a relay checks before forwarding.
+pub fn check_signatures<R: Read>(reader: &BundleReader<R>, trust: &TrustStore) -> Result<Vec<SegmentReport>, VerifyError> {
+    let m = reader.manifest();
+    let sealer = trust
+        .signer(&m.sealed_by, Role::Origin)
+        .or_else(|_| trust.signer(&m.sealed_by, Role::Relay))
+        .map_err(|source| VerifyError::Signer { what: "sealer".into(), source: relabel(source, trust, &m.sealed_by) })?;
+    if !keys::verify(&sealer.1, MANIFEST_PREFIX, reader.manifest_bytes(), reader.signature()) {
+        return Err(VerifyError::BadSignature { what: format!("the seal of {} over manifest.json", m.sealed_by) });
+    }
+    let mut out = Vec::with_capacity(m.segments.len());
+    for (record, d) in m.segments.iter().zip(reader.descriptors()) {
+        let member = d.member_name();
+        let (_, origin_key) = trust
+            .signer(&d.origin, Role::Origin)
+            .map_err(|source| VerifyError::Signer { what: format!("origin of {member}"), source })?;
+        let origin_sig = keys::decode_signature(&record.signature)
+            .ok_or_else(|| VerifyError::BadSignature { what: format!("origin signature of {member} is not base64url") })?;
+        if !keys::verify(&origin_key, SEGMENT_PREFIX, record.descriptor.get().as_bytes(), &origin_sig) {
+            return Err(VerifyError::BadSignature { what: format!("origin {} did not sign {member} as it is", d.origin) });
+        }
+        let mut previous: Option<[u8; 64]> = None;
+        let mut hops = Vec::with_capacity(record.hops.len());
+        for (i, hop) in record.hops.iter().enumerate() {
+            let what = format!("hop {} of {member}", i + 1);
+            let (_, hop_key) = trust.signer(&hop.node, Role::Relay).map_err(|source| VerifyError::Signer { what: what.clone(), source })?;
+            let sig = keys::decode_signature(&hop.signature)
+                .ok_or_else(|| VerifyError::BadSignature { what: format!("{what} is not base64url") })?;
+            let msg = hop_message(record.descriptor.get().as_bytes(), &origin_sig.to_bytes(), previous.as_ref(), &hop.node, hop.at);
+            if !keys::verify(&hop_key, HOP_PREFIX, &msg, &sig) {
+                return Err(VerifyError::BadSignature { what: format!("{what} by {}", hop.node) });
+            }
+            previous = Some(sig.to_bytes());
+            hops.push(HopReport { node: hop.node.clone(), name: trust.name_of(&hop.node).map(str::to_owned), at: hop.at });
+        }
+        let last_carrier = record.hops.last().map_or(&d.origin, |h| &h.node);
+        if *last_carrier != m.sealed_by {
+            return Err(VerifyError::Custody(format!(
+                "{member} was last carried by {last_carrier}, but the bundle is sealed by {}",
+                m.sealed_by
+            )));
+        }
+        out.push(SegmentReport {
+            origin: d.origin.clone(),
+            origin_name: trust.name_of(&d.origin).map(str::to_owned),
+            first_seq: d.first_seq,
+            last_seq: d.last_seq,
+            count: d.count,
+            ts_min: d.ts_min,
+            ts_max: d.ts_max,
+            hops,
+        });
+    }
+    check_continuity(reader.descriptors())?;
+    Ok(out)
+}
+
+/// A revoked or unknown sealer reads better under its own role; keep the
+/// error but prefer the revocation over a role mismatch.
+fn relabel(e: KeyError, trust: &TrustStore, node: &NodeId) -> KeyError {
+    match e {
+        KeyError::WrongRole { .. } => trust.signer(node, Role::Origin).err().unwrap_or(e),
+        other => other,
+    }
+}
+
+/// Segments of one origin inside a bundle must not overlap, and adjacent
+/// ones must chain.
+fn check_continuity(ds: &[SegmentDescriptor]) -> Result<(), VerifyError> {
+    for (i, a) in ds.iter().enumerate() {
+        for b in &ds[i + 1..] {
+            if a.origin != b.origin {
+                continue;
+            }
+            if a.first_seq <= b.last_seq && b.first_seq <= a.last_seq {
+                return Err(VerifyError::Custody(format!("{} and {} overlap", a.member_name(), b.member_name())));
+            }
+            let (lo, hi) = if a.last_seq < b.first_seq { (a, b) } else { (b, a) };
+            if lo.last_seq + 1 == hi.first_seq && lo.chain_after != hi.chain_before {
+                return Err(VerifyError::Custody(format!(
+                    "{} does not continue the chain of {} (a forked journal?)",
+                    hi.member_name(),
+                    lo.member_name()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decompresses one segment and checks every entry against its descriptor.
+/// Calls `each` with every entry and its bytes (apply uses this).
+pub fn check_entries<R: Read>(
+    member: SegmentMember<'_, R>,
+    progress: &mut dyn Progress,
+    mut each: impl FnMut(Entry, &[u8]) -> Result<(), VerifyError>,
+) -> Result<(), VerifyError> {
+    let d = member.descriptor().clone();
+    let name = d.member_name();
+    let chain_before = d.chain_before().ok_or_else(|| VerifyError::Descriptor { member: name.clone(), message: "bad chain_before".into() })?;
+    let mut lines = member.entries()?;
+    let mut summary = Summary::new(chain_before);
+    let mut index = 0u64;
+    while let Some(line) = lines.next_line()? {
+        index += 1;
+        progress.advance(line.len() as u64 + 1);
+        let entry = Entry::parse(line).map_err(|message| VerifyError::Entry { member: name.clone(), index, message })?;
+        if index == 1 && entry.seq != d.first_seq {
+            return Err(VerifyError::Entry { member: name, index, message: format!("seq {} but the segment starts at {}", entry.seq, d.first_seq) });
+        }
+        summary
+            .push(&entry, line)
+            .map_err(|expected| VerifyError::Entry { member: name.clone(), index, message: format!("seq {} where {expected} was due", entry.seq) })?;
+        each(entry, line)?;
+    }
+    let mismatch = |message: String| VerifyError::Descriptor { member: name.clone(), message };
+    if summary.count != d.count || summary.last_seq != d.last_seq {
+        return Err(mismatch(format!("holds {} entries up to seq {}, descriptor says {} up to {}", summary.count, summary.last_seq, d.count, d.last_seq)));
+    }
+    if summary.ts_min != d.ts_min || summary.ts_max != d.ts_max {
+        return Err(mismatch("time range differs from the descriptor".into()));
+    }
+    if summary.tables != d.tables {
+        return Err(mismatch("per-table counts differ from the descriptor".into()));
+    }
+    if summary.chain.to_hex() != d.chain_after {
+        return Err(mismatch("chain hash at the last entry differs from chain_after".into()));
+    }
+    Ok(())
+}
+
+/// Fully verifies one bundle file.
+pub fn verify_file(path: &Path, trust: &TrustStore, progress: &mut dyn Progress) -> BundleReport {
+    let mut report = BundleReport { file: path.to_path_buf(), ok: false, error: None, sealed_by: None, segments: Vec::new() };
+    let result = (|| -> Result<(), VerifyError> {
+        let mut reader = BundleReader::open(path)?;
+        report.sealed_by = Some(reader.manifest().sealed_by.clone());
+        report.segments = check_signatures(&reader, trust)?;
+        while let Some(member) = reader.next_segment()? {
+            check_entries(member, progress, |_, _| Ok(()))?;
+        }
+        reader.finish()?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => report.ok = true,
+        Err(e) => report.error = Some(error_chain(&e)),
+    }
+    report
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    s
+}
