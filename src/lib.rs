@@ -11,6 +11,7 @@
 //! - [`chain`]: chain hashes over a journal.
 //! - [`bundle`]: the bundle file format: writing, reading, creating.
 //! - [`verify`]: checking bundles against a trust store.
+//! - [`schema`]: app database tables and the schema fingerprint.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub mod journal;
 pub mod keys;
 pub mod node;
 pub mod progress;
+pub mod schema;
 pub mod state;
 pub mod value;
 pub mod verify;
