@@ -135,7 +135,9 @@ impl Node {
     pub fn open(home: &Path) -> Result<Node, NodeError> {
         let info_path = home.join("node.json");
         let info: NodeInfo = match std::fs::read(&info_path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|source| NodeError::Corrupt { path: info_path.clone(), source })?,
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|source| NodeError::Corrupt { path: info_path.clone(), source })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(NodeError::NotInitialised(home.to_path_buf()))
             }
@@ -174,7 +176,8 @@ impl Node {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), NodeError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| NodeError::Corrupt { path: path.into(), source })?;
+    let mut bytes =
+        serde_json::to_vec_pretty(value).map_err(|source| NodeError::Corrupt { path: path.into(), source })?;
     bytes.push(b'\n');
     fsutil::write_atomic(path, &bytes).map_err(io_err(path))
 }

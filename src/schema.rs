@@ -49,7 +49,8 @@ pub fn is_internal(name: &str) -> bool {
 /// The app's tables (not SQLite's, not ferry's), sorted by name.
 pub fn tables(conn: &Connection) -> rusqlite::Result<Vec<Table>> {
     let mut stmt = conn.prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'table' ORDER BY name")?;
-    let rows: Vec<(String, Option<String>)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let rows: Vec<(String, Option<String>)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
     let mut out = Vec::new();
     for (name, sql) in rows {
         if is_internal(&name) {
@@ -58,7 +59,12 @@ pub fn tables(conn: &Connection) -> rusqlite::Result<Vec<Table>> {
         let mut cols = conn.prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1) ORDER BY cid")?;
         let columns = cols
             .query_map([&name], |r| {
-                Ok(Column { name: r.get(0)?, decl_type: r.get(1)?, notnull: r.get::<_, i64>(2)? != 0, pk: r.get::<_, i64>(3)? as u32 })
+                Ok(Column {
+                    name: r.get(0)?,
+                    decl_type: r.get(1)?,
+                    notnull: r.get::<_, i64>(2)? != 0,
+                    pk: r.get::<_, i64>(3)? as u32,
+                })
             })?
             .collect::<Result<_, _>>()?;
         let autoincrement = sql.is_some_and(|s| s.to_ascii_uppercase().contains("AUTOINCREMENT"));

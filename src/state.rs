@@ -77,9 +77,11 @@ impl State {
     /// The chain hash of `origin` at `seq`, if recorded.
     pub fn checkpoint(&self, origin: &str, seq: u64) -> Result<Option<ChainHash>, StateError> {
         self.conn
-            .query_row("SELECT chain FROM checkpoints WHERE origin = ?1 AND seq = ?2", params![origin, seq as i64], |r| {
-                r.get::<_, Vec<u8>>(0)
-            })
+            .query_row(
+                "SELECT chain FROM checkpoints WHERE origin = ?1 AND seq = ?2",
+                params![origin, seq as i64],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
             .optional()
             .map(|o| o.and_then(|c| ChainHash::from_slice(&c)))
             .map_err(self.err())
@@ -98,12 +100,19 @@ impl State {
 }
 
 impl SeqRegistry for State {
-    fn seq_for(&mut self, file: &str, line: u64, hash: &[u8; 32]) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    fn seq_for(
+        &mut self,
+        file: &str,
+        line: u64,
+        hash: &[u8; 32],
+    ) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
         let known: Option<(i64, Vec<u8>)> = self
             .conn
-            .query_row("SELECT seq, hash FROM legacy_seqs WHERE file = ?1 AND line = ?2", params![file, line as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT seq, hash FROM legacy_seqs WHERE file = ?1 AND line = ?2",
+                params![file, line as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(self.err())?;
         match known {

@@ -161,9 +161,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Text(v))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let key: String = map
-            .next_key()?
-            .ok_or_else(|| de::Error::custom("an empty object is not a value"))?;
+        let key: String = map.next_key()?.ok_or_else(|| de::Error::custom("an empty object is not a value"))?;
         let payload: String = map.next_value()?;
         if map.next_key::<de::IgnoredAny>()?.is_some() {
             return Err(de::Error::custom("a tagged value has exactly one key"));
@@ -181,9 +179,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
                     "unknown special real {other:?} (expected \"inf\", \"-inf\" or \"nan\")"
                 ))),
             },
-            other => Err(de::Error::custom(format!(
-                "unknown value tag {other:?} (expected \"blob\" or \"real\")"
-            ))),
+            other => Err(de::Error::custom(format!("unknown value tag {other:?} (expected \"blob\" or \"real\")"))),
         }
     }
     fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Value, A::Error> {

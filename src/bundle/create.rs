@@ -118,13 +118,11 @@ where
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| CreateError::Bundle(BundleError::Io(e)))?;
     let mut builder: Option<SegmentBuilder> = None;
     let mut bytes_in = 0u64;
-    let mut expected = first;
-    for item in lines {
+    for (expected, item) in (first..).zip(lines) {
         let (entry, bytes) = item?;
         if entry.seq != expected {
             return Err(CreateError::Bundle(BundleError::SeqGap { expected, found: entry.seq }));
         }
-        expected += 1;
         progress.advance(bytes.len() as u64 + 1);
         if entry.seq < start {
             chain = chain.next(&bytes);
@@ -135,7 +133,9 @@ where
         }
         let b = match &mut builder {
             Some(b) => b,
-            None => builder.insert(SegmentBuilder::new(node.id().clone(), chain, &opts.out_dir).map_err(BundleError::Io)?),
+            None => {
+                builder.insert(SegmentBuilder::new(node.id().clone(), chain, &opts.out_dir).map_err(BundleError::Io)?)
+            }
         };
         bytes_in += bytes.len() as u64 + 1;
         b.push(&entry, &bytes)?;
@@ -155,9 +155,10 @@ where
     let chain_after = builder.chain();
     let built = builder.finish(schema, node.signing_key())?;
     let d = built.descriptor.clone();
-    let written = write_bundle(&opts.out_dir, vec![built.record], std::slice::from_ref(&d), node.signing_key(), |_, w| {
-        copy_file(&built.file, w)
-    })?;
+    let written =
+        write_bundle(&opts.out_dir, vec![built.record], std::slice::from_ref(&d), node.signing_key(), |_, w| {
+            copy_file(&built.file, w)
+        })?;
     let report = CreateReport {
         file: Some(written.path),
         origin: d.origin,

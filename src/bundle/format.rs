@@ -144,7 +144,13 @@ pub struct Manifest {
 /// The message a hop signs: it binds the segment (descriptor and origin
 /// signature), every earlier hop (through the previous hop's signature), and
 /// the hop's own node and time.
-pub fn hop_message(descriptor: &[u8], origin_sig: &[u8; 64], previous: Option<&[u8; 64]>, node: &NodeId, at: Timestamp) -> Vec<u8> {
+pub fn hop_message(
+    descriptor: &[u8],
+    origin_sig: &[u8; 64],
+    previous: Option<&[u8; 64]>,
+    node: &NodeId,
+    at: Timestamp,
+) -> Vec<u8> {
     let mut m = Vec::with_capacity(32 + 64 + 64 + 16 + 1 + 27);
     m.extend_from_slice(&Sha256::digest(descriptor));
     m.extend_from_slice(origin_sig);

@@ -37,7 +37,10 @@ pub enum BundleError {
     LengthMismatch { member: String, declared: u64, actual: u64 },
     #[error("corrupt segment {member}: {reason}")]
     Corrupt { member: String, reason: String },
-    #[error("refusing {member}: it claims to expand {zstd_len} compressed bytes into {entries_len}, beyond the {}x limit", format::MAX_EXPANSION)]
+    #[error(
+        "refusing {member}: it claims to expand {zstd_len} compressed bytes into {entries_len}, beyond the {}x limit",
+        format::MAX_EXPANSION
+    )]
     TooLarge { member: String, entries_len: u64, zstd_len: u64 },
     #[error("entries out of order: expected seq {expected}, found {found}")]
     SeqGap { expected: u64, found: u64 },

@@ -61,7 +61,9 @@ impl<R: Read> BundleReader<R> {
     pub fn new(mut inner: R) -> Result<Self, BundleError> {
         let manifest_len = read_header(&mut inner, MANIFEST_MEMBER, None)?;
         if manifest_len > MAX_MANIFEST {
-            return Err(BundleError::Malformed(format!("manifest of {manifest_len} bytes exceeds the {MAX_MANIFEST}-byte limit")));
+            return Err(BundleError::Malformed(format!(
+                "manifest of {manifest_len} bytes exceeds the {MAX_MANIFEST}-byte limit"
+            )));
         }
         let manifest_bytes = read_member(&mut inner, manifest_len)?;
         let manifest = parse_manifest(&manifest_bytes)?;
@@ -73,13 +75,23 @@ impl<R: Read> BundleReader<R> {
             .ok_or_else(|| BundleError::Malformed("manifest.sig is not a base64url ed25519 signature".into()))?;
         let mut descriptors = Vec::with_capacity(manifest.segments.len());
         for (i, s) in manifest.segments.iter().enumerate() {
-            let d = parse_descriptor(s.descriptor.get()).map_err(|m| BundleError::Malformed(format!("segment {}: {m}", i + 1)))?;
+            let d = parse_descriptor(s.descriptor.get())
+                .map_err(|m| BundleError::Malformed(format!("segment {}: {m}", i + 1)))?;
             if descriptors.iter().any(|o: &SegmentDescriptor| o.member_name() == d.member_name()) {
                 return Err(BundleError::Malformed(format!("segment {} is listed twice", d.member_name())));
             }
             descriptors.push(d);
         }
-        Ok(BundleReader { inner, manifest, manifest_bytes, signature, descriptors, next: 0, pending: 0, pending_pad: 0 })
+        Ok(BundleReader {
+            inner,
+            manifest,
+            manifest_bytes,
+            signature,
+            descriptors,
+            next: 0,
+            pending: 0,
+            pending_pad: 0,
+        })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -181,7 +193,10 @@ fn read_header<R: Read>(r: &mut R, name: &str, size: Option<u64>) -> Result<u64,
     }
     let len = h.size().map_err(|_| BundleError::Malformed(format!("bad size field in the header of {name}")))?;
     if size.is_some_and(|s| s != len) {
-        return Err(BundleError::Malformed(format!("member {name} has {len} bytes, its descriptor says {}", size.unwrap_or(0))));
+        return Err(BundleError::Malformed(format!(
+            "member {name} has {len} bytes, its descriptor says {}",
+            size.unwrap_or(0)
+        )));
     }
     let expected = tar_header(name, len).map_err(BundleError::Io)?;
     if block != expected {
@@ -211,7 +226,8 @@ fn parse_manifest(bytes: &[u8]) -> Result<Manifest, BundleError> {
         format: Option<String>,
         version: Option<u32>,
     }
-    let head: Head = serde_json::from_slice(bytes).map_err(|e| BundleError::Malformed(format!("manifest.json: {e}")))?;
+    let head: Head =
+        serde_json::from_slice(bytes).map_err(|e| BundleError::Malformed(format!("manifest.json: {e}")))?;
     if head.format.as_deref() != Some(FORMAT_NAME) {
         return Err(BundleError::NotABundle("manifest.json does not name the ferry-bundle format".into()));
     }
@@ -220,7 +236,8 @@ fn parse_manifest(bytes: &[u8]) -> Result<Manifest, BundleError> {
         Some(v) if v > FORMAT_VERSION => return Err(BundleError::UnsupportedVersion(v)),
         v => return Err(BundleError::Malformed(format!("manifest.json: unknown version {v:?}"))),
     }
-    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| BundleError::Malformed(format!("manifest.json: {e}")))?;
+    let m: Manifest =
+        serde_json::from_slice(bytes).map_err(|e| BundleError::Malformed(format!("manifest.json: {e}")))?;
     if serde_json::to_vec(&m).ok().as_deref() != Some(bytes) {
         return Err(BundleError::Malformed("manifest.json is not in canonical form".into()));
     }
@@ -279,13 +296,22 @@ impl<'a, R: Read> SegmentMember<'a, R> {
     pub fn entries(self) -> Result<EntryLines<'a, R>, BundleError> {
         let d = self.descriptor().clone();
         if d.entries_len > d.zstd_len.saturating_mul(MAX_EXPANSION) {
-            return Err(BundleError::TooLarge { member: d.member_name(), entries_len: d.entries_len, zstd_len: d.zstd_len });
+            return Err(BundleError::TooLarge {
+                member: d.member_name(),
+                entries_len: d.entries_len,
+                zstd_len: d.zstd_len,
+            });
         }
         let compressed = BufReader::with_capacity(128 << 10, self.compressed());
         let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed).map_err(BundleError::Io)?.single_frame();
         decoder.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(WINDOW_LOG_MAX)).map_err(BundleError::Io)?;
         let plain = HashingReader::new(decoder.take(d.entries_len + 1));
-        Ok(EntryLines { lines: BufReader::with_capacity(256 << 10, plain), descriptor: d, buf: Vec::with_capacity(1024), done: false })
+        Ok(EntryLines {
+            lines: BufReader::with_capacity(256 << 10, plain),
+            descriptor: d,
+            buf: Vec::with_capacity(1024),
+            done: false,
+        })
     }
 }
 
@@ -305,7 +331,10 @@ impl<R: Read> Read for CompressedReader<'_, R> {
                 self.checked = true;
                 let got = hex::encode(std::mem::take(&mut self.hasher).finalize());
                 if got != self.expected {
-                    return Err(to_io(BundleError::HashMismatch { member: self.name.clone(), what: "compressed bytes" }));
+                    return Err(to_io(BundleError::HashMismatch {
+                        member: self.name.clone(),
+                        what: "compressed bytes",
+                    }));
                 }
             }
             return Ok(0);
@@ -356,7 +385,10 @@ impl<R: Read> EntryLines<'_, R> {
         }
         if self.buf.last() != Some(&b'\n') {
             if self.buf.len() > MAX_LINE {
-                return Err(BundleError::Corrupt { member, reason: format!("an entry line is longer than {MAX_LINE} bytes") });
+                return Err(BundleError::Corrupt {
+                    member,
+                    reason: format!("an entry line is longer than {MAX_LINE} bytes"),
+                });
             }
             // Either past the declared length or the last line lacks its newline.
             self.done = true;
@@ -370,7 +402,11 @@ impl<R: Read> EntryLines<'_, R> {
         let member = self.descriptor.member_name();
         let plain = self.lines.get_mut();
         if plain.count != self.descriptor.entries_len {
-            return Err(BundleError::LengthMismatch { member, declared: self.descriptor.entries_len, actual: plain.count });
+            return Err(BundleError::LengthMismatch {
+                member,
+                declared: self.descriptor.entries_len,
+                actual: plain.count,
+            });
         }
         let got = hex::encode(std::mem::take(&mut plain.hasher).finalize());
         if got != self.descriptor.entries_sha256 {

@@ -166,7 +166,11 @@ pub fn write_bundle(
         let before = w.count;
         copy(i, &mut w).map_err(io_err)?;
         if w.count - before != d.zstd_len {
-            return Err(BundleError::LengthMismatch { member: d.member_name(), declared: d.zstd_len, actual: w.count - before });
+            return Err(BundleError::LengthMismatch {
+                member: d.member_name(),
+                declared: d.zstd_len,
+                actual: w.count - before,
+            });
         }
         w.write_all(&[0u8; BLOCK][..padding(d.zstd_len)]).map_err(io_err)?;
     }

@@ -17,13 +17,19 @@ use super::{home_dir, Outcome, Ui};
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
     /// Pack this node's entries not yet bundled into one signed bundle.
-    #[command(after_help = "Examples:\n  ferry bundle create --journal journal/ --out /media/usb\n  ferry bundle create --journal app.jsonl --out outbox --since 1   # send everything again")]
+    #[command(
+        after_help = "Examples:\n  ferry bundle create --journal journal/ --out /media/usb\n  ferry bundle create --journal app.jsonl --out outbox --since 1   # send everything again"
+    )]
     Create(CreateArgs),
     /// Check bundles: structure, hashes, chains, and every signature against the trust store.
-    #[command(after_help = "Exit status: 0 when every bundle passes, 1 when any fails, 2 on errors.\n\nExample:\n  ferry bundle verify /media/usb")]
+    #[command(
+        after_help = "Exit status: 0 when every bundle passes, 1 when any fails, 2 on errors.\n\nExample:\n  ferry bundle verify /media/usb"
+    )]
     Verify(VerifyArgs),
     /// Show what a bundle holds: origins, seq and time ranges, tables, hops.
-    #[command(after_help = "The entries are plain JSON Lines; standard tools read them too:\n  tar -xOf BUNDLE manifest.json | jq .\n  tar -xOf BUNDLE ORIGIN.1-100.jsonl.zst | zstd -d | jq .")]
+    #[command(
+        after_help = "The entries are plain JSON Lines; standard tools read them too:\n  tar -xOf BUNDLE manifest.json | jq .\n  tar -xOf BUNDLE ORIGIN.1-100.jsonl.zst | zstd -d | jq ."
+    )]
     Inspect(InspectArgs),
 }
 
@@ -137,7 +143,10 @@ fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
         ui.note(format!("{} bundles verified, {failed} failed", reports.len() - failed));
     }
     if reports.is_empty() {
-        anyhow::bail!("no bundles (*.tar) found in {}", a.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        anyhow::bail!(
+            "no bundles (*.tar) found in {}",
+            a.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
     }
     Ok(if failed == 0 { Outcome::Ok } else { Outcome::Negative })
 }
@@ -171,7 +180,11 @@ fn inspect_cmd(a: InspectArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome>
     out(format!("bundle    {} ({} bytes)", sanitize(&i.file), i.bytes))?;
     out(format!("format    {} v{}", i.format, i.version))?;
     out(format!("sealed    by {} at {}", who(&i.sealed_by.node, &i.sealed_by.name), i.sealed_at))?;
-    out(format!("entries   {} in {} segments (signatures not checked: run `ferry bundle verify`)", i.entries, i.segments.len()))?;
+    out(format!(
+        "entries   {} in {} segments (signatures not checked: run `ferry bundle verify`)",
+        i.entries,
+        i.segments.len()
+    ))?;
     for (n, s) in i.segments.iter().enumerate() {
         out(format!(
             "segment {}: origin {}, seq {}..={} ({} entries), {} .. {}",
@@ -184,7 +197,13 @@ fn inspect_cmd(a: InspectArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome>
             s.ts_max
         ))?;
         for (t, c) in &s.tables {
-            out(format!("    {:<30} insert {:>7}  update {:>7}  delete {:>7}", sanitize(t), c.insert, c.update, c.delete))?;
+            out(format!(
+                "    {:<30} insert {:>7}  update {:>7}  delete {:>7}",
+                sanitize(t),
+                c.insert,
+                c.update,
+                c.delete
+            ))?;
         }
         if s.hops.is_empty() {
             out("    hops: none (straight from the origin)")?;

@@ -64,7 +64,7 @@ pub fn run(a: DemoArgs, _ui: &Ui) -> anyhow::Result<Outcome> {
     out(format!("   field-1 again: {} new entries, no file", again.entries))?;
 
     let mut all_ok = true;
-    for f in ferry::bundle::find_bundles(&[usb.clone()])? {
+    for f in ferry::bundle::find_bundles(std::slice::from_ref(&usb))? {
         let r = verify_file(&f, &trust, &mut Silent);
         all_ok &= r.ok;
         let verdict = if r.ok { "ok".to_string() } else { format!("FAIL: {}", r.error.unwrap_or_default()) };

@@ -21,7 +21,9 @@ pub use output::Ui;
 /// Carry database changes between rarely-online computers, on files.
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, about, long_about = None, propagate_version = true)]
-#[command(after_help = "The usual journey:\n  ferry node init --name field-1 --id-block 1\n  ferry track app.sqlite3\n  ferry bundle create --db app.sqlite3 --out /media/usb\n  ferry bundle relay --from /media/usb --out outbox      (middleman)\n  ferry bundle apply --db central.sqlite3 inbox          (server)\n  ferry status --db central.sqlite3\n\nExit codes: 0 ok, 1 a negative verdict (verification failed, input rejected), 2 error.")]
+#[command(
+    after_help = "The usual journey:\n  ferry node init --name field-1 --id-block 1\n  ferry track app.sqlite3\n  ferry bundle create --db app.sqlite3 --out /media/usb\n  ferry bundle relay --from /media/usb --out outbox      (middleman)\n  ferry bundle apply --db central.sqlite3 inbox          (server)\n  ferry status --db central.sqlite3\n\nExit codes: 0 ok, 1 a negative verdict (verification failed, input rejected), 2 error."
+)]
 pub struct Cli {
     /// The node's home folder [default: the per-user data folder, e.g. ~/.local/share/ferry].
     #[arg(long, global = true, env = "FERRY_HOME", value_name = "DIR")]

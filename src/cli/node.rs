@@ -12,7 +12,9 @@ use super::{home_dir, Outcome, Ui};
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// Create this node: an ed25519 key pair, a name, an optional id block.
-    #[command(after_help = "Examples:\n  ferry node init --name field-1 --id-block 1\n  ferry --home /srv/ferry node init --name central")]
+    #[command(
+        after_help = "Examples:\n  ferry node init --name field-1 --id-block 1\n  ferry --home /srv/ferry node init --name central"
+    )]
     Init(InitArgs),
     /// Show this node's identity.
     Show(JsonArg),

@@ -12,7 +12,9 @@ use super::{home_dir, Outcome, Ui};
 #[derive(Debug, Subcommand)]
 pub enum TrustCommand {
     /// Accept another node's key (the line `ferry key export` printed there).
-    #[command(after_help = "Example:\n  ferry trust add field-1 ferry-ed25519:3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA --role origin")]
+    #[command(
+        after_help = "Example:\n  ferry trust add field-1 ferry-ed25519:3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA --role origin"
+    )]
     Add(AddArgs),
     /// List trusted keys.
     List(super::node::JsonArg),

@@ -49,10 +49,7 @@ impl From<Row> for RowMap {
     }
 }
 
-fn serialize_pairs<S: serde::Serializer>(
-    pairs: &[(String, Value)],
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn serialize_pairs<S: serde::Serializer>(pairs: &[(String, Value)], s: S) -> Result<S::Ok, S::Error> {
     s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
 }
 
@@ -126,8 +123,8 @@ impl Timestamp {
         if let Some(t) = parse_canonical(s.as_bytes()) {
             return Ok(Timestamp(t));
         }
-        let dt = chrono::DateTime::parse_from_rfc3339(s)
-            .map_err(|e| format!("timestamp {s:?} is not RFC 3339: {e}"))?;
+        let dt =
+            chrono::DateTime::parse_from_rfc3339(s).map_err(|e| format!("timestamp {s:?} is not RFC 3339: {e}"))?;
         if dt.timestamp_subsec_nanos() % 1000 != 0 {
             return Err(format!("timestamp {s:?} is more precise than microseconds"));
         }
@@ -170,9 +167,7 @@ fn parse_canonical(b: &[u8]) -> Option<i64> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-        })
+        b[r].iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
     };
     let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
     let (h, m, s, us) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
@@ -216,9 +211,7 @@ impl Entry {
         match (self.op, &self.fields) {
             (Op::Insert, None) => return Err("an insert needs \"fields\"".into()),
             (Op::Update, None) => return Err("an update needs \"fields\"".into()),
-            (Op::Update, Some(f)) if f.is_empty() => {
-                return Err("an update must change at least one field".into())
-            }
+            (Op::Update, Some(f)) if f.is_empty() => return Err("an update must change at least one field".into()),
             (Op::Delete, Some(_)) => return Err("a delete has no \"fields\"".into()),
             _ => {}
         }
@@ -259,7 +252,8 @@ mod tests {
 
     #[test]
     fn entry_rules() {
-        let ok = br#"{"seq":1,"ts":"2026-01-01T00:00:00.000000Z","op":"update","table":"t","pk":{"id":1},"fields":{"a":2}}"#;
+        let ok =
+            br#"{"seq":1,"ts":"2026-01-01T00:00:00.000000Z","op":"update","table":"t","pk":{"id":1},"fields":{"a":2}}"#;
         assert!(Entry::parse(ok).is_ok());
         let bad = [
             &br#"{"seq":0,"ts":"2026-01-01T00:00:00.000000Z","op":"delete","table":"t","pk":{"id":1}}"#[..],

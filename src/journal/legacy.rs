@@ -23,7 +23,9 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::{read_line_bounded, trim_newline, Entry, JournalError, JournalLine, Location, Op, Row, SeqRegistry, Timestamp};
+use super::{
+    read_line_bounded, trim_newline, Entry, JournalError, JournalLine, Location, Op, Row, SeqRegistry, Timestamp,
+};
 use crate::value::Value;
 
 /// A MAC address line: six hex pairs separated by `:` or `-`, or twelve hex digits.
@@ -54,7 +56,8 @@ fn parse_statement(line: &str) -> Result<Statement, String> {
     if !(4..=5).contains(&items.len()) {
         return Err(format!("a legacy statement has 4 or 5 items, found {}", items.len()));
     }
-    let text = |i: usize, what: &str| items[i].as_str().ok_or_else(|| format!("item {} ({what}) must be a string", i + 1));
+    let text =
+        |i: usize, what: &str| items[i].as_str().ok_or_else(|| format!("item {} ({what}) must be a string", i + 1));
     let ts = parse_datetime(text(0, "datetime")?)?;
     let op = match text(1, "action")? {
         "new" => Op::Insert,
@@ -126,14 +129,14 @@ pub(super) fn read_all<'a>(
         loop {
             buf.clear();
             line_no += 1;
-            let n = read_line_bounded(&mut reader, &mut buf).map_err(|e| JournalError::malformed(path, line_no, e.to_string()))?;
+            let n = read_line_bounded(&mut reader, &mut buf)
+                .map_err(|e| JournalError::malformed(path, line_no, e.to_string()))?;
             if n == 0 {
                 break;
             }
             let raw = trim_newline(&buf);
-            let line = std::str::from_utf8(raw)
-                .map_err(|_| JournalError::malformed(path, line_no, "not UTF-8"))?
-                .trim();
+            let line =
+                std::str::from_utf8(raw).map_err(|_| JournalError::malformed(path, line_no, "not UTF-8"))?.trim();
             if line.is_empty() {
                 continue;
             }
@@ -142,7 +145,11 @@ pub(super) fn read_all<'a>(
             }
             if !seen_mac {
                 if !is_mac_line(line.as_bytes()) {
-                    return Err(JournalError::malformed(path, line_no, "a legacy journal starts with the machine's MAC address"));
+                    return Err(JournalError::malformed(
+                        path,
+                        line_no,
+                        "a legacy journal starts with the machine's MAC address",
+                    ));
                 }
                 seen_mac = true;
                 continue;

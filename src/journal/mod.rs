@@ -43,11 +43,7 @@ pub enum JournalError {
     #[error("{location}: {message}")]
     Malformed { location: Location, message: String },
     #[error("{location}: expected seq {expected}, found {found} (journals run 1, 2, 3 … without gaps)")]
-    Gap {
-        location: Location,
-        expected: u64,
-        found: u64,
-    },
+    Gap { location: Location, expected: u64, found: u64 },
     #[error("no journal files found at {}", .0.display())]
     Empty(PathBuf),
     #[error("{} mixes JSON Lines and legacy journal files; give them separately", .0.display())]
@@ -58,10 +54,7 @@ pub enum JournalError {
 
 impl JournalError {
     pub(crate) fn malformed(file: &Path, line: u64, message: impl Into<String>) -> Self {
-        JournalError::Malformed {
-            location: Location { file: file.to_path_buf(), line },
-            message: message.into(),
-        }
+        JournalError::Malformed { location: Location { file: file.to_path_buf(), line }, message: message.into() }
     }
     fn io(path: &Path, source: io::Error) -> Self {
         JournalError::Io { path: path.to_path_buf(), source }
@@ -98,7 +91,12 @@ struct JournalFile {
 /// key, line, content hash) must get the same seq every time. Implemented by
 /// the node's state store.
 pub trait SeqRegistry {
-    fn seq_for(&mut self, file: &str, line: u64, hash: &[u8; 32]) -> Result<u64, Box<dyn std::error::Error + Send + Sync>>;
+    fn seq_for(
+        &mut self,
+        file: &str,
+        line: u64,
+        hash: &[u8; 32],
+    ) -> Result<u64, Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// A set of journal files found at a path, ready to be read in seq order.
@@ -257,7 +255,13 @@ struct JsonLinesReader<'a> {
 
 impl<'a> JsonLinesReader<'a> {
     fn new(files: &'a [JournalFile]) -> Self {
-        JsonLinesReader { files: files.iter(), current: None, next_seq: None, buf: Vec::with_capacity(1024), failed: false }
+        JsonLinesReader {
+            files: files.iter(),
+            current: None,
+            next_seq: None,
+            buf: Vec::with_capacity(1024),
+            failed: false,
+        }
     }
 
     fn step(&mut self) -> Result<Option<JournalLine>, JournalError> {
@@ -286,7 +290,8 @@ impl<'a> JsonLinesReader<'a> {
                 continue;
             }
             let location = Location { file: file.path.clone(), line: *line_no };
-            let entry = Entry::parse(line).map_err(|message| JournalError::Malformed { location: location.clone(), message })?;
+            let entry = Entry::parse(line)
+                .map_err(|message| JournalError::Malformed { location: location.clone(), message })?;
             if let Some(expected) = self.next_seq {
                 if entry.seq != expected {
                     return Err(JournalError::Gap { location, expected, found: entry.seq });

@@ -72,12 +72,15 @@ pub struct BundleReport {
 
 /// Checks the seal, every origin signature and every hop against `trust`.
 /// Needs only the manifest: this is what a relay checks before forwarding.
-pub fn check_signatures<R: Read>(reader: &BundleReader<R>, trust: &TrustStore) -> Result<Vec<SegmentReport>, VerifyError> {
+pub fn check_signatures<R: Read>(
+    reader: &BundleReader<R>,
+    trust: &TrustStore,
+) -> Result<Vec<SegmentReport>, VerifyError> {
     let m = reader.manifest();
-    let sealer = trust
-        .signer(&m.sealed_by, Role::Origin)
-        .or_else(|_| trust.signer(&m.sealed_by, Role::Relay))
-        .map_err(|source| VerifyError::Signer { what: "sealer".into(), source: relabel(source, trust, &m.sealed_by) })?;
+    let sealer =
+        trust.signer(&m.sealed_by, Role::Origin).or_else(|_| trust.signer(&m.sealed_by, Role::Relay)).map_err(
+            |source| VerifyError::Signer { what: "sealer".into(), source: relabel(source, trust, &m.sealed_by) },
+        )?;
     if !keys::verify(&sealer.1, MANIFEST_PREFIX, reader.manifest_bytes(), reader.signature()) {
         return Err(VerifyError::BadSignature { what: format!("the seal of {} over manifest.json", m.sealed_by) });
     }
@@ -87,24 +90,39 @@ pub fn check_signatures<R: Read>(reader: &BundleReader<R>, trust: &TrustStore) -
         let (_, origin_key) = trust
             .signer(&d.origin, Role::Origin)
             .map_err(|source| VerifyError::Signer { what: format!("origin of {member}"), source })?;
-        let origin_sig = keys::decode_signature(&record.signature)
-            .ok_or_else(|| VerifyError::BadSignature { what: format!("origin signature of {member} is not base64url") })?;
+        let origin_sig = keys::decode_signature(&record.signature).ok_or_else(|| VerifyError::BadSignature {
+            what: format!("origin signature of {member} is not base64url"),
+        })?;
         if !keys::verify(&origin_key, SEGMENT_PREFIX, record.descriptor.get().as_bytes(), &origin_sig) {
-            return Err(VerifyError::BadSignature { what: format!("origin {} did not sign {member} as it is", d.origin) });
+            return Err(VerifyError::BadSignature {
+                what: format!("origin {} did not sign {member} as it is", d.origin),
+            });
         }
         let mut previous: Option<[u8; 64]> = None;
         let mut hops = Vec::with_capacity(record.hops.len());
         for (i, hop) in record.hops.iter().enumerate() {
             let what = format!("hop {} of {member}", i + 1);
-            let (_, hop_key) = trust.signer(&hop.node, Role::Relay).map_err(|source| VerifyError::Signer { what: what.clone(), source })?;
+            let (_, hop_key) = trust
+                .signer(&hop.node, Role::Relay)
+                .map_err(|source| VerifyError::Signer { what: what.clone(), source })?;
             let sig = keys::decode_signature(&hop.signature)
                 .ok_or_else(|| VerifyError::BadSignature { what: format!("{what} is not base64url") })?;
-            let msg = hop_message(record.descriptor.get().as_bytes(), &origin_sig.to_bytes(), previous.as_ref(), &hop.node, hop.at);
+            let msg = hop_message(
+                record.descriptor.get().as_bytes(),
+                &origin_sig.to_bytes(),
+                previous.as_ref(),
+                &hop.node,
+                hop.at,
+            );
             if !keys::verify(&hop_key, HOP_PREFIX, &msg, &sig) {
                 return Err(VerifyError::BadSignature { what: format!("{what} by {}", hop.node) });
             }
             previous = Some(sig.to_bytes());
-            hops.push(HopReport { node: hop.node.clone(), name: trust.name_of(&hop.node).map(str::to_owned), at: hop.at });
+            hops.push(HopReport {
+                node: hop.node.clone(),
+                name: trust.name_of(&hop.node).map(str::to_owned),
+                at: hop.at,
+            });
         }
         let last_carrier = record.hops.last().map_or(&d.origin, |h| &h.node);
         if *last_carrier != m.sealed_by {
@@ -170,25 +188,37 @@ pub fn check_entries<R: Read>(
 ) -> Result<(), VerifyError> {
     let d = member.descriptor().clone();
     let name = d.member_name();
-    let chain_before = d.chain_before().ok_or_else(|| VerifyError::Descriptor { member: name.clone(), message: "bad chain_before".into() })?;
+    let chain_before = d
+        .chain_before()
+        .ok_or_else(|| VerifyError::Descriptor { member: name.clone(), message: "bad chain_before".into() })?;
     let mut lines = member.entries()?;
     let mut summary = Summary::new(chain_before);
     let mut index = 0u64;
     while let Some(line) = lines.next_line()? {
         index += 1;
         progress.advance(line.len() as u64 + 1);
-        let entry = Entry::parse(line).map_err(|message| VerifyError::Entry { member: name.clone(), index, message })?;
+        let entry =
+            Entry::parse(line).map_err(|message| VerifyError::Entry { member: name.clone(), index, message })?;
         if index == 1 && entry.seq != d.first_seq {
-            return Err(VerifyError::Entry { member: name, index, message: format!("seq {} but the segment starts at {}", entry.seq, d.first_seq) });
+            return Err(VerifyError::Entry {
+                member: name,
+                index,
+                message: format!("seq {} but the segment starts at {}", entry.seq, d.first_seq),
+            });
         }
-        summary
-            .push(&entry, line)
-            .map_err(|expected| VerifyError::Entry { member: name.clone(), index, message: format!("seq {} where {expected} was due", entry.seq) })?;
+        summary.push(&entry, line).map_err(|expected| VerifyError::Entry {
+            member: name.clone(),
+            index,
+            message: format!("seq {} where {expected} was due", entry.seq),
+        })?;
         each(entry, line)?;
     }
     let mismatch = |message: String| VerifyError::Descriptor { member: name.clone(), message };
     if summary.count != d.count || summary.last_seq != d.last_seq {
-        return Err(mismatch(format!("holds {} entries up to seq {}, descriptor says {} up to {}", summary.count, summary.last_seq, d.count, d.last_seq)));
+        return Err(mismatch(format!(
+            "holds {} entries up to seq {}, descriptor says {} up to {}",
+            summary.count, summary.last_seq, d.count, d.last_seq
+        )));
     }
     if summary.ts_min != d.ts_min || summary.ts_max != d.ts_max {
         return Err(mismatch("time range differs from the descriptor".into()));
@@ -204,7 +234,8 @@ pub fn check_entries<R: Read>(
 
 /// Fully verifies one bundle file.
 pub fn verify_file(path: &Path, trust: &TrustStore, progress: &mut dyn Progress) -> BundleReport {
-    let mut report = BundleReport { file: path.to_path_buf(), ok: false, error: None, sealed_by: None, segments: Vec::new() };
+    let mut report =
+        BundleReport { file: path.to_path_buf(), ok: false, error: None, sealed_by: None, segments: Vec::new() };
     let result = (|| -> Result<(), VerifyError> {
         let mut reader = BundleReader::open(path)?;
         report.sealed_by = Some(reader.manifest().sealed_by.clone());
