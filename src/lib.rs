@@ -17,6 +17,7 @@
 
 pub mod bundle;
 pub mod chain;
+pub mod crashpoint;
 pub mod fsutil;
 pub mod journal;
 pub mod keys;

@@ -80,6 +80,7 @@ pub fn create_from_journal(
     // Only once the bundle is durable: a crash before this re-bundles the
     // same entries next time, which every hop drops as a duplicate.
     if let Some(seq) = report.last_seq {
+        crate::crashpoint::hit("bundle durable, watermark not yet recorded");
         state.record_checkpoint(node.id().as_str(), seq, &chain_after)?;
     }
     Ok(report)

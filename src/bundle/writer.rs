@@ -177,6 +177,7 @@ pub fn write_bundle(
     w.write_all(&[0u8; 2 * BLOCK]).map_err(io_err)?;
     let bytes = w.count;
     let tmp = w.inner.into_inner().map_err(|e| BundleError::Io(e.into_error()))?;
+    crate::crashpoint::hit("bundle written to temp file");
     match fsutil::persist_new(tmp, &dest) {
         Ok(()) => Ok(Written { path: dest, bytes, existed: false }),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Written { path: dest, bytes, existed: true }),
