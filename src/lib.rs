@@ -12,10 +12,12 @@
 //! - [`bundle`]: the bundle file format: writing, reading, creating.
 //! - [`verify`]: checking bundles against a trust store.
 //! - [`schema`]: app database tables and the schema fingerprint.
+//! - [`capture`]: `ferry track`: triggers that journal an app database's changes.
 
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod capture;
 pub mod chain;
 pub mod crashpoint;
 pub mod fsutil;

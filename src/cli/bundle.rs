@@ -18,7 +18,7 @@ use super::{home_dir, Outcome, Ui};
 pub enum BundleCommand {
     /// Pack this node's entries not yet bundled into one signed bundle.
     #[command(
-        after_help = "Examples:\n  ferry bundle create --journal journal/ --out /media/usb\n  ferry bundle create --journal app.jsonl --out outbox --since 1   # send everything again"
+        after_help = "Examples:\n  ferry bundle create --db app.sqlite3 --out /media/usb\n  ferry bundle create --journal journal/ --out /media/usb\n  ferry bundle create --journal app.jsonl --out outbox --since 1   # send everything again"
     )]
     Create(CreateArgs),
     /// Check bundles: structure, hashes, chains, and every signature against the trust store.
@@ -34,10 +34,14 @@ pub enum BundleCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["journal", "db"])))]
 pub struct CreateArgs {
     /// A journal file, or a folder of them (walked recursively): JSON Lines or the legacy format.
     #[arg(long, value_name = "PATH")]
-    pub journal: PathBuf,
+    pub journal: Option<PathBuf>,
+    /// An app database captured by `ferry track`: bundle its journal table.
+    #[arg(long, value_name = "DB")]
+    pub db: Option<PathBuf>,
     /// Folder to write the bundle into (a USB stick, an outbox).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -84,7 +88,11 @@ fn create(a: CreateArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
     let node = Node::open(&home_dir(home)?)?;
     let opts = CreateOptions { out_dir: a.out, since: a.since };
     let mut progress = ui.progress();
-    let report = create_from_journal(&node, &a.journal, &opts, progress.as_mut())?;
+    let report = match (&a.db, &a.journal) {
+        (Some(db), _) => ferry::capture::create_from_db(&node, db, &opts, progress.as_mut())?,
+        (None, Some(journal)) => create_from_journal(&node, journal, &opts, progress.as_mut())?,
+        (None, None) => anyhow::bail!("give --journal PATH or --db DB"),
+    };
     if a.json {
         json(&report)?;
     } else {

@@ -9,6 +9,7 @@ mod bundle;
 mod demo;
 mod node;
 mod output;
+mod track;
 mod trust;
 
 use std::path::PathBuf;
@@ -48,6 +49,10 @@ pub enum Command {
     /// Manage the keys this node accepts.
     #[command(subcommand)]
     Trust(trust::TrustCommand),
+    /// Capture every committed change of an app's SQLite database (or refresh, or show status).
+    Track(track::TrackArgs),
+    /// Remove capture from an app database, leaving its data as it is.
+    Untrack(track::UntrackArgs),
     /// Create, verify, inspect bundles.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
@@ -81,6 +86,8 @@ pub fn main() -> ExitCode {
         Command::Node(c) => node::run_node(c, cli.home, &ui),
         Command::Key(c) => node::run_key(c, cli.home, &ui),
         Command::Trust(c) => trust::run(c, cli.home, &ui),
+        Command::Track(a) => track::track(a, cli.home, &ui),
+        Command::Untrack(a) => track::untrack(a, &ui),
         Command::Bundle(c) => bundle::run(c, cli.home, &ui),
         Command::Demo(a) => demo::run(a, &ui),
         Command::Generate(a) => generate(a),

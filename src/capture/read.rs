@@ -1,0 +1,222 @@
+//! Reading the captured journal as canonical entry lines, and bundling it.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::track::{layouts, stale_reasons, Layout};
+use super::{is_tracked, open_db, sql_err, watermark, CaptureError, CAPTURE_FORMAT};
+use crate::bundle::create::{pack, CreateError, CreateOptions, CreateReport};
+use crate::bundle::BundleError;
+use crate::chain::ChainHash;
+use crate::journal::{Entry, Op, Row, Timestamp};
+use crate::node::Node;
+use crate::progress::Progress;
+use crate::value::Value;
+
+/// Rows read per query. Each query is its own short read transaction, so a
+/// long bundling run never holds the database for long.
+const CHUNK: i64 = 4096;
+
+/// The journal rows `from..=to` as entries with their canonical line bytes,
+/// read in chunks.
+pub struct JournalRows<'c> {
+    conn: &'c Connection,
+    path: String,
+    layouts: HashMap<i64, Layout>,
+    select: String,
+    nk: usize,
+    nv: usize,
+    next: u64,
+    to: u64,
+    buf: VecDeque<(Entry, Vec<u8>)>,
+}
+
+impl<'c> JournalRows<'c> {
+    /// Reads seqs `from..=to` of the journal in `conn` (a tracked database).
+    pub fn new(conn: &'c Connection, path: &str, from: u64, to: u64) -> Result<Self, CaptureError> {
+        let err = sql_err(path);
+        let layouts = layouts(conn, "").map_err(&err)?.into_iter().collect();
+        let mut st = conn.prepare("SELECT name FROM pragma_table_info('_ferry_journal') ORDER BY cid").map_err(&err)?;
+        let cols: Vec<String> =
+            st.query_map([], |r| r.get(0)).map_err(&err)?.collect::<Result<_, _>>().map_err(&err)?;
+        let count = |prefix: char| (0..).take_while(|i| cols.contains(&format!("{prefix}{i}"))).count();
+        let (nk, nv) = (count('k'), count('v'));
+        let mut list = vec!["seq".to_owned(), "ts".into(), "op".into(), "tid".into(), "mask".into()];
+        list.extend((0..nk).map(|i| format!("k{i}")));
+        list.extend((0..nv).map(|i| format!("v{i}")));
+        let select =
+            format!("SELECT {} FROM _ferry_journal WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq", list.join(", "));
+        Ok(JournalRows { conn, path: path.to_owned(), layouts, select, nk, nv, next: from, to, buf: VecDeque::new() })
+    }
+
+    fn fill(&mut self) -> Result<(), CaptureError> {
+        let err = sql_err(&self.path);
+        let hi = self.to.min(self.next.saturating_add(CHUNK as u64 - 1));
+        let mut st = self.conn.prepare_cached(&self.select).map_err(&err)?;
+        let mut rows = st.query([self.next as i64, hi as i64]).map_err(&err)?;
+        while let Some(r) = rows.next().map_err(&err)? {
+            let seq = r.get::<_, i64>(0).map_err(&err)? as u64;
+            let damaged = |reason: String| CaptureError::Damaged { path: self.path.clone(), seq, reason };
+            let ts: i64 = r.get(1).map_err(&err)?;
+            let op: i64 = r.get(2).map_err(&err)?;
+            let tid: i64 = r.get(3).map_err(&err)?;
+            let mask: Option<String> = r.get(4).map_err(&err)?;
+            let l = self.layouts.get(&tid).ok_or_else(|| damaged(format!("unknown table layout {tid}")))?;
+            let k = |i: usize| -> rusqlite::Result<Value> { r.get_ref(5 + i).map(Value::from) };
+            let v = |i: usize| -> rusqlite::Result<Value> { r.get_ref(5 + self.nk + i).map(Value::from) };
+            if l.pk.len() > self.nk || l.columns.len() > self.nv {
+                return Err(damaged("the journal has fewer value columns than the table".into()));
+            }
+            let key_from = |get: &dyn Fn(usize) -> rusqlite::Result<Value>, by_position: bool| {
+                l.pk.iter()
+                    .enumerate()
+                    .map(|(j, &i)| Ok((l.columns[i].clone(), get(if by_position { i } else { j })?)))
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            };
+            let (op, pk, fields) = match op {
+                1 => {
+                    let pk = key_from(&v, true).map_err(&err)?;
+                    let fields = (0..l.columns.len())
+                        .filter(|i| !l.pk.contains(i))
+                        .map(|i| Ok((l.columns[i].clone(), v(i)?)))
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                        .map_err(&err)?;
+                    (Op::Insert, pk, Some(Row(fields)))
+                }
+                2 => {
+                    let mask = mask.ok_or_else(|| damaged("an update without a mask".into()))?;
+                    if mask.len() != l.columns.len() {
+                        return Err(damaged("the update mask does not match the table".into()));
+                    }
+                    let fields = mask
+                        .bytes()
+                        .enumerate()
+                        .filter(|(_, b)| *b == b'1')
+                        .map(|(i, _)| Ok((l.columns[i].clone(), v(i)?)))
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                        .map_err(&err)?;
+                    (Op::Update, key_from(&k, false).map_err(&err)?, Some(Row(fields)))
+                }
+                3 => (Op::Delete, key_from(&k, false).map_err(&err)?, None),
+                other => return Err(damaged(format!("unknown op {other}"))),
+            };
+            let entry = Entry { seq, ts: Timestamp(ts), op, table: l.name.clone(), pk: Row(pk), fields };
+            entry.check().map_err(damaged)?;
+            let bytes = entry.to_line();
+            self.buf.push_back((entry, bytes));
+        }
+        self.next = hi + 1;
+        Ok(())
+    }
+}
+
+impl Iterator for JournalRows<'_> {
+    type Item = Result<(Entry, Vec<u8>), CaptureError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.buf.is_empty() && self.next <= self.to {
+            if let Err(e) = self.fill() {
+                self.next = self.to.saturating_add(1);
+                return Some(Err(e));
+            }
+        }
+        self.buf.pop_front().map(Ok)
+    }
+}
+
+/// `ferry bundle create --db`: bundles the captured entries not yet bundled
+/// (or from `opts.since`), then records the watermark in the database once
+/// the bundle file is durable. Refuses stale capture.
+pub fn create_from_db(
+    node: &Node,
+    db: &Path,
+    opts: &CreateOptions,
+    progress: &mut dyn Progress,
+) -> Result<CreateReport, CaptureError> {
+    let p = db.display().to_string();
+    let err = sql_err(&p);
+    let conn = open_db(db)?;
+    if !is_tracked(&conn).map_err(&err)? {
+        return Err(CaptureError::NotTracked { path: p });
+    }
+    // One short read transaction for the checks and the snapshot bounds.
+    conn.execute_batch("BEGIN DEFERRED").map_err(&err)?;
+    let checked = (|| -> Result<_, CaptureError> {
+        let (origin, format): (String, i64) = conn
+            .query_row("SELECT origin, format FROM _ferry_control WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(&err)?;
+        if format > CAPTURE_FORMAT {
+            return Err(CaptureError::NewerFormat { path: p.clone(), found: format });
+        }
+        if origin != node.id().as_str() {
+            return Err(CaptureError::OtherOrigin { path: p.clone(), tracked_by: origin, this: node.id().to_string() });
+        }
+        let reasons = stale_reasons(&conn).map_err(&err)?;
+        if !reasons.is_empty() {
+            return Err(CaptureError::Stale { path: p.clone(), reasons });
+        }
+        let (first, last): (i64, i64) = conn
+            .query_row("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM _ferry_journal", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(&err)?;
+        let fingerprint = crate::schema::fingerprint(&conn).map_err(&err)?;
+        Ok((first as u64, last as u64, watermark(&conn).map_err(&err)?, fingerprint))
+    })();
+    conn.execute_batch("COMMIT").map_err(&err)?;
+    let (min_seq, last, (wm_seq, wm_chain), fingerprint) = checked?;
+    let wm = (wm_seq > 0).then_some((wm_seq, wm_chain));
+
+    // Where reading starts, and the chain hash before it.
+    let (first, chain) = match (opts.since, wm) {
+        (None, Some((seq, chain))) => (seq + 1, chain),
+        _ if min_seq > 1 => {
+            return Err(CaptureError::Pruned { path: p, since: opts.since.unwrap_or(1), first: min_seq })
+        }
+        _ => (1, ChainHash::GENESIS),
+    };
+    progress.start("bundling", Some(last.saturating_sub(first - 1)));
+    let mut failure: Option<CaptureError> = None;
+    let rows = JournalRows::new(&conn, &p, first, last)?;
+    let lines = rows.map_while(|item| match item {
+        Ok(x) => Some(Ok(x)),
+        Err(e) => {
+            failure = Some(e);
+            Some(Err(CreateError::Bundle(BundleError::Malformed("failed to read the captured journal".into()))))
+        }
+    });
+    let mut counting = CountEntries(progress);
+    let result = pack(node, opts, first, chain, wm, Some(fingerprint), lines, &mut counting);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let (report, chain_after) = result?;
+    counting.0.finish();
+    if let Some(seq) = report.last_seq {
+        // Only once the bundle is durable: a crash before this bundles the
+        // same entries again next time, which every hop drops as duplicates.
+        crate::crashpoint::hit("bundle durable, database watermark not yet recorded");
+        conn.execute(
+            "UPDATE _ferry_control SET bundled_seq = ?1, bundled_chain = ?2 WHERE id = 1 AND bundled_seq <= ?1",
+            rusqlite::params![seq as i64, &chain_after.0[..]],
+        )
+        .map_err(&err)?;
+        crate::crashpoint::hit("database watermark recorded");
+    }
+    Ok(report)
+}
+
+/// Reports progress in entries rather than bytes (the total is an entry count).
+struct CountEntries<'a>(&'a mut dyn Progress);
+
+impl Progress for CountEntries<'_> {
+    fn start(&mut self, label: &str, total: Option<u64>) {
+        self.0.start(label, total)
+    }
+    fn advance(&mut self, _bytes: u64) {
+        self.0.advance(1)
+    }
+    fn finish(&mut self) {}
+}

@@ -1,0 +1,489 @@
+//! Installing, refreshing, checking and removing capture.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+
+use super::{is_tracked, open_db, sql_err, CaptureError, CAPTURE_FORMAT};
+use crate::node::Node;
+use crate::schema::{self, quote, Table};
+
+/// Django tables left out unless named with `--tables`: per-computer
+/// bookkeeping (sessions, applied migrations, the admin's log) and rows whose
+/// integer ids are made independently on every computer by `migrate`
+/// (content types, permissions, and the two link tables that point at
+/// permissions).
+pub const DEFAULT_EXCLUDES: &[&str] = &[
+    "django_session",
+    "django_migrations",
+    "django_admin_log",
+    "django_content_type",
+    "auth_permission",
+    "auth_group_permissions",
+    "auth_user_user_permissions",
+];
+
+/// Which tables `track` captures. `None` keeps the previous choice (or the
+/// default, all tables except [`DEFAULT_EXCLUDES`], on first tracking).
+#[derive(Debug, Clone, Default)]
+pub struct TrackOptions {
+    /// Only these tables (default excludes do not apply to tables named here).
+    pub tables: Option<Vec<String>>,
+    /// Leave these out (in addition to the default excludes when `tables` is `None`).
+    pub exclude: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Selection {
+    tables: Option<Vec<String>>,
+    exclude: Vec<String>,
+}
+
+/// What `track` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackReport {
+    pub db: String,
+    pub origin: String,
+    /// Whether capture was already installed (and was refreshed).
+    pub refreshed: bool,
+    pub tables: Vec<String>,
+    pub excluded: Vec<String>,
+    pub id_block: Option<u32>,
+    /// AUTOINCREMENT tables whose `sqlite_sequence` was raised into this node's block, with the new value.
+    pub sequences_raised: BTreeMap<String, i64>,
+    pub warnings: Vec<String>,
+    pub fingerprint: String,
+}
+
+/// Capture status of a database (`ferry track --status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub db: String,
+    pub tracked: bool,
+    pub origin: Option<String>,
+    pub tables: Vec<String>,
+    /// Why capture is stale (empty when it is current).
+    pub stale: Vec<String>,
+    /// The last captured seq (0 when none).
+    pub last_seq: u64,
+    /// The last bundled seq (0 when none).
+    pub bundled_seq: u64,
+}
+
+const CONTROL_SQL: &str = "
+CREATE TABLE IF NOT EXISTS _ferry_control (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    applying INTEGER NOT NULL DEFAULT 0,
+    format INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    fingerprint TEXT NOT NULL DEFAULT '',
+    selection TEXT NOT NULL DEFAULT '{}',
+    tracked_at INTEGER NOT NULL DEFAULT 0,
+    bundled_seq INTEGER NOT NULL DEFAULT 0,
+    bundled_chain BLOB NOT NULL DEFAULT (zeroblob(32))
+);
+CREATE TABLE IF NOT EXISTS _ferry_tables (
+    tid INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    columns TEXT NOT NULL,
+    pk TEXT NOT NULL,
+    tracked INTEGER NOT NULL,
+    current INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS _ferry_journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts INTEGER NOT NULL,
+    op INTEGER NOT NULL,
+    tid INTEGER NOT NULL,
+    mask TEXT
+);
+";
+
+/// Microseconds since the Unix epoch, from SQLite's clock (millisecond
+/// resolution; `julianday` is exact enough for that).
+const TS_SQL: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000";
+const WHEN_SQL: &str = "(SELECT applying FROM _ferry_control) = 0";
+
+/// One table layout as recorded in `_ferry_tables`.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    pub name: String,
+    pub columns: Vec<String>,
+    /// Indexes into `columns`, in key order.
+    pub pk: Vec<usize>,
+    pub tracked: bool,
+}
+
+impl Layout {
+    fn of(t: &Table, tracked: bool) -> Layout {
+        let pk = t.pk_columns().iter().filter_map(|c| t.columns.iter().position(|x| x.name == c.name)).collect();
+        Layout { name: t.name.clone(), columns: t.columns.iter().map(|c| c.name.clone()).collect(), pk, tracked }
+    }
+}
+
+/// Installs capture into `db` for `node`, or refreshes it after a schema change.
+pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport, CaptureError> {
+    let p = db.display().to_string();
+    let err = sql_err(&p);
+    let mut conn = open_db(db)?;
+    // WAL lets `bundle create` read while the app writes. The mode is
+    // persistent in the database file; every SQLite since 3.7 opens it.
+    let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(&err)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+    let refreshed = is_tracked(&tx).map_err(&err)?;
+    tx.execute_batch(CONTROL_SQL).map_err(&err)?;
+    let origin = node.id().as_str().to_owned();
+    let existing: Option<(String, i64, String)> = tx
+        .query_row("SELECT origin, format, selection FROM _ferry_control WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()
+        .map_err(&err)?;
+    let stored: Selection = match &existing {
+        Some((o, _, _)) if *o != origin => {
+            return Err(CaptureError::OtherOrigin { path: p.clone(), tracked_by: o.clone(), this: origin })
+        }
+        Some((_, f, _)) if *f > CAPTURE_FORMAT => return Err(CaptureError::NewerFormat { path: p.clone(), found: *f }),
+        Some((_, _, s)) => serde_json::from_str(s).unwrap_or_default(),
+        None => {
+            tx.execute(
+                "INSERT INTO _ferry_control (id, format, origin) VALUES (1, ?1, ?2)",
+                params![CAPTURE_FORMAT, origin],
+            )
+            .map_err(&err)?;
+            Selection::default()
+        }
+    };
+    let selection = if opts.tables.is_some() || opts.exclude.is_some() {
+        Selection { tables: opts.tables.clone(), exclude: opts.exclude.clone().unwrap_or_default() }
+    } else {
+        stored
+    };
+
+    let live = schema::tables(&tx).map_err(&err)?;
+    let names: BTreeSet<&str> = live.iter().map(|t| t.name.as_str()).collect();
+    for n in selection.tables.iter().flatten().chain(&selection.exclude) {
+        if !names.contains(n.as_str()) {
+            return Err(CaptureError::NoSuchTable(n.clone()));
+        }
+    }
+    let wanted = |t: &Table| -> bool {
+        let excluded = selection.exclude.contains(&t.name);
+        match &selection.tables {
+            Some(list) => list.contains(&t.name) && !excluded,
+            None => !excluded && !DEFAULT_EXCLUDES.contains(&t.name.as_str()),
+        }
+    };
+    let (tracked, excluded): (Vec<&Table>, Vec<&Table>) = live.iter().partition(|t| wanted(t));
+
+    let no_pk: Vec<String> = tracked.iter().filter(|t| t.pk_columns().is_empty()).map(|t| t.name.clone()).collect();
+    if !no_pk.is_empty() {
+        return Err(CaptureError::NoPrimaryKey(no_pk));
+    }
+    let autoinc: Vec<String> = tracked.iter().filter(|t| t.autoincrement).map(|t| t.name.clone()).collect();
+    let mut warnings = Vec::new();
+    let mut sequences_raised = BTreeMap::new();
+    match node.info.id_block {
+        None if !autoinc.is_empty() => return Err(CaptureError::NoIdBlock(autoinc)),
+        None => {}
+        Some(block) => {
+            let floor = i64::from(block) << 32;
+            let ceiling = (i64::from(block) + 1) << 32;
+            for name in &autoinc {
+                let seq: Option<i64> = tx
+                    .query_row("SELECT seq FROM sqlite_sequence WHERE name = ?1", [name], |r| r.get(0))
+                    .optional()
+                    .map_err(&err)?;
+                match seq {
+                    Some(s) if s >= ceiling => warnings.push(format!(
+                        "{name}: ids already reach {s}, beyond this node's block {block} ({floor}..{ceiling}); new rows continue from there"
+                    )),
+                    Some(s) if s >= floor => {}
+                    Some(_) => {
+                        tx.execute("UPDATE sqlite_sequence SET seq = ?1 WHERE name = ?2", params![floor, name])
+                            .map_err(&err)?;
+                        sequences_raised.insert(name.clone(), floor);
+                    }
+                    None => {
+                        tx.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)", params![name, floor])
+                            .map_err(&err)?;
+                        sequences_raised.insert(name.clone(), floor);
+                    }
+                }
+            }
+        }
+    }
+    for t in &tracked {
+        let pk = t.pk_columns();
+        let integer_key = pk.len() == 1 && pk[0].decl_type.eq_ignore_ascii_case("integer");
+        if integer_key && !t.autoincrement {
+            warnings.push(format!(
+                "{}: integer key without AUTOINCREMENT; SQLite reuses max(id)+1, so ids made on different computers may collide",
+                t.name
+            ));
+        }
+    }
+
+    // Drop every capture trigger; the tracked set is recreated below.
+    let triggers: Vec<String> = {
+        let mut st = tx
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE '\\_ferry%' ESCAPE '\\'")
+            .map_err(&err)?;
+        let rows = st.query_map([], |r| r.get(0)).map_err(&err)?;
+        rows.collect::<Result<_, _>>().map_err(&err)?
+    };
+    for t in triggers {
+        tx.execute_batch(&format!("DROP TRIGGER {}", quote(&t))).map_err(&err)?;
+    }
+
+    // Record layouts: reuse an identical current one, else add a new tid.
+    let current = current_layouts(&tx).map_err(&err)?;
+    tx.execute("UPDATE _ferry_tables SET current = 0", []).map_err(&err)?;
+    let (mut max_k, mut max_v) = (0usize, 0usize);
+    for t in &live {
+        let is_tracked = tracked.iter().any(|x| x.name == t.name);
+        let layout = Layout::of(t, is_tracked);
+        let columns = serde_json::to_string(&layout.columns).unwrap_or_default();
+        let pk = serde_json::to_string(&layout.pk).unwrap_or_default();
+        let reuse = current
+            .iter()
+            .find(|(_, l)| l.name == layout.name && l.columns == layout.columns && l.pk == layout.pk)
+            .map(|(tid, _)| *tid);
+        let tid = match reuse {
+            Some(tid) => {
+                tx.execute(
+                    "UPDATE _ferry_tables SET current = 1, tracked = ?2 WHERE tid = ?1",
+                    params![tid, is_tracked],
+                )
+                .map_err(&err)?;
+                tid
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO _ferry_tables (name, columns, pk, tracked, current) VALUES (?1, ?2, ?3, ?4, 1)",
+                    params![layout.name, columns, pk, is_tracked],
+                )
+                .map_err(&err)?;
+                tx.last_insert_rowid()
+            }
+        };
+        if is_tracked {
+            max_k = max_k.max(layout.pk.len());
+            max_v = max_v.max(layout.columns.len());
+            ensure_journal_columns(&tx, max_k, max_v).map_err(&err)?;
+            tx.execute_batch(&trigger_sql(tid, &layout)).map_err(&err)?;
+        }
+    }
+
+    let fingerprint = schema::fingerprint(&tx).map_err(&err)?;
+    let sel = serde_json::to_string(&selection).unwrap_or_default();
+    tx.execute(
+        "UPDATE _ferry_control SET fingerprint = ?1, selection = ?2, tracked_at = ?3, format = ?4 WHERE id = 1",
+        params![fingerprint, sel, crate::journal::Timestamp::now().0, CAPTURE_FORMAT],
+    )
+    .map_err(&err)?;
+    tx.commit().map_err(&err)?;
+    Ok(TrackReport {
+        db: p,
+        origin,
+        refreshed,
+        tables: tracked.iter().map(|t| t.name.clone()).collect(),
+        excluded: excluded.iter().map(|t| t.name.clone()).collect(),
+        id_block: node.info.id_block,
+        sequences_raised,
+        warnings,
+        fingerprint,
+    })
+}
+
+/// The current layouts by tid.
+pub(crate) fn current_layouts(conn: &Connection) -> rusqlite::Result<Vec<(i64, Layout)>> {
+    layouts(conn, "WHERE current = 1")
+}
+
+/// Every layout ever recorded, by tid (journal rows refer to them).
+pub(crate) fn layouts(conn: &Connection, filter: &str) -> rusqlite::Result<Vec<(i64, Layout)>> {
+    let mut st = conn.prepare(&format!("SELECT tid, name, columns, pk, tracked FROM _ferry_tables {filter}"))?;
+    let rows = st.query_map([], |r| {
+        let columns: String = r.get(2)?;
+        let pk: String = r.get(3)?;
+        let bad =
+            |e: serde_json::Error| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into());
+        Ok((
+            r.get(0)?,
+            Layout {
+                name: r.get(1)?,
+                columns: serde_json::from_str(&columns).map_err(bad)?,
+                pk: serde_json::from_str(&pk).map_err(bad)?,
+                tracked: r.get(4)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+/// Adds `k`/`v` columns (no declared type: values are stored exactly) up to the counts given.
+fn ensure_journal_columns(conn: &Connection, k: usize, v: usize) -> rusqlite::Result<()> {
+    let mut st = conn.prepare("SELECT name FROM pragma_table_info('_ferry_journal')")?;
+    let have: BTreeSet<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for (prefix, n) in [("k", k), ("v", v)] {
+        for i in 0..n {
+            let col = format!("{prefix}{i}");
+            if !have.contains(&col) {
+                conn.execute_batch(&format!("ALTER TABLE _ferry_journal ADD COLUMN {col}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn trigger_name(kind: &str, table: &str) -> String {
+    format!("_ferry_{kind}_{table}")
+}
+
+/// The three capture triggers of one table.
+fn trigger_sql(tid: i64, l: &Layout) -> String {
+    let t = quote(&l.name);
+    let col = |prefix: &str, i: usize| format!("{prefix}.{}", quote(&l.columns[i]));
+    let n = l.columns.len();
+    let vs = (0..n).map(|i| format!("v{i}")).collect::<Vec<_>>().join(", ");
+    let ks = (0..l.pk.len()).map(|i| format!("k{i}")).collect::<Vec<_>>().join(", ");
+    let old_pk = l.pk.iter().map(|&i| col("OLD", i)).collect::<Vec<_>>().join(", ");
+    // A column changed when its value differs byte for byte (BINARY, whatever
+    // the column's collation) or its storage class does (1 → 1.0).
+    let changed = |i: usize| {
+        let (o, nw) = (col("OLD", i), col("NEW", i));
+        format!("({o} IS NOT {nw} COLLATE BINARY OR typeof({o}) <> typeof({nw}))")
+    };
+    let any_changed = (0..n).map(changed).collect::<Vec<_>>().join(" OR ");
+    let mask =
+        (0..n).map(|i| format!("(CASE WHEN {} THEN '1' ELSE '0' END)", changed(i))).collect::<Vec<_>>().join(" || ");
+    let new_vals = (0..n).map(|i| col("NEW", i)).collect::<Vec<_>>().join(", ");
+    let changed_vals =
+        (0..n).map(|i| format!("CASE WHEN {} THEN {} END", changed(i), col("NEW", i))).collect::<Vec<_>>().join(", ");
+    format!(
+        "CREATE TRIGGER {ins} AFTER INSERT ON {t} WHEN {WHEN_SQL} BEGIN
+            INSERT INTO _ferry_journal (ts, op, tid, {vs}) VALUES ({TS_SQL}, 1, {tid}, {new_vals});
+         END;
+         CREATE TRIGGER {upd} AFTER UPDATE ON {t} WHEN {WHEN_SQL} AND ({any_changed}) BEGIN
+            INSERT INTO _ferry_journal (ts, op, tid, mask, {ks}, {vs}) VALUES ({TS_SQL}, 2, {tid}, {mask}, {old_pk}, {changed_vals});
+         END;
+         CREATE TRIGGER {del} AFTER DELETE ON {t} WHEN {WHEN_SQL} BEGIN
+            INSERT INTO _ferry_journal (ts, op, tid, {ks}) VALUES ({TS_SQL}, 3, {tid}, {old_pk});
+         END;",
+        ins = quote(&trigger_name("ins", &l.name)),
+        upd = quote(&trigger_name("upd", &l.name)),
+        del = quote(&trigger_name("del", &l.name)),
+    )
+}
+
+/// Whether capture in `conn` is current: every app table known, every
+/// tracked table's columns unchanged and its triggers present.
+pub(crate) fn stale_reasons(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let known = current_layouts(conn)?;
+    let live = schema::tables(conn)?;
+    let mut reasons = Vec::new();
+    for t in &live {
+        match known.iter().find(|(_, l)| l.name == t.name) {
+            None => reasons.push(format!("table {} is new", t.name)),
+            Some((_, l)) if l.tracked => {
+                let now = Layout::of(t, true);
+                if now.columns != l.columns || now.pk != l.pk {
+                    let added: Vec<&str> =
+                        now.columns.iter().filter(|c| !l.columns.contains(c)).map(String::as_str).collect();
+                    let removed: Vec<&str> =
+                        l.columns.iter().filter(|c| !now.columns.contains(c)).map(String::as_str).collect();
+                    let mut what = Vec::new();
+                    if !added.is_empty() {
+                        what.push(format!("columns added: {}", added.join(", ")));
+                    }
+                    if !removed.is_empty() {
+                        what.push(format!("columns removed: {}", removed.join(", ")));
+                    }
+                    if what.is_empty() {
+                        what.push("columns or key reordered".into());
+                    }
+                    reasons.push(format!("table {}: {}", t.name, what.join(", ")));
+                }
+                let n: i64 = conn.query_row(
+                    "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?1 AND name IN (?2, ?3, ?4)",
+                    params![t.name, trigger_name("ins", &t.name), trigger_name("upd", &t.name), trigger_name("del", &t.name)],
+                    |r| r.get(0),
+                )?;
+                if n != 3 {
+                    reasons.push(format!("table {} lost its capture triggers (rebuilt by a migration?)", t.name));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for (_, l) in &known {
+        if l.tracked && !live.iter().any(|t| t.name == l.name) {
+            reasons.push(format!("table {} was dropped", l.name));
+        }
+    }
+    Ok(reasons)
+}
+
+/// The capture status of `db`.
+pub fn status(db: &Path) -> Result<Status, CaptureError> {
+    let p = db.display().to_string();
+    let err = sql_err(&p);
+    let conn = open_db(db)?;
+    if !is_tracked(&conn).map_err(&err)? {
+        return Ok(Status {
+            db: p,
+            tracked: false,
+            origin: None,
+            tables: Vec::new(),
+            stale: Vec::new(),
+            last_seq: 0,
+            bundled_seq: 0,
+        });
+    }
+    let origin: String = conn.query_row("SELECT origin FROM _ferry_control", [], |r| r.get(0)).map_err(&err)?;
+    let tables =
+        current_layouts(&conn).map_err(&err)?.into_iter().filter(|(_, l)| l.tracked).map(|(_, l)| l.name).collect();
+    let stale = stale_reasons(&conn).map_err(&err)?;
+    let last_seq: i64 =
+        conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM _ferry_journal", [], |r| r.get(0)).map_err(&err)?;
+    let (bundled_seq, _) = super::watermark(&conn).map_err(&err)?;
+    Ok(Status { db: p, tracked: true, origin: Some(origin), tables, stale, last_seq: last_seq as u64, bundled_seq })
+}
+
+/// Removes every trigger and table ferry added (and its `sqlite_sequence`
+/// row). The app's rows are untouched; AUTOINCREMENT counters raised into
+/// the node's id block stay raised, so no id is ever handed out twice.
+/// Returns whether anything was removed.
+pub fn untrack(db: &Path) -> Result<bool, CaptureError> {
+    let p = db.display().to_string();
+    let err = sql_err(&p);
+    let mut conn = open_db(db)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+    let objects: Vec<(String, String)> = {
+        let mut st = tx
+            .prepare(
+                "SELECT type, name FROM sqlite_schema WHERE name LIKE '\\_ferry%' ESCAPE '\\' AND type IN ('trigger', 'table')
+                 ORDER BY type = 'table'",
+            )
+            .map_err(&err)?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(&err)?;
+        rows.collect::<Result<_, _>>().map_err(&err)?
+    };
+    for (kind, name) in &objects {
+        let kw = if kind == "trigger" { "TRIGGER" } else { "TABLE" };
+        tx.execute_batch(&format!("DROP {kw} IF EXISTS {}", quote(name))).map_err(&err)?;
+    }
+    let has_seq: bool = tx
+        .query_row("SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_sequence'", [], |_| Ok(()))
+        .optional()
+        .map_err(&err)?
+        .is_some();
+    if has_seq {
+        tx.execute("DELETE FROM sqlite_sequence WHERE name LIKE '\\_ferry%' ESCAPE '\\'", []).map_err(&err)?;
+    }
+    tx.commit().map_err(&err)?;
+    Ok(!objects.is_empty())
+}

@@ -1,0 +1,104 @@
+//! `ferry track` and `ferry untrack`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use ferry::capture::{self, TrackOptions};
+use ferry::node::Node;
+use ferry::sanitize;
+
+use super::output::{json, out};
+use super::{home_dir, Outcome, Ui};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Capture installs triggers and a journal table (all named _ferry…) into the database itself, so \
+every committed insert, update and delete is journalled, whatever made it (ORM, bulk operations, raw SQL).\n\n\
+By default every table is tracked except Django's per-computer ones (django_session, django_migrations, \
+django_admin_log, django_content_type, auth_permission, auth_group_permissions, auth_user_user_permissions).\n\n\
+After a migration, run `ferry track DB` again: `bundle create --db` refuses stale capture.\n\n\
+Exit status of --status: 0 when capture is current, 1 when stale or not tracked.\n\n\
+Examples:\n  ferry track app.sqlite3\n  ferry track app.sqlite3 --exclude survey_cache\n  ferry track app.sqlite3 --status"
+)]
+pub struct TrackArgs {
+    /// The app's SQLite database.
+    #[arg(value_name = "DB")]
+    pub db: PathBuf,
+    /// Track only these tables (comma-separated; default excludes do not apply to them).
+    #[arg(long, value_name = "T,..", value_delimiter = ',', conflicts_with = "status")]
+    pub tables: Option<Vec<String>>,
+    /// Do not track these tables (comma-separated; added to the default excludes).
+    #[arg(long, value_name = "T,..", value_delimiter = ',', conflicts_with = "status")]
+    pub exclude: Option<Vec<String>>,
+    /// Only report whether capture is installed and current; change nothing.
+    #[arg(long)]
+    pub status: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Removes every _ferry… trigger and table, including entries not yet bundled. \
+The app's rows are untouched; AUTOINCREMENT counters stay in this node's id block.\n\n\
+Example:\n  ferry untrack app.sqlite3")]
+pub struct UntrackArgs {
+    /// The app's SQLite database.
+    #[arg(value_name = "DB")]
+    pub db: PathBuf,
+}
+
+pub fn track(a: TrackArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
+    if a.status {
+        let s = capture::status(&a.db)?;
+        if a.json {
+            json(&s)?;
+        } else if !s.tracked {
+            out(format!("{}: not tracked", sanitize(&s.db)))?;
+        } else {
+            let state = if s.stale.is_empty() { "current" } else { "STALE" };
+            out(format!(
+                "{}: capture {state}, {} tables, {} entries captured, {} bundled",
+                sanitize(&s.db),
+                s.tables.len(),
+                s.last_seq,
+                s.bundled_seq
+            ))?;
+            for r in &s.stale {
+                out(format!("  stale: {}", sanitize(r)))?;
+            }
+            if !s.stale.is_empty() {
+                ui.note(format!("run `ferry track {}` to refresh capture", sanitize(&s.db)));
+            }
+        }
+        return Ok(if s.tracked && s.stale.is_empty() { Outcome::Ok } else { Outcome::Negative });
+    }
+    let node = Node::open(&home_dir(home)?)?;
+    let opts = TrackOptions { tables: a.tables, exclude: a.exclude };
+    let r = capture::track(&node, &a.db, &opts)?;
+    if a.json {
+        json(&r)?;
+    } else {
+        let verb = if r.refreshed { "refreshed capture in" } else { "tracking" };
+        out(format!("{verb} {}: {} tables", sanitize(&r.db), r.tables.len()))?;
+        if !r.excluded.is_empty() {
+            ui.note(format!("not tracked: {}", sanitize(&r.excluded.join(", "))));
+        }
+        for (t, v) in &r.sequences_raised {
+            ui.note(format!("{}: new ids start after {v} (id block {})", sanitize(t), r.id_block.unwrap_or(0)));
+        }
+    }
+    for w in &r.warnings {
+        ui.note(format!("warning: {}", sanitize(w)));
+    }
+    Ok(Outcome::Ok)
+}
+
+pub fn untrack(a: UntrackArgs, ui: &Ui) -> anyhow::Result<Outcome> {
+    if capture::untrack(&a.db)? {
+        ui.note(format!("removed capture from {}", sanitize(&a.db.display().to_string())));
+    } else {
+        ui.note(format!("{} was not tracked; nothing to remove", sanitize(&a.db.display().to_string())));
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,441 @@
+//! `ferry track`: capture of an app database's committed changes, and
+//! `ferry bundle create --db`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use ferry::bundle::create::CreateOptions;
+use ferry::bundle::BundleReader;
+use ferry::capture::{self, JournalRows, TrackOptions};
+use ferry::journal::Entry;
+use ferry::node::Node;
+use ferry::progress::Silent;
+use ferry::value::Value;
+use rusqlite::Connection;
+use serde_json::json;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    node: Node,
+    db: PathBuf,
+}
+
+fn fixture(ddl: &str, id_block: Option<u32>) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::init(&dir.path().join("home"), "field-1", id_block).expect("node");
+    let db = dir.path().join("app.sqlite3");
+    Connection::open(&db).expect("db").execute_batch(ddl).expect("ddl");
+    Fixture { dir: dir.path().to_path_buf(), _dir: dir, node, db }
+}
+
+impl Fixture {
+    fn track(&self) -> capture::TrackReport {
+        capture::track(&self.node, &self.db, &TrackOptions::default()).expect("track")
+    }
+    fn conn(&self) -> Connection {
+        Connection::open(&self.db).expect("open")
+    }
+    /// Every captured entry, as the bundle would carry it.
+    fn entries(&self) -> Vec<Entry> {
+        let conn = self.conn();
+        let last: i64 =
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM _ferry_journal", [], |r| r.get(0)).expect("max");
+        let rows = JournalRows::new(&conn, "app", 1, last as u64).expect("rows");
+        rows.map(|r| r.expect("row").0).collect()
+    }
+    /// The captured entries as JSON values without `ts` (for comparisons).
+    fn summary(&self) -> Vec<serde_json::Value> {
+        self.entries()
+            .iter()
+            .map(|e| {
+                let mut v: serde_json::Value = serde_json::from_slice(&e.to_line()).expect("json");
+                v.as_object_mut().expect("object").remove("ts");
+                v
+            })
+            .collect()
+    }
+    fn bundle(&self, since: Option<u64>) -> ferry::bundle::create::CreateReport {
+        let opts = CreateOptions { out_dir: self.dir.join("out"), since };
+        capture::create_from_db(&self.node, &self.db, &opts, &mut Silent).expect("bundle create --db")
+    }
+}
+
+/// The entry lines of a bundle's only segment.
+fn bundle_lines(path: &Path) -> Vec<Vec<u8>> {
+    let mut reader = BundleReader::open(path).expect("open bundle");
+    let seg = reader.next_segment().expect("segment").expect("one segment");
+    let mut lines = seg.entries().expect("entries");
+    let mut out = Vec::new();
+    while let Some(l) = lines.next_line().expect("line") {
+        out.push(l.to_vec());
+    }
+    out
+}
+
+const SIMPLE: &str = "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT COLLATE NOCASE, qty, price REAL);";
+
+#[test]
+fn insert_update_delete_become_entries_with_only_changed_fields() {
+    let f = fixture(SIMPLE, None);
+    f.track();
+    let c = f.conn();
+    c.execute_batch(
+        "INSERT INTO item VALUES (1, 'apple', 3, 1.5);
+         UPDATE item SET name = 'apple', qty = 4, price = 1.5 WHERE id = 1;  -- save(): rewrites all, one changed
+         UPDATE item SET name = 'APPLE' WHERE id = 1;                         -- NOCASE column, still a change
+         UPDATE item SET qty = 4.0 WHERE id = 1;                              -- 4 -> 4.0: storage class changed
+         UPDATE item SET qty = 4.0, name = 'APPLE' WHERE id = 1;              -- no-op: nothing
+         DELETE FROM item WHERE id = 1;",
+    )
+    .expect("dml");
+    assert_eq!(
+        f.summary(),
+        vec![
+            json!({"seq":1,"op":"insert","table":"item","pk":{"id":1},"fields":{"name":"apple","qty":3,"price":1.5}}),
+            json!({"seq":2,"op":"update","table":"item","pk":{"id":1},"fields":{"qty":4}}),
+            json!({"seq":3,"op":"update","table":"item","pk":{"id":1},"fields":{"name":"APPLE"}}),
+            json!({"seq":4,"op":"update","table":"item","pk":{"id":1},"fields":{"qty":4.0}}),
+            json!({"seq":5,"op":"delete","table":"item","pk":{"id":1}}),
+        ]
+    );
+    assert_eq!(f.entries()[3].fields.as_ref().expect("fields").get("qty"), Some(&Value::Real(4.0)));
+}
+
+#[test]
+fn rolled_back_transactions_and_savepoints_leave_nothing_and_seqs_have_no_gaps() {
+    let f = fixture(SIMPLE, None);
+    f.track();
+    let c = f.conn();
+    c.execute_batch("BEGIN; INSERT INTO item (id, name) VALUES (1, 'gone'); ROLLBACK;").expect("rollback");
+    c.execute_batch(
+        "BEGIN;
+         INSERT INTO item (id, name) VALUES (2, 'kept');
+         SAVEPOINT s; INSERT INTO item (id, name) VALUES (3, 'gone'); ROLLBACK TO s; RELEASE s;
+         COMMIT;",
+    )
+    .expect("savepoint");
+    // A statement that fails part-way is undone with its journal rows.
+    assert!(c.execute_batch("INSERT INTO item (id, name) VALUES (4, 'x'), (2, 'dup')").is_err());
+    c.execute_batch("INSERT INTO item (id, name) VALUES (5, 'kept too')").expect("insert");
+    let s = f.summary();
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert_eq!(s[0]["pk"]["id"], 2);
+    assert_eq!((s[1]["seq"].clone(), s[1]["pk"]["id"].clone()), (json!(2), json!(5)));
+}
+
+#[test]
+fn primary_key_change_is_an_update_keyed_by_the_old_key() {
+    let f = fixture("CREATE TABLE p (a TEXT, b INTEGER, note TEXT, PRIMARY KEY (a, b)) WITHOUT ROWID;", None);
+    f.track();
+    let c = f.conn();
+    c.execute_batch("INSERT INTO p VALUES ('x', 1, 'n'); UPDATE p SET b = 2, note = 'm' WHERE a = 'x';").expect("dml");
+    assert_eq!(
+        f.summary()[1],
+        json!({"seq":2,"op":"update","table":"p","pk":{"a":"x","b":1},"fields":{"b":2,"note":"m"}})
+    );
+}
+
+#[test]
+fn upsert_and_insert_or_ignore_capture_exactly_what_happened() {
+    let f = fixture(SIMPLE, None);
+    f.track();
+    let c = f.conn();
+    c.execute_batch(
+        "INSERT INTO item (id, name, qty) VALUES (1, 'a', 1);
+         INSERT OR IGNORE INTO item (id, name, qty) VALUES (1, 'ignored', 9);
+         INSERT INTO item (id, name, qty) VALUES (1, 'a', 1) ON CONFLICT (id) DO UPDATE SET qty = excluded.qty + 1;
+         INSERT INTO item (id, name, qty) VALUES (2, 'b', 1) ON CONFLICT (id) DO UPDATE SET qty = 99;
+         INSERT INTO item (id, name, qty) VALUES (2, 'b', 1) ON CONFLICT (id) DO UPDATE SET qty = 99;",
+    )
+    .expect("dml");
+    assert_eq!(
+        f.summary(),
+        vec![
+            json!({"seq":1,"op":"insert","table":"item","pk":{"id":1},"fields":{"name":"a","qty":1,"price":null}}),
+            json!({"seq":2,"op":"update","table":"item","pk":{"id":1},"fields":{"qty":2}}),
+            json!({"seq":3,"op":"insert","table":"item","pk":{"id":2},"fields":{"name":"b","qty":1,"price":null}}),
+            json!({"seq":4,"op":"update","table":"item","pk":{"id":2},"fields":{"qty":99}}),
+        ]
+    );
+}
+
+#[test]
+fn values_round_trip_bit_for_bit_through_capture_and_bundle() {
+    let f = fixture("CREATE TABLE v (id INTEGER PRIMARY KEY, x, r REAL);", None);
+    f.track();
+    let values = vec![
+        Value::Null,
+        Value::Integer(i64::MIN),
+        Value::Integer(i64::MAX),
+        Value::Real(0.1 + 0.2),
+        Value::Real(-0.0),
+        Value::Real(5e-324),
+        Value::Real(f64::MAX),
+        Value::Real(1.0),
+        Value::Real(f64::INFINITY),
+        Value::Text("héllo \u{1F600} \"q\" \n\t".into()),
+        Value::Text(String::new()),
+        Value::Blob(vec![0, 1, 2, 255, 254]),
+        Value::Blob(vec![]),
+    ];
+    let c = f.conn();
+    for (i, v) in values.iter().enumerate() {
+        c.execute("INSERT INTO v (id, x) VALUES (?1, ?2)", rusqlite::params![i as i64, v]).expect("insert");
+    }
+    // Updates carry exact values too (REAL column: what SQLite stored).
+    c.execute("UPDATE v SET x = ?1, r = ?1 WHERE id = 0", [0.1f64 + 0.2]).expect("update");
+    let report = f.bundle(None);
+    let lines = bundle_lines(report.file.as_deref().expect("file"));
+    assert_eq!(lines.len(), values.len() + 1);
+    for (line, v) in lines.iter().zip(&values) {
+        let e = Entry::parse(line).expect("entry");
+        let got = e.fields.as_ref().and_then(|f| f.get("x")).expect("x");
+        assert!(got.same_as(v), "{v:?} came back as {got:?}");
+        assert_eq!(e.to_line(), *line, "entry lines are canonical");
+    }
+    let upd = Entry::parse(&lines[values.len()]).expect("entry");
+    let fields = upd.fields.expect("fields");
+    assert!(fields.get("x").expect("x").same_as(&Value::Real(0.1 + 0.2)));
+    assert!(fields.get("r").expect("r").same_as(&Value::Real(0.1 + 0.2)));
+}
+
+#[test]
+fn suppressed_writes_are_not_captured_and_capture_resumes_after() {
+    let f = fixture(SIMPLE, None);
+    f.track();
+    let mut c = f.conn();
+    let tx = c.transaction().expect("tx");
+    capture::suppress(&tx, true).expect("suppress on");
+    tx.execute_batch("INSERT INTO item (id, name) VALUES (1, 'applied'); UPDATE item SET qty = 1;").expect("dml");
+    capture::suppress(&tx, false).expect("suppress off");
+    tx.commit().expect("commit");
+    c.execute_batch("UPDATE item SET qty = 2 WHERE id = 1").expect("local edit");
+    assert_eq!(f.summary(), vec![json!({"seq":1,"op":"update","table":"item","pk":{"id":1},"fields":{"qty":2}})]);
+    // On an untracked database suppress does nothing and does not fail.
+    let plain = Connection::open_in_memory().expect("db");
+    capture::suppress(&plain, true).expect("no-op");
+}
+
+#[test]
+fn autoincrement_tables_move_into_the_node_id_block() {
+    let ddl = "CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT); INSERT INTO a (v) VALUES ('old');";
+    let f = fixture(ddl, Some(3));
+    let r = f.track();
+    assert_eq!(r.sequences_raised.get("a"), Some(&(3i64 << 32)));
+    let c = f.conn();
+    c.execute_batch("INSERT INTO a (v) VALUES ('new')").expect("insert");
+    let id: i64 = c.query_row("SELECT max(id) FROM a", [], |r| r.get(0)).expect("id");
+    assert_eq!(id, (3i64 << 32) + 1);
+    // Tracking again keeps the counter where it is.
+    f.track();
+    c.execute_batch("INSERT INTO a (v) VALUES ('newer')").expect("insert");
+    let id: i64 = c.query_row("SELECT max(id) FROM a", [], |r| r.get(0)).expect("id");
+    assert_eq!(id, (3i64 << 32) + 2);
+}
+
+#[test]
+fn autoincrement_without_id_block_and_tables_without_key_are_refused() {
+    let f = fixture("CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);", None);
+    let e = capture::track(&f.node, &f.db, &TrackOptions::default()).expect_err("no id block");
+    assert!(e.to_string().contains("id block"), "{e}");
+    let f = fixture("CREATE TABLE nokey (v TEXT); CREATE TABLE ok (id TEXT PRIMARY KEY);", None);
+    let e = capture::track(&f.node, &f.db, &TrackOptions::default()).expect_err("no pk");
+    assert!(e.to_string().contains("nokey") && e.to_string().contains("--exclude"), "{e}");
+    // Nothing was installed by the refused attempt.
+    assert!(!capture::is_tracked(&f.conn()).expect("check"));
+    let opts = TrackOptions { tables: None, exclude: Some(vec!["nokey".into()]) };
+    let r = capture::track(&f.node, &f.db, &opts).expect("track with exclude");
+    assert_eq!(r.tables, vec!["ok".to_owned()]);
+}
+
+#[test]
+fn django_bookkeeping_tables_are_excluded_by_default() {
+    let f = fixture(
+        "CREATE TABLE django_session (session_key TEXT PRIMARY KEY, d TEXT);
+         CREATE TABLE django_migrations (id INTEGER PRIMARY KEY, app TEXT);
+         CREATE TABLE survey_household (id TEXT PRIMARY KEY);",
+        None,
+    );
+    let r = f.track();
+    assert_eq!(r.tables, vec!["survey_household".to_owned()]);
+    f.conn().execute_batch("INSERT INTO django_session VALUES ('k', 'd')").expect("insert");
+    assert!(f.entries().is_empty());
+}
+
+#[test]
+fn schema_change_makes_capture_stale_until_track_refreshes_it() {
+    let f = fixture(SIMPLE, None);
+    f.track();
+    let c = f.conn();
+    c.execute_batch("INSERT INTO item (id, name) VALUES (1, 'a')").expect("insert");
+    c.execute_batch("ALTER TABLE item ADD COLUMN colour TEXT; CREATE TABLE extra (id INTEGER PRIMARY KEY);")
+        .expect("migrate");
+    let s = capture::status(&f.db).expect("status");
+    assert!(s.stale.iter().any(|r| r.contains("colour")), "{:?}", s.stale);
+    assert!(s.stale.iter().any(|r| r.contains("extra")), "{:?}", s.stale);
+    let opts = CreateOptions { out_dir: f.dir.join("out"), since: None };
+    let e = capture::create_from_db(&f.node, &f.db, &opts, &mut Silent).expect_err("stale");
+    assert!(e.to_string().contains("stale"), "{e}");
+
+    f.track();
+    assert!(capture::status(&f.db).expect("status").stale.is_empty());
+    c.execute_batch("UPDATE item SET colour = 'red' WHERE id = 1; INSERT INTO extra VALUES (7);").expect("dml");
+    let s = f.summary();
+    assert_eq!(s[0]["fields"], json!({"name":"a","qty":null,"price":null}), "old layout still read");
+    assert_eq!(s[1]["fields"], json!({"colour":"red"}));
+    assert_eq!(s[2]["table"], "extra");
+
+    // A migration that rebuilds a table drops its triggers: stale too.
+    c.execute_batch(
+        "CREATE TABLE new__item (id INTEGER PRIMARY KEY, name TEXT, qty, price REAL, colour TEXT);
+         INSERT INTO new__item SELECT * FROM item; DROP TABLE item; ALTER TABLE new__item RENAME TO item;",
+    )
+    .expect("rebuild");
+    let s = capture::status(&f.db).expect("status");
+    assert!(s.stale.iter().any(|r| r.contains("triggers")), "{:?}", s.stale);
+}
+
+fn dump(conn: &Connection) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in ferry::schema::tables(conn).expect("tables") {
+        let mut st = conn.prepare(&format!("SELECT * FROM {} ORDER BY 1", ferry::schema::quote(&t.name))).expect("sel");
+        let n = st.column_count();
+        let rows = st
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .expect("query");
+        for r in rows {
+            out.push(format!("{}: {}", t.name, r.expect("row").join("|")));
+        }
+    }
+    let mut st = conn.prepare("SELECT type, name, sql FROM sqlite_schema ORDER BY name").expect("schema");
+    let rows = st.query_map([], |r| Ok(format!("{:?}", (r.get::<_, String>(0)?, r.get::<_, String>(1)?)))).expect("q");
+    out.extend(rows.map(|r| r.expect("row")));
+    out
+}
+
+#[test]
+fn untrack_removes_everything_ferry_added_and_leaves_the_data() {
+    let f = fixture(
+        "CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT); CREATE TABLE b (k TEXT PRIMARY KEY, x);",
+        Some(1),
+    );
+    let c = f.conn();
+    c.execute_batch("INSERT INTO a (v) VALUES ('x'); INSERT INTO b VALUES ('k', 1.5);").expect("seed");
+    f.track();
+    c.execute_batch("INSERT INTO a (v) VALUES ('y'); UPDATE b SET x = x'00ff'; INSERT INTO b VALUES ('z', NULL);")
+        .expect("dml");
+    f.bundle(None);
+    let before = dump(&c);
+    assert!(capture::untrack(&f.db).expect("untrack"));
+    let after = dump(&c);
+    let ferry_objects: Vec<&String> = before.iter().filter(|l| l.contains("_ferry")).collect();
+    assert!(!ferry_objects.is_empty());
+    let expected: Vec<String> = before.iter().filter(|l| !l.contains("_ferry")).cloned().collect();
+    assert_eq!(after, expected);
+    assert!(!capture::untrack(&f.db).expect("second untrack"), "nothing left to remove");
+    let triggers: i64 =
+        c.query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'", [], |r| r.get(0)).expect("q");
+    assert_eq!(triggers, 0);
+}
+
+#[test]
+fn bundle_create_db_bundles_new_entries_once_and_since_sends_again() {
+    let f = fixture(SIMPLE, None);
+    f.track();
+    let c = f.conn();
+    c.execute_batch("INSERT INTO item (id) VALUES (1), (2), (3)").expect("insert");
+    let r1 = f.bundle(None);
+    assert_eq!((r1.first_seq, r1.last_seq), (Some(1), Some(3)));
+    assert!(f.bundle(None).file.is_none(), "nothing new");
+    c.execute_batch("DELETE FROM item WHERE id = 2").expect("delete");
+    let r2 = f.bundle(None);
+    assert_eq!((r2.first_seq, r2.last_seq), (Some(4), Some(4)));
+    let again = f.bundle(Some(2));
+    assert_eq!((again.first_seq, again.last_seq), (Some(2), Some(4)));
+    assert_eq!(capture::watermark(&c).expect("wm").0, 4);
+    // The segments chain: the second starts where the first ended, and carries the schema fingerprint.
+    let d1 = BundleReader::open(r1.file.as_deref().expect("f")).expect("open").descriptors()[0].clone();
+    let d2 = BundleReader::open(r2.file.as_deref().expect("f")).expect("open").descriptors()[0].clone();
+    assert_eq!(d1.chain_after, d2.chain_before);
+    assert_eq!(d2.schema, Some(ferry::schema::fingerprint(&c).expect("fp")));
+}
+
+#[test]
+fn bundle_create_db_refuses_a_database_tracked_by_another_node() {
+    let f = fixture(SIMPLE, None);
+    f.track();
+    let other = Node::init(&f.dir.join("other"), "clone", None).expect("node");
+    let opts = CreateOptions { out_dir: f.dir.join("out"), since: None };
+    let e = capture::create_from_db(&other, &f.db, &opts, &mut Silent).expect_err("other node");
+    assert!(e.to_string().contains("tracked by node"), "{e}");
+}
+
+#[test]
+fn bundle_create_db_runs_while_the_app_holds_a_write_transaction() {
+    let f = fixture(SIMPLE, None);
+    f.track();
+    f.conn().execute_batch("INSERT INTO item (id) VALUES (1)").expect("insert");
+    let db = f.db.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let c = Connection::open(&db).expect("open");
+        c.execute_batch("BEGIN IMMEDIATE; INSERT INTO item (id) VALUES (2);").expect("write");
+        ready_tx.send(()).expect("send");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        c.execute_batch("COMMIT").expect("commit");
+    });
+    ready_rx.recv().expect("ready");
+    let r = f.bundle(None);
+    writer.join().expect("writer");
+    assert_eq!((r.first_seq, r.last_seq), (Some(1), Some(1)), "only committed entries");
+    assert_eq!(f.bundle(None).first_seq, Some(2));
+}
+
+#[test]
+fn cli_track_status_bundle_and_untrack() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = common::init_node(dir.path(), "field-1", Some(2));
+    let db = dir.path().join("app.sqlite3");
+    Connection::open(&db)
+        .expect("db")
+        .execute_batch("CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);")
+        .expect("ddl");
+    common::ferry(&home).args(["track", "--status"]).arg(&db).assert().code(1);
+    common::ferry(&home).arg("track").arg(&db).assert().success();
+    common::ferry(&home).args(["track", "--status"]).arg(&db).assert().success();
+    Connection::open(&db).expect("db").execute_batch("INSERT INTO a (v) VALUES ('x')").expect("insert");
+    let out = dir.path().join("out");
+    let o = common::ferry(&home)
+        .args(["bundle", "create", "--json", "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let file = v["file"].as_str().expect("file");
+    common::ferry(&home).args(["bundle", "verify", file]).assert().success();
+    let o = common::ferry(&home).args(["bundle", "inspect", "--entries", file]).output().expect("run");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(&format!("\"pk\":{{\"id\":{}}}", (2i64 << 32) + 1)), "{text}");
+    // --journal and --db are alternatives: exactly one.
+    common::ferry(&home).args(["bundle", "create", "--out"]).arg(&out).assert().code(2);
+    common::ferry(&home)
+        .args(["bundle", "create", "--journal", "j", "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .code(2);
+    Connection::open(&db).expect("db").execute_batch("ALTER TABLE a ADD COLUMN w").expect("alter");
+    common::ferry(&home).args(["track", "--status"]).arg(&db).assert().code(1);
+    common::ferry(&home).args(["bundle", "create", "--db"]).arg(&db).arg("--out").arg(&out).assert().code(2);
+    common::ferry(&home).arg("untrack").arg(&db).assert().success();
+}
