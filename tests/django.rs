@@ -1,0 +1,97 @@
+//! Capture of a real Django app: `fixtures/django/` is migrated, tracked, and
+//! driven through its ORM by `drive.py`; the bundled journal must hold
+//! exactly `fixtures/django/expected_entries.jsonl` (timestamps aside).
+//!
+//! Needs Python with Django: `FERRY_PYTHON` (a virtualenv's python), else
+//! `python3`. Fails, never skips, when Django is missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const INSTALL_HINT: &str = "install it with:\n  python3 -m venv .venv && .venv/bin/pip install -r fixtures/django/requirements.txt\nthen run the tests with FERRY_PYTHON=.venv/bin/python";
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/django")
+}
+
+fn python() -> String {
+    std::env::var("FERRY_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Runs `python ARGS` in the fixture with the app database at `db`.
+fn run_python(db: &Path, args: &[&str]) {
+    let py = python();
+    let out = Command::new(&py)
+        .args(args)
+        .current_dir(fixture_dir())
+        .env("FERRY_DJANGO_DB", db)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run Python ({py}): {e}\nThis test needs Python with Django; {INSTALL_HINT}")
+        });
+    assert!(
+        out.status.success(),
+        "`{py} {}` failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn require_django() {
+    let py = python();
+    let ok = Command::new(&py).args(["-c", "import django"]).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "this test needs Django, which `{py}` cannot import; {INSTALL_HINT}");
+}
+
+fn without_ts(line: &[u8]) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_slice(line).expect("entry json");
+    v.as_object_mut().expect("object").remove("ts");
+    v
+}
+
+#[test]
+fn django_orm_writes_are_captured_exactly() {
+    require_django();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.sqlite3");
+    run_python(&db, &["manage.py", "migrate", "--noinput", "-v", "0"]);
+    let home = common::init_node(dir.path(), "field-1", Some(5));
+    common::ferry(&home).arg("track").arg(&db).assert().success();
+    let started = ferry::journal::Timestamp::now();
+    run_python(&db, &["drive.py"]);
+    let ended = ferry::journal::Timestamp::now();
+
+    let out = dir.path().join("out");
+    let o = common::ferry(&home)
+        .args(["bundle", "create", "--json", "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let file = report["file"].as_str().expect("a bundle");
+    common::ferry(&home).args(["bundle", "verify", file]).assert().success();
+    let o = common::ferry(&home).args(["bundle", "inspect", "--entries", file]).output().expect("run");
+    assert!(o.status.success());
+
+    let got: Vec<&[u8]> = o.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    let expected = std::fs::read(fixture_dir().join("expected_entries.jsonl")).expect("expected entries");
+    let expected: Vec<serde_json::Value> =
+        expected.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(without_ts).collect();
+    let got_values: Vec<serde_json::Value> = got.iter().map(|l| without_ts(l)).collect();
+    for (i, (g, e)) in got_values.iter().zip(&expected).enumerate() {
+        assert_eq!(g, e, "entry {} differs", i + 1);
+    }
+    assert_eq!(got_values.len(), expected.len(), "got {got_values:#?}");
+    for l in got {
+        let e = ferry::journal::Entry::parse(l).expect("valid entry");
+        // Millisecond clock: allow the truncation at the start.
+        assert!(e.ts.0 >= started.0 - 1000 && e.ts <= ended, "ts {} outside the run", e.ts);
+    }
+}
