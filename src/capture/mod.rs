@@ -10,8 +10,8 @@
 //! - `_ferry_tables`: one row per table layout (`tid`): table name, column
 //!   names in declaration order, primary-key positions. A layout never
 //!   changes once written, so journal rows stay readable after migrations.
-//! - `_ferry_journal`: one row per captured change: `seq` (gap-free,
-//!   AUTOINCREMENT), `ts` (µs), `op`, `tid`, `mask` (updates: `'0'`/`'1'` per
+//! - `_ferry_journal`: one row per captured change: `seq` (the rowid, so
+//!   max + 1: gap-free and in commit order), `ts` (µs), `op`, `tid`, `mask` (updates: `'0'`/`'1'` per
 //!   column), `k0…` (old key values), `v0…` (column values). The `k`/`v`
 //!   columns have no declared type, so SQLite stores every value exactly as
 //!   the app wrote it (storage class and bits), with no text conversion.

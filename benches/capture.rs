@@ -1,0 +1,179 @@
+//! Capture benchmark: `cargo bench --bench capture` (prints figures).
+//!
+//! 1. 100,000 inserts in one transaction into a tracked vs an untracked table.
+//! 2. 100,000 single-row `save()`-style updates (every column written, one
+//!    changed) in one transaction, tracked vs untracked.
+//! 3. `ferry bundle create --db` on a 1,000,000-entry journal table vs
+//!    `ferry bundle create --journal` on the same entries as a JSON Lines
+//!    file, each in a child process, with its peak RSS (Linux: VmHWM).
+//!
+//! `FERRY_BENCH_ENTRIES` changes the size of part 3 (default 1,000,000).
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferry::capture::{self, JournalRows, TrackOptions};
+use ferry::node::Node;
+use rusqlite::{params, Connection};
+
+const ROWS: i64 = 100_000;
+const DDL: &str = "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, n INTEGER, x REAL, note TEXT);";
+
+fn open(db: &Path) -> Connection {
+    let c = Connection::open(db).expect("open");
+    c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").expect("pragmas");
+    c
+}
+
+fn insert_rows(c: &mut Connection, n: i64) -> Duration {
+    let start = Instant::now();
+    let tx = c.transaction().expect("tx");
+    {
+        let mut st = tx.prepare("INSERT INTO t (id, name, n, x, note) VALUES (?1, ?2, ?3, ?4, ?5)").expect("prep");
+        for i in 1..=n {
+            st.execute(params![i, format!("household {i}"), i * 7, i as f64 / 3.0, "a note of moderate length"])
+                .expect("insert");
+        }
+    }
+    tx.commit().expect("commit");
+    start.elapsed()
+}
+
+fn update_rows(c: &mut Connection, n: i64) -> Duration {
+    let start = Instant::now();
+    let tx = c.transaction().expect("tx");
+    {
+        let mut st = tx.prepare("UPDATE t SET name = ?2, n = ?3, x = ?4, note = ?5 WHERE id = ?1").expect("prep");
+        for i in 1..=n {
+            st.execute(params![i, format!("household {i}"), i * 7 + 1, i as f64 / 3.0, "a note of moderate length"])
+                .expect("update");
+        }
+    }
+    tx.commit().expect("commit");
+    start.elapsed()
+}
+
+/// Runs `cmd`, returning wall time and peak RSS in KiB (Linux only).
+fn run_measured(mut cmd: Command) -> (Duration, Option<u64>) {
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("spawn ferry");
+    let mut peak: Option<u64> = None;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "ferry failed: {status}");
+            break;
+        }
+        if let Some(kb) = vm_hwm(child.id()) {
+            peak = Some(peak.map_or(kb, |p| p.max(kb)));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (start.elapsed(), peak)
+}
+
+#[cfg(target_os = "linux")]
+fn vm_hwm(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn vm_hwm(_pid: u32) -> Option<u64> {
+    None
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let node = Node::init(&home, "bench", Some(1)).expect("node");
+
+    // 1 and 2: tracked vs untracked writes; best of 3 fresh runs each.
+    let (mut ins_plain, mut ins_tracked, mut upd_plain, mut upd_tracked) =
+        (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
+    for round in 0..3 {
+        let plain_db = dir.path().join(format!("plain{round}.sqlite3"));
+        let tracked_db = dir.path().join(format!("tracked{round}.sqlite3"));
+        let mut plain = open(&plain_db);
+        plain.execute_batch(DDL).expect("ddl");
+        let mut tracked = open(&tracked_db);
+        tracked.execute_batch(DDL).expect("ddl");
+        capture::track(&node, &tracked_db, &TrackOptions::default()).expect("track");
+        ins_plain = ins_plain.min(insert_rows(&mut plain, ROWS));
+        ins_tracked = ins_tracked.min(insert_rows(&mut tracked, ROWS));
+        upd_plain = upd_plain.min(update_rows(&mut plain, ROWS));
+        upd_tracked = upd_tracked.min(update_rows(&mut tracked, ROWS));
+    }
+    println!(
+        "insert {ROWS} rows, one transaction (best of 3): untracked {:.3}s, tracked {:.3}s, ratio {:.2}x (target <= 3x)",
+        ins_plain.as_secs_f64(),
+        ins_tracked.as_secs_f64(),
+        ratio(ins_tracked, ins_plain)
+    );
+    println!(
+        "update {ROWS} rows (save()-style: 4 columns written, 1 changed), one transaction (best of 3): untracked {:.3}s, tracked {:.3}s, ratio {:.2}x (target <= 3x)",
+        upd_plain.as_secs_f64(),
+        upd_tracked.as_secs_f64(),
+        ratio(upd_tracked, upd_plain)
+    );
+
+    // 3: bundle create --db vs --journal on the same entries.
+    let n: i64 = std::env::var("FERRY_BENCH_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let big_db = dir.path().join("big.sqlite3");
+    let mut big = open(&big_db);
+    big.execute_batch(DDL).expect("ddl");
+    capture::track(&node, &big_db, &TrackOptions::default()).expect("track");
+    let t = insert_rows(&mut big, n);
+    println!("captured {n} inserts in {:.2}s", t.as_secs_f64());
+    let jsonl = dir.path().join("journal.jsonl");
+    {
+        let mut w = BufWriter::new(std::fs::File::create(&jsonl).expect("create"));
+        for item in JournalRows::new(&big, "big", 1, n as u64).expect("rows") {
+            let (_, bytes) = item.expect("row");
+            w.write_all(&bytes).expect("write");
+            w.write_all(b"\n").expect("write");
+        }
+        w.flush().expect("flush");
+    }
+    drop(big);
+    let db_size = std::fs::metadata(&big_db).map(|m| m.len()).unwrap_or(0);
+    let jsonl_size = std::fs::metadata(&jsonl).map(|m| m.len()).unwrap_or(0);
+    println!("journal: {:.1} MiB JSON Lines, app database {:.1} MiB", mib(jsonl_size), mib(db_size));
+
+    let exe = env!("CARGO_BIN_EXE_ferry");
+    let journal_home = dir.path().join("home-journal");
+    Node::init(&journal_home, "bench-journal", Some(1)).expect("node");
+    let mut cmd = Command::new(exe);
+    cmd.arg("--home").arg(&journal_home).args(["--quiet", "bundle", "create", "--journal"]).arg(&jsonl);
+    cmd.arg("--out").arg(dir.path().join("out-journal"));
+    let (t_journal, rss_journal) = run_measured(cmd);
+    let mut cmd = Command::new(exe);
+    cmd.arg("--home").arg(&home).args(["--quiet", "bundle", "create", "--db"]).arg(&big_db);
+    cmd.arg("--out").arg(dir.path().join("out-db"));
+    let (t_db, rss_db) = run_measured(cmd);
+    let rate = |t: Duration| n as f64 / t.as_secs_f64();
+    let rss = |r: Option<u64>| r.map_or("n/a".to_owned(), |kb| format!("{:.1} MiB", kb as f64 / 1024.0));
+    println!(
+        "bundle create --journal, {n} entries: {:.2}s ({:.0} entries/s), peak RSS {}",
+        t_journal.as_secs_f64(),
+        rate(t_journal),
+        rss(rss_journal)
+    );
+    println!(
+        "bundle create --db,      {n} entries: {:.2}s ({:.0} entries/s), peak RSS {}",
+        t_db.as_secs_f64(),
+        rate(t_db),
+        rss(rss_db)
+    );
+    println!("--db speed relative to --journal: {:.0}% (target >= 50%)", 100.0 * rate(t_db) / rate(t_journal));
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
