@@ -439,3 +439,55 @@ fn cli_track_status_bundle_and_untrack() {
     common::ferry(&home).args(["bundle", "create", "--db"]).arg(&db).arg("--out").arg(&out).assert().code(2);
     common::ferry(&home).arg("untrack").arg(&db).assert().success();
 }
+
+#[cfg(unix)]
+#[test]
+fn crash_before_watermark_bundles_the_same_entries_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = common::init_node(dir.path(), "field-1", None);
+    let db = dir.path().join("app.sqlite3");
+    Connection::open(&db).expect("db").execute_batch(SIMPLE).expect("ddl");
+    common::ferry(&home).arg("track").arg(&db).assert().success();
+    Connection::open(&db).expect("db").execute_batch("INSERT INTO item (id) VALUES (1), (2)").expect("insert");
+    let out = dir.path().join("out");
+    let create = |envs: &[(&str, &str)]| {
+        let mut c = common::ferry(&home);
+        c.args(["bundle", "create", "--json", "--db"]).arg(&db).arg("--out").arg(&out);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().expect("run")
+    };
+    // Find the crash point's number, then crash there.
+    let trace = dir.path().join("trace");
+    let o = {
+        let mut c = common::ferry(&home);
+        c.args(["bundle", "create", "--db"]).arg(&db).arg("--out").arg(&trace).env("FERRY_CRASH_TRACE", "1");
+        // The traced run bundles into `trace` and advances the watermark; it is rewound below.
+        c.output().expect("run")
+    };
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let n = stderr
+        .lines()
+        .find(|l| l.contains("database watermark not yet recorded"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("crash point traced")
+        .to_owned();
+    Connection::open(&db)
+        .expect("db")
+        .execute_batch("UPDATE _ferry_control SET bundled_seq = 0, bundled_chain = zeroblob(32)")
+        .expect("rewind");
+    let o = create(&[("FERRY_CRASH_AT", n.as_str())]);
+    assert!(!o.status.success(), "the process was killed");
+    assert_eq!(capture::watermark(&Connection::open(&db).expect("db")).expect("wm").0, 0, "watermark not advanced");
+    let crashed: Vec<PathBuf> = ferry::bundle::find_bundles(&[out.clone()]).expect("list");
+    assert_eq!(crashed.len(), 1, "the bundle itself was durable");
+    let o = create(&[]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!((v["first_seq"].as_u64(), v["last_seq"].as_u64()), (Some(1), Some(2)), "same entries again");
+    let a = BundleReader::open(&crashed[0]).expect("open").descriptors()[0].clone();
+    let b = BundleReader::open(Path::new(v["file"].as_str().expect("file"))).expect("open").descriptors()[0].clone();
+    assert_eq!((a.entries_sha256, a.chain_after), (b.entries_sha256, b.chain_after), "identical entries");
+    assert_eq!(capture::watermark(&Connection::open(&db).expect("db")).expect("wm").0, 2);
+}
