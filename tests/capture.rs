@@ -480,7 +480,7 @@ fn crash_before_watermark_bundles_the_same_entries_again() {
     let o = create(&[("FERRY_CRASH_AT", n.as_str())]);
     assert!(!o.status.success(), "the process was killed");
     assert_eq!(capture::watermark(&Connection::open(&db).expect("db")).expect("wm").0, 0, "watermark not advanced");
-    let crashed: Vec<PathBuf> = ferry::bundle::find_bundles(&[out.clone()]).expect("list");
+    let crashed: Vec<PathBuf> = ferry::bundle::find_bundles(std::slice::from_ref(&out)).expect("list");
     assert_eq!(crashed.len(), 1, "the bundle itself was durable");
     let o = create(&[]);
     assert!(o.status.success());
