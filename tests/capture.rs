@@ -491,3 +491,18 @@ fn crash_before_watermark_bundles_the_same_entries_again() {
     assert_eq!((a.entries_sha256, a.chain_after), (b.entries_sha256, b.chain_after), "identical entries");
     assert_eq!(capture::watermark(&Connection::open(&db).expect("db")).expect("wm").0, 2);
 }
+
+#[test]
+fn refresh_reuses_the_stored_selection_even_after_an_excluded_table_is_dropped() {
+    let f = fixture("CREATE TABLE a (id TEXT PRIMARY KEY); CREATE TABLE cache (id TEXT PRIMARY KEY);", None);
+    let opts = TrackOptions { tables: None, exclude: Some(vec!["cache".into()]) };
+    capture::track(&f.node, &f.db, &opts).expect("track");
+    let unknown = TrackOptions { tables: Some(vec!["nope".into()]), exclude: None };
+    let e = capture::track(&f.node, &f.db, &unknown).expect_err("unknown table");
+    assert!(e.to_string().contains("nope"), "{e}");
+    f.conn().execute_batch("DROP TABLE cache; CREATE TABLE b (id TEXT PRIMARY KEY);").expect("migrate");
+    let r = f.track();
+    assert_eq!(r.tables, vec!["a".to_owned(), "b".to_owned()]);
+    f.conn().execute_batch("INSERT INTO b VALUES ('x')").expect("insert");
+    assert_eq!(f.summary()[0]["table"], "b");
+}

@@ -164,7 +164,8 @@ pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport,
 
     let live = schema::tables(&tx).map_err(&err)?;
     let names: BTreeSet<&str> = live.iter().map(|t| t.name.as_str()).collect();
-    for n in selection.tables.iter().flatten().chain(&selection.exclude) {
+    // Names given now must exist; stored names may have been dropped by a migration since.
+    for n in opts.tables.iter().flatten().chain(opts.exclude.iter().flatten()) {
         if !names.contains(n.as_str()) {
             return Err(CaptureError::NoSuchTable(n.clone()));
         }
