@@ -506,3 +506,55 @@ fn refresh_reuses_the_stored_selection_even_after_an_excluded_table_is_dropped()
     f.conn().execute_batch("INSERT INTO b VALUES ('x')").expect("insert");
     assert_eq!(f.summary()[0]["table"], "b");
 }
+
+/// The documented `--json` shapes of `track` and `track --status` (docs/CAPTURE.md).
+#[allow(dead_code)]
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrackJson {
+    db: String,
+    origin: String,
+    refreshed: bool,
+    tables: Vec<String>,
+    excluded: Vec<String>,
+    id_block: Option<u32>,
+    sequences_raised: std::collections::BTreeMap<String, i64>,
+    warnings: Vec<String>,
+    fingerprint: String,
+}
+
+#[allow(dead_code)]
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusJson {
+    db: String,
+    tracked: bool,
+    origin: Option<String>,
+    tables: Vec<String>,
+    stale: Vec<String>,
+    last_seq: u64,
+    bundled_seq: u64,
+}
+
+#[test]
+fn cli_json_output_has_the_documented_shape() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = common::init_node(dir.path(), "field-1", Some(1));
+    let db = dir.path().join("app.sqlite3");
+    Connection::open(&db)
+        .expect("db")
+        .execute_batch("CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT);")
+        .expect("ddl");
+    let o = common::ferry(&home).args(["track", "--json"]).arg(&db).output().expect("run");
+    assert!(o.status.success());
+    let t: TrackJson = serde_json::from_slice(&o.stdout).expect("track json");
+    assert_eq!(
+        (t.tables, t.refreshed, t.sequences_raised.get("a").copied()),
+        (vec!["a".to_owned()], false, Some(1 << 32))
+    );
+    Connection::open(&db).expect("db").execute_batch("INSERT INTO a DEFAULT VALUES").expect("insert");
+    let o = common::ferry(&home).args(["track", "--status", "--json"]).arg(&db).output().expect("run");
+    let s: StatusJson = serde_json::from_slice(&o.stdout).expect("status json");
+    assert!(s.tracked && s.stale.is_empty());
+    assert_eq!((s.last_seq, s.bundled_seq), (1, 0));
+}

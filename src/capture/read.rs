@@ -71,7 +71,7 @@ impl<'c> JournalRows<'c> {
         while let Some(r) = rows.next().map_err(&err)? {
             let seq = r.get::<_, i64>(0).map_err(&err)? as u64;
             let damaged = |reason: String| CaptureError::Damaged { path: self.path.clone(), seq, reason };
-            let ts: i64 = r.get(1).map_err(&err)?;
+            let ts = super::track::julian_to_micros(r.get::<_, f64>(1).map_err(&err)?);
             let op: i64 = r.get(2).map_err(&err)?;
             let tid: i64 = r.get(3).map_err(&err)?;
             let mask: Option<String> = r.get(4).map_err(&err)?;
@@ -297,6 +297,20 @@ fn format_ts(ts: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn julian_days_convert_to_the_exact_millisecond() {
+        let conn = Connection::open_in_memory().expect("db");
+        for (text, micros) in [
+            ("1970-01-01 00:00:00.000", 0),
+            ("2026-11-23 12:34:56.789", 1_795_437_296_789_000),
+            ("1969-12-31 23:59:59.999", -1000),
+            ("2099-12-31 23:59:59.999", 4_102_444_799_999_000),
+        ] {
+            let jd: f64 = conn.query_row("SELECT julianday(?1)", [text], |r| r.get(0)).expect("jd");
+            assert_eq!(super::super::track::julian_to_micros(jd), micros, "{text}");
+        }
+    }
 
     #[test]
     fn entry_lines_are_canonical() {

@@ -94,16 +94,23 @@ CREATE TABLE IF NOT EXISTS _ferry_tables (
 );
 CREATE TABLE IF NOT EXISTS _ferry_journal (
     seq INTEGER PRIMARY KEY,
-    ts INTEGER NOT NULL,
+    ts REAL NOT NULL,
     op INTEGER NOT NULL,
     tid INTEGER NOT NULL,
     mask TEXT
 );
 ";
 
-/// Microseconds since the Unix epoch, from SQLite's clock (millisecond
-/// resolution; `julianday` is exact enough for that).
-const TS_SQL: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000";
+/// SQLite's clock as a Julian day number (millisecond resolution); the
+/// cheapest form to compute per row. Readers convert with [`julian_to_micros`].
+const TS_SQL: &str = "julianday('now')";
+
+/// A `julianday('now')` value (SQLite computes it as integer milliseconds /
+/// 86,400,000) as microseconds since the Unix epoch, rounded to the millisecond
+/// it came from.
+pub(crate) fn julian_to_micros(jd: f64) -> i64 {
+    ((jd - 2_440_587.5) * 86_400_000.0).round() as i64 * 1000
+}
 const WHEN_SQL: &str = "(SELECT applying FROM _ferry_control) = 0";
 
 /// One table layout as recorded in `_ferry_tables`.
