@@ -558,3 +558,17 @@ fn cli_json_output_has_the_documented_shape() {
     assert!(s.tracked && s.stale.is_empty());
     assert_eq!((s.last_seq, s.bundled_seq), (1, 0));
 }
+
+#[test]
+fn virtual_tables_and_their_shadow_tables_are_left_out() {
+    let f = fixture(
+        "CREATE TABLE doc (id INTEGER PRIMARY KEY, body TEXT); CREATE VIRTUAL TABLE doc_fts USING fts5(body);",
+        None,
+    );
+    let r = f.track();
+    assert_eq!(r.tables, vec!["doc".to_owned()]);
+    assert!(r.warnings.iter().any(|w| w.starts_with("doc_fts:")), "{:?}", r.warnings);
+    f.conn().execute_batch("INSERT INTO doc VALUES (1, 'x'); INSERT INTO doc_fts (body) VALUES ('x');").expect("dml");
+    assert_eq!(f.summary().len(), 1);
+    assert!(capture::status(&f.db).expect("status").stale.is_empty());
+}

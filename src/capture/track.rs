@@ -184,14 +184,28 @@ pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport,
             None => !excluded && !DEFAULT_EXCLUDES.contains(&t.name.as_str()),
         }
     };
-    let (tracked, excluded): (Vec<&Table>, Vec<&Table>) = live.iter().partition(|t| wanted(t));
+    // Virtual tables (FTS, R*Tree…) cannot carry triggers, and their shadow
+    // tables are SQLite's internals: neither is captured.
+    let special: Vec<String> = {
+        let mut st = tx
+            .prepare("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type IN ('virtual', 'shadow')")
+            .map_err(&err)?;
+        let rows = st.query_map([], |r| r.get(0)).map_err(&err)?;
+        rows.collect::<Result<_, _>>().map_err(&err)?
+    };
+    let (tracked, excluded): (Vec<&Table>, Vec<&Table>) =
+        live.iter().partition(|t| wanted(t) && !special.contains(&t.name));
 
     let no_pk: Vec<String> = tracked.iter().filter(|t| t.pk_columns().is_empty()).map(|t| t.name.clone()).collect();
     if !no_pk.is_empty() {
         return Err(CaptureError::NoPrimaryKey(no_pk));
     }
     let autoinc: Vec<String> = tracked.iter().filter(|t| t.autoincrement).map(|t| t.name.clone()).collect();
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = live
+        .iter()
+        .filter(|t| special.contains(&t.name) && wanted(t))
+        .map(|t| format!("{}: virtual table or its internal storage, not tracked", t.name))
+        .collect();
     let mut sequences_raised = BTreeMap::new();
     match node.info.id_block {
         None if !autoinc.is_empty() => return Err(CaptureError::NoIdBlock(autoinc)),
