@@ -95,3 +95,57 @@ fn django_orm_writes_are_captured_exactly() {
         assert!(e.ts.0 >= started.0 - 1000 && e.ts <= ended, "ts {} outside the run", e.ts);
     }
 }
+
+#[test]
+fn django_migration_makes_capture_stale_until_tracked_again() {
+    require_django();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.sqlite3");
+    run_python(&db, &["manage.py", "migrate", "survey", "0001", "--noinput", "-v", "0"]);
+    let home = common::init_node(dir.path(), "field-1", Some(5));
+    common::ferry(&home).arg("track").arg(&db).assert().success();
+    common::ferry(&home).args(["track", "--status"]).arg(&db).assert().success();
+
+    // Migration 0002 adds survey_household.phone.
+    run_python(&db, &["manage.py", "migrate", "--noinput", "-v", "0"]);
+    let o = common::ferry(&home).args(["track", "--status"]).arg(&db).output().expect("run");
+    assert_eq!(o.status.code(), Some(1), "stale capture is a negative status");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("columns added: phone"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let out = dir.path().join("out");
+    let o =
+        common::ferry(&home).args(["bundle", "create", "--db"]).arg(&db).arg("--out").arg(&out).output().expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("stale"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    common::ferry(&home).arg("track").arg(&db).assert().success();
+    common::ferry(&home).args(["track", "--status"]).arg(&db).assert().success();
+    let script = "from survey.models import Household, Village\n\
+                  v = Village.objects.create(name='Kanyadet')\n\
+                  h = Household.objects.create(id='00000000-0000-4000-8000-000000000003', village=v, name='Akinyi')\n\
+                  h.phone = '+254 700 000000'\n\
+                  h.save()\n";
+    run_python(&db, &["manage.py", "shell", "-v", "0", "-c", script]);
+    let o = common::ferry(&home)
+        .args(["bundle", "create", "--json", "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let o = common::ferry(&home)
+        .args(["bundle", "inspect", "--entries", report["file"].as_str().expect("file")])
+        .output()
+        .expect("run");
+    let last = o.stdout.split(|b| *b == b'\n').rev().find(|l| !l.is_empty()).expect("entries");
+    assert_eq!(
+        without_ts(last),
+        serde_json::json!({"seq":3,"op":"update","table":"survey_household",
+            "pk":{"id":"00000000000040008000000000000003"},"fields":{"phone":"+254 700 000000"}})
+    );
+}
