@@ -193,11 +193,13 @@ pub fn create_from_db(
     progress.start("bundling", Some(last.saturating_sub(first - 1)));
     let mut failure: Option<CaptureError> = None;
     let rows = JournalRows::new(&conn, &p, first, last)?;
-    let lines = rows.map_while(|item| match item {
-        Ok(x) => Some(Ok(x)),
+    // `pack` only knows its own error type: keep the real error aside and
+    // hand it a placeholder that stops the run.
+    let lines = rows.map(|item| match item {
+        Ok(x) => Ok(x),
         Err(e) => {
             failure = Some(e);
-            Some(Err(CreateError::Bundle(BundleError::Malformed("failed to read the captured journal".into()))))
+            Err(CreateError::Bundle(BundleError::Malformed("failed to read the captured journal".into())))
         }
     });
     let mut counting = CountEntries(progress);
