@@ -410,6 +410,39 @@ impl<R: Read> EntryLines<'_, R> {
         Ok(Some(&self.buf[..n - 1]))
     }
 
+    /// Reads raw entry bytes (lines with their newlines, as stored) into
+    /// `buf`; returns 0 at the end, once every length and hash has been
+    /// checked. For callers that split lines themselves.
+    pub fn read_raw(&mut self, buf: &mut [u8]) -> Result<usize, BundleError> {
+        if self.done {
+            return Ok(0);
+        }
+        let read = io::Read::read(&mut self.lines, buf);
+        let member = self.descriptor.member_name();
+        match read.map_err(from_io) {
+            Ok(0) => {
+                self.done = true;
+                self.check_end()?;
+                Ok(0)
+            }
+            Ok(n) => Ok(n),
+            Err(BundleError::Io(e)) => {
+                self.done = true;
+                let compressed = self.lines.get_mut().inner.get_mut().get_mut();
+                if let Err(h @ BundleError::HashMismatch { .. }) =
+                    io::copy(compressed, &mut io::sink()).map_err(from_io)
+                {
+                    return Err(h);
+                }
+                Err(BundleError::Corrupt { member, reason: e.to_string() })
+            }
+            Err(other) => {
+                self.done = true;
+                Err(other)
+            }
+        }
+    }
+
     fn check_end(&mut self) -> Result<(), BundleError> {
         let member = self.descriptor.member_name();
         let plain = self.lines.get_mut();
