@@ -76,13 +76,11 @@ fn flipping_any_single_byte_fails_verification() {
     let w = world();
     let good = std::fs::read(small_bundle(&w)).expect("read");
     for i in 0..good.len() {
-        for mask in [0x01u8] {
-            let mut bad = good.clone();
-            bad[i] ^= mask;
-            let r = verify_bytes(&w.root, &bad, &w.trust);
-            assert!(!r.ok, "flipping byte {i} with {mask:#x} went unnoticed");
-            assert!(r.error.is_some_and(|e| !e.is_empty()));
-        }
+        let mut bad = good.clone();
+        bad[i] ^= 0x01;
+        let r = verify_bytes(&w.root, &bad, &w.trust);
+        assert!(!r.ok, "flipping byte {i} went unnoticed");
+        assert!(r.error.is_some_and(|e| !e.is_empty()));
     }
 }
 
