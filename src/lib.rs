@@ -27,6 +27,7 @@ pub mod node;
 pub mod progress;
 pub mod schema;
 pub mod state;
+pub mod synth;
 pub mod value;
 pub mod verify;
 

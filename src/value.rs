@@ -12,7 +12,8 @@
 //! | BLOB    | `{"blob":"<standard base64>"}`                          |
 //!
 //! REALs are written with the shortest representation that parses back to the
-//! same bits, and parsed with correct rounding, so they round-trip bit for bit.
+//! same bits (ryu), and parsed with the standard library's correctly rounded
+//! parser, so they round-trip bit for bit.
 
 use std::fmt;
 
@@ -20,6 +21,7 @@ use base64::Engine as _;
 use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 /// One SQLite value.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,46 +122,141 @@ impl Serialize for Value {
 }
 
 impl<'de> Deserialize<'de> for Value {
+    /// Values are read from their raw JSON text (so it only works on borrowed
+    /// input: `serde_json::from_slice`/`from_str`), which lets REALs be
+    /// parsed by the standard library's exact, fast float parser.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ValueVisitor)
+        let raw: &'de RawValue = Deserialize::deserialize(d)?;
+        Value::from_json(raw.get()).map_err(de::Error::custom)
     }
 }
 
-struct ValueVisitor;
+/// What a raw JSON value is, by its first byte.
+enum Kind {
+    Null,
+    Text,
+    Number,
+    Tagged,
+    Other(&'static str),
+}
 
-impl<'de> Visitor<'de> for ValueVisitor {
-    type Value = Value;
+fn kind(raw: &str) -> Kind {
+    match raw.as_bytes().first() {
+        Some(b'n') => Kind::Null,
+        Some(b'"') => Kind::Text,
+        Some(b'-' | b'0'..=b'9') => Kind::Number,
+        Some(b'{') => Kind::Tagged,
+        Some(b't' | b'f') => Kind::Other("booleans are not SQLite values; use 0 or 1"),
+        Some(b'[') => Kind::Other("arrays are not SQLite values; store JSON as text"),
+        _ => Kind::Other("not a JSON value"),
+    }
+}
 
+fn number(raw: &str) -> Result<Value, String> {
+    if raw.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        match raw.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Value::Real(f)),
+            _ => Err(format!("number {raw} is out of range for a REAL (use {{\"real\":\"inf\"}})")),
+        }
+    } else {
+        // Like SQLite, an integer literal too large for 64 bits becomes a REAL.
+        raw.parse::<i64>().map(Value::Integer).or_else(|_| match raw.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Value::Real(f)),
+            _ => Err(format!("number {raw} is out of range")),
+        })
+    }
+}
+
+impl Value {
+    /// Parses one value from its JSON text (see the module docs).
+    pub fn from_json(raw: &str) -> Result<Value, String> {
+        let raw = raw.trim();
+        match kind(raw) {
+            Kind::Null => Ok(Value::Null),
+            Kind::Text => serde_json::from_str::<String>(raw).map(Value::Text).map_err(|e| e.to_string()),
+            Kind::Number => number(raw),
+            Kind::Tagged => {
+                let mut d = serde_json::Deserializer::from_str(raw);
+                serde::Deserializer::deserialize_map(&mut d, TagVisitor).map_err(|e| e.to_string())
+            }
+            Kind::Other(why) => Err(why.into()),
+        }
+    }
+
+    /// Checks that `raw` is a valid value without building it (strings are
+    /// not copied). Accepts exactly what [`Value::from_json`] accepts, given
+    /// JSON text that a parser has already scanned.
+    pub fn check_json(raw: &str) -> Result<(), String> {
+        let raw = raw.trim();
+        match kind(raw) {
+            Kind::Null | Kind::Text => Ok(()),
+            // Only a literal with an exponent or very many digits can leave
+            // the REAL range; every other number the scanner accepted is valid.
+            Kind::Number if raw.len() < 300 && !raw.bytes().any(|b| b == b'e' || b == b'E') => Ok(()),
+            Kind::Number => number(raw).map(drop),
+            Kind::Tagged => Value::from_json(raw).map(drop),
+            Kind::Other(why) => Err(why.into()),
+        }
+    }
+}
+
+/// Validates one value in place (no copies), accepting exactly what
+/// [`Value::from_json`] accepts. Used on the hot path of bundling and
+/// verification, where entries are checked but not built.
+pub struct ValueCheck;
+
+impl<'de> de::DeserializeSeed<'de> for ValueCheck {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueCheck {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("null, a number, a string, {\"blob\": BASE64} or {\"real\": \"inf\"|\"-inf\"}")
     }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Value, E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
         Err(E::custom("booleans are not SQLite values; use 0 or 1"))
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Integer(v))
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        i64::try_from(v)
-            .map(Value::Integer)
-            .map_err(|_| E::custom(format!("integer {v} does not fit in 64 signed bits")))
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::Real(v))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        if v.is_finite() {
+            Ok(())
+        } else {
+            Err(E::custom("number is out of range for a REAL"))
+        }
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::Text(v.to_owned()))
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::Text(v))
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        TagVisitor.visit_map(map).map(drop)
     }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(de::Error::custom("arrays are not SQLite values; store JSON as text"))
+    }
+}
+
+/// Reads the tagged forms `{"blob": …}` and `{"real": …}`.
+struct TagVisitor;
+
+impl<'de> Visitor<'de> for TagVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("{\"blob\": BASE64} or {\"real\": \"inf\"|\"-inf\"|\"nan\"}")
+    }
+
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let key: String = map.next_key()?.ok_or_else(|| de::Error::custom("an empty object is not a value"))?;
         let payload: String = map.next_value()?;
@@ -181,9 +278,6 @@ impl<'de> Visitor<'de> for ValueVisitor {
             },
             other => Err(de::Error::custom(format!("unknown value tag {other:?} (expected \"blob\" or \"real\")"))),
         }
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Value, A::Error> {
-        Err(de::Error::custom("arrays are not SQLite values; store JSON as text"))
     }
 }
 
@@ -230,8 +324,17 @@ mod tests {
 
     #[test]
     fn rejects_non_sqlite_json() {
-        for bad in ["true", "[1]", "{}", "{\"x\":\"1\"}", "18446744073709551615", "{\"blob\":\"!!\"}"] {
+        for bad in ["true", "[1]", "{}", "{\"x\":\"1\"}", "{\"blob\":\"!!\"}", "1e999", "-1e999"] {
             assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad} accepted");
+            assert!(Value::check_json(bad).is_err(), "{bad} passed the check");
+            let mut d = serde_json::Deserializer::from_str(bad);
+            assert!(serde::de::DeserializeSeed::deserialize(ValueCheck, &mut d).is_err(), "{bad} passed ValueCheck");
         }
+    }
+
+    #[test]
+    fn oversized_integer_literals_become_reals_like_sqlite() {
+        let v: Value = serde_json::from_str("18446744073709551615").expect("parse");
+        assert!(v.same_as(&Value::Real(18446744073709551615.0)));
     }
 }

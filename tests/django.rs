@@ -3,6 +3,7 @@
 //! exactly `fixtures/django/expected_entries.jsonl` (timestamps aside).
 //!
 //! Needs Python with Django: `FERRY_PYTHON` (a virtualenv's python), else
+//! the repository's `.venv` (made by `scripts/setup-test-deps`), else
 //! `python3`. Fails, never skips, when Django is missing.
 
 mod common;
@@ -10,14 +11,25 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const INSTALL_HINT: &str = "install it with:\n  python3 -m venv .venv && .venv/bin/pip install -r fixtures/django/requirements.txt\nthen run the tests with FERRY_PYTHON=.venv/bin/python";
+const INSTALL_HINT: &str = "install it with:\n  scripts/setup-test-deps\nor by hand:\n  python3 -m venv .venv && .venv/bin/pip install -r fixtures/django/requirements.txt\n(the tests find .venv by themselves; another Python can be given with FERRY_PYTHON=path/to/python)";
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/django")
 }
 
 fn python() -> String {
-    std::env::var("FERRY_PYTHON").unwrap_or_else(|_| "python3".into())
+    if let Ok(p) = std::env::var("FERRY_PYTHON") {
+        return p;
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(if cfg!(windows) {
+        ".venv/Scripts/python.exe"
+    } else {
+        ".venv/bin/python"
+    });
+    if venv.exists() {
+        return venv.display().to_string();
+    }
+    "python3".into()
 }
 
 /// Runs `python ARGS` in the fixture with the app database at `db`.

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::writer::{copy_file, write_bundle, SegmentBuilder};
 use super::BundleError;
 use crate::chain::ChainHash;
-use crate::journal::{Entry, Journal, JournalError};
+use crate::journal::{Entry, EntryHead, Journal, JournalError};
 use crate::keys::NodeId;
 use crate::node::{Node, NodeError};
 use crate::progress::Progress;
@@ -74,8 +74,12 @@ pub fn create_from_journal(
     };
     let watermark = state.watermark(node.id().as_str())?;
     progress.start("bundling", Some(journal.total_bytes()));
-    let lines = journal.read(Some(&mut state))?.map(|r| r.map(|l| (l.entry, l.bytes)).map_err(CreateError::from));
-    let (report, chain_after) = pack(node, opts, first, chain, watermark, None, lines, progress)?;
+    let mut packer = Packer::new(node, opts, first, chain, watermark)?;
+    journal.scan(Some(&mut state), |head, bytes| {
+        progress.advance(bytes.len() as u64 + 1);
+        packer.push(head, bytes)
+    })?;
+    let (report, chain_after) = packer.finish(None)?;
     progress.finish();
     // Only once the bundle is durable: a crash before this re-bundles the
     // same entries next time, which every hop drops as a duplicate.
@@ -86,17 +90,120 @@ pub fn create_from_journal(
     Ok(report)
 }
 
-/// The packing loop shared by every journal source: `lines` yields entries
-/// from seq `first` on, with `chain` the chain hash before `first`.
-/// Entries before the start (`--since`, else after the watermark) only
-/// extend the chain; the chain at the watermark must match the record.
-/// Returns the report and the chain hash after the last entry read.
+/// The packing loop shared by every journal source. Entries arrive in seq
+/// order from `first`, with `chain` the chain hash before `first`. Entries
+/// before the start (`--since`, else after the watermark) only extend the
+/// chain; the chain at the watermark must match the record.
+pub struct Packer<'a> {
+    node: &'a Node,
+    out_dir: PathBuf,
+    start: u64,
+    expected: u64,
+    chain: ChainHash,
+    watermark: Option<(u64, ChainHash)>,
+    builder: Option<SegmentBuilder>,
+    bytes_in: u64,
+}
+
+impl<'a> Packer<'a> {
+    pub fn new(
+        node: &'a Node,
+        opts: &CreateOptions,
+        first: u64,
+        chain: ChainHash,
+        watermark: Option<(u64, ChainHash)>,
+    ) -> Result<Self, CreateError> {
+        let start = match (opts.since, watermark) {
+            (Some(since), _) if since < first => return Err(CreateError::SinceTooEarly { since, first }),
+            (Some(since), _) => since,
+            (None, Some((seq, _))) => seq + 1,
+            (None, None) => first,
+        };
+        if let Some((seq, recorded)) = watermark {
+            if seq + 1 == first && recorded != chain {
+                return Err(CreateError::Rewritten { seq });
+            }
+        }
+        std::fs::create_dir_all(&opts.out_dir).map_err(|e| CreateError::Bundle(BundleError::Io(e)))?;
+        Ok(Packer {
+            node,
+            out_dir: opts.out_dir.clone(),
+            start,
+            expected: first,
+            chain,
+            watermark,
+            builder: None,
+            bytes_in: 0,
+        })
+    }
+
+    /// Takes the next entry (its head and exact line bytes).
+    pub fn push(&mut self, head: &EntryHead<'_>, bytes: &[u8]) -> Result<(), CreateError> {
+        if head.seq != self.expected {
+            return Err(CreateError::Bundle(BundleError::SeqGap { expected: self.expected, found: head.seq }));
+        }
+        self.expected += 1;
+        if head.seq < self.start {
+            self.chain = self.chain.next(bytes);
+            if self.watermark.is_some_and(|(seq, recorded)| seq == head.seq && recorded != self.chain) {
+                return Err(CreateError::Rewritten { seq: head.seq });
+            }
+            return Ok(());
+        }
+        let b = match &mut self.builder {
+            Some(b) => b,
+            None => self.builder.insert(
+                SegmentBuilder::new(self.node.id().clone(), self.chain, &self.out_dir).map_err(BundleError::Io)?,
+            ),
+        };
+        self.bytes_in += bytes.len() as u64 + 1;
+        b.push_head(head, bytes)?;
+        Ok(())
+    }
+
+    /// Writes the bundle (if anything was new). Returns the report and the
+    /// chain hash after the last entry seen.
+    pub fn finish(self, schema: Option<String>) -> Result<(CreateReport, ChainHash), CreateError> {
+        let node = self.node;
+        let Some(builder) = self.builder else {
+            let report = CreateReport {
+                file: None,
+                origin: node.id().clone(),
+                entries: 0,
+                first_seq: None,
+                last_seq: None,
+                bytes_in: 0,
+                bytes_out: 0,
+            };
+            return Ok((report, self.chain));
+        };
+        let chain_after = builder.chain();
+        let built = builder.finish(schema, node.signing_key())?;
+        let d = built.descriptor.clone();
+        let written =
+            write_bundle(&self.out_dir, vec![built.record], std::slice::from_ref(&d), node.signing_key(), |_, w| {
+                copy_file(&built.file, w)
+            })?;
+        let report = CreateReport {
+            file: Some(written.path),
+            origin: d.origin,
+            entries: d.count,
+            first_seq: Some(d.first_seq),
+            last_seq: Some(d.last_seq),
+            bytes_in: self.bytes_in,
+            bytes_out: written.bytes,
+        };
+        Ok((report, chain_after))
+    }
+}
+
+/// [`Packer`] over an iterator of parsed entries and their line bytes.
 #[allow(clippy::too_many_arguments)]
 pub fn pack<I>(
     node: &Node,
     opts: &CreateOptions,
     first: u64,
-    mut chain: ChainHash,
+    chain: ChainHash,
     watermark: Option<(u64, ChainHash)>,
     schema: Option<String>,
     lines: I,
@@ -105,69 +212,11 @@ pub fn pack<I>(
 where
     I: Iterator<Item = Result<(Entry, Vec<u8>), CreateError>>,
 {
-    let start = match (opts.since, watermark) {
-        (Some(since), _) if since < first => return Err(CreateError::SinceTooEarly { since, first }),
-        (Some(since), _) => since,
-        (None, Some((seq, _))) => seq + 1,
-        (None, None) => first,
-    };
-    if let Some((seq, recorded)) = watermark {
-        if seq + 1 == first && recorded != chain {
-            return Err(CreateError::Rewritten { seq });
-        }
-    }
-    std::fs::create_dir_all(&opts.out_dir).map_err(|e| CreateError::Bundle(BundleError::Io(e)))?;
-    let mut builder: Option<SegmentBuilder> = None;
-    let mut bytes_in = 0u64;
-    for (expected, item) in (first..).zip(lines) {
+    let mut packer = Packer::new(node, opts, first, chain, watermark)?;
+    for item in lines {
         let (entry, bytes) = item?;
-        if entry.seq != expected {
-            return Err(CreateError::Bundle(BundleError::SeqGap { expected, found: entry.seq }));
-        }
         progress.advance(bytes.len() as u64 + 1);
-        if entry.seq < start {
-            chain = chain.next(&bytes);
-            if watermark.is_some_and(|(seq, recorded)| seq == entry.seq && recorded != chain) {
-                return Err(CreateError::Rewritten { seq: entry.seq });
-            }
-            continue;
-        }
-        let b = match &mut builder {
-            Some(b) => b,
-            None => {
-                builder.insert(SegmentBuilder::new(node.id().clone(), chain, &opts.out_dir).map_err(BundleError::Io)?)
-            }
-        };
-        bytes_in += bytes.len() as u64 + 1;
-        b.push(&entry, &bytes)?;
+        packer.push(&entry.head(), &bytes)?;
     }
-    let Some(builder) = builder else {
-        let report = CreateReport {
-            file: None,
-            origin: node.id().clone(),
-            entries: 0,
-            first_seq: None,
-            last_seq: None,
-            bytes_in: 0,
-            bytes_out: 0,
-        };
-        return Ok((report, chain));
-    };
-    let chain_after = builder.chain();
-    let built = builder.finish(schema, node.signing_key())?;
-    let d = built.descriptor.clone();
-    let written =
-        write_bundle(&opts.out_dir, vec![built.record], std::slice::from_ref(&d), node.signing_key(), |_, w| {
-            copy_file(&built.file, w)
-        })?;
-    let report = CreateReport {
-        file: Some(written.path),
-        origin: d.origin,
-        entries: d.count,
-        first_seq: Some(d.first_seq),
-        last_seq: Some(d.last_seq),
-        bytes_in,
-        bytes_out: written.bytes,
-    };
-    Ok((report, chain_after))
+    packer.finish(schema)
 }

@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::chain::ChainHash;
-use crate::journal::{Entry, Op, Timestamp};
+use crate::journal::{EntryHead, Op, Timestamp};
 use crate::keys::NodeId;
 
 /// The value of the manifest's `format` field.
@@ -188,7 +188,7 @@ impl Summary {
 
     /// Adds the next entry. Returns the seq it expected when `entry` breaks
     /// the run (seqs must follow each other without gaps).
-    pub fn push(&mut self, entry: &Entry, bytes: &[u8]) -> Result<(), u64> {
+    pub fn push(&mut self, entry: &EntryHead<'_>, bytes: &[u8]) -> Result<(), u64> {
         if self.first_seq.is_some() && entry.seq != self.last_seq + 1 {
             return Err(self.last_seq + 1);
         }
@@ -198,12 +198,12 @@ impl Summary {
         self.ts_min = self.ts_min.min(entry.ts);
         self.ts_max = self.ts_max.max(entry.ts);
         self.chain = self.chain.next(bytes);
-        match self.tables.get_mut(entry.table.as_str()) {
+        match self.tables.get_mut(&*entry.table) {
             Some(c) => c.add(entry.op),
             None => {
                 let mut c = OpCounts::default();
                 c.add(entry.op);
-                self.tables.insert(entry.table.clone(), c);
+                self.tables.insert(entry.table.clone().into_owned(), c);
             }
         }
         Ok(())

@@ -374,10 +374,22 @@ impl<R: Read> EntryLines<'_, R> {
         self.buf.clear();
         let read = io::Read::take(&mut self.lines, MAX_LINE as u64 + 1).read_until(b'\n', &mut self.buf);
         let member = self.descriptor.member_name();
-        let n = read.map_err(|e| match from_io(e) {
-            BundleError::Io(e) => BundleError::Corrupt { member: member.clone(), reason: e.to_string() },
-            other => other,
-        })?;
+        let n = match read.map_err(from_io) {
+            Ok(n) => n,
+            Err(BundleError::Io(e)) => {
+                // A decoder error on bytes that differ from the signed ones is
+                // reported as what it is: a hash mismatch.
+                self.done = true;
+                let compressed = self.lines.get_mut().inner.get_mut().get_mut();
+                if let Err(h @ BundleError::HashMismatch { .. }) =
+                    io::copy(compressed, &mut io::sink()).map_err(from_io)
+                {
+                    return Err(h);
+                }
+                return Err(BundleError::Corrupt { member, reason: e.to_string() });
+            }
+            Err(other) => return Err(other),
+        };
         if n == 0 {
             self.done = true;
             self.check_end()?;
@@ -396,6 +408,39 @@ impl<R: Read> EntryLines<'_, R> {
             return Err(BundleError::Corrupt { member, reason: "the last entry line has no newline".into() });
         }
         Ok(Some(&self.buf[..n - 1]))
+    }
+
+    /// Reads raw entry bytes (lines with their newlines, as stored) into
+    /// `buf`; returns 0 at the end, once every length and hash has been
+    /// checked. For callers that split lines themselves.
+    pub fn read_raw(&mut self, buf: &mut [u8]) -> Result<usize, BundleError> {
+        if self.done {
+            return Ok(0);
+        }
+        let read = io::Read::read(&mut self.lines, buf);
+        let member = self.descriptor.member_name();
+        match read.map_err(from_io) {
+            Ok(0) => {
+                self.done = true;
+                self.check_end()?;
+                Ok(0)
+            }
+            Ok(n) => Ok(n),
+            Err(BundleError::Io(e)) => {
+                self.done = true;
+                let compressed = self.lines.get_mut().inner.get_mut().get_mut();
+                if let Err(h @ BundleError::HashMismatch { .. }) =
+                    io::copy(compressed, &mut io::sink()).map_err(from_io)
+                {
+                    return Err(h);
+                }
+                Err(BundleError::Corrupt { member, reason: e.to_string() })
+            }
+            Err(other) => {
+                self.done = true;
+                Err(other)
+            }
+        }
     }
 
     fn check_end(&mut self) -> Result<(), BundleError> {

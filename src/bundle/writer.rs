@@ -14,7 +14,7 @@ use super::io::{CountingWriter, HashingWriter};
 use super::BundleError;
 use crate::chain::ChainHash;
 use crate::fsutil;
-use crate::journal::{Entry, Timestamp};
+use crate::journal::{Entry, EntryHead, Timestamp};
 use crate::keys::{self, NodeId};
 
 /// Builds one segment: entries go in, a compressed temp file and a signed
@@ -59,6 +59,11 @@ impl SegmentBuilder {
     /// Appends an entry whose exact line bytes are `bytes` (no newline).
     /// Fails with the expected seq when `entry` does not follow the last one.
     pub fn push(&mut self, entry: &Entry, bytes: &[u8]) -> Result<(), BundleError> {
+        self.push_head(&entry.head(), bytes)
+    }
+
+    /// Appends an entry known by its head (see [`Entry::parse_head`]).
+    pub fn push_head(&mut self, entry: &EntryHead<'_>, bytes: &[u8]) -> Result<(), BundleError> {
         self.summary.push(entry, bytes).map_err(|expected| BundleError::SeqGap { expected, found: entry.seq })?;
         self.plain.update(bytes);
         self.plain.update(b"\n");

@@ -102,7 +102,12 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
     if name.len() > 255 {
         return Err(format!("{kind} name longer than 255 bytes"));
     }
-    if name.chars().any(char::is_control) {
+    // Control characters are C0 (below 0x20), DEL, and C1 (U+0080–U+009F,
+    // encoded 0xC2 0x80–0x9F): checked on bytes, this is on the hot path.
+    let b = name.as_bytes();
+    let control =
+        b.iter().any(|&c| c < 0x20 || c == 0x7f) || b.windows(2).any(|w| w[0] == 0xc2 && (0x80..=0x9f).contains(&w[1]));
+    if control {
         return Err(format!("{kind} name {name:?} contains a control character"));
     }
     Ok(())
@@ -192,33 +197,113 @@ pub struct Entry {
     pub fields: Option<Row>,
 }
 
+/// The parts of an entry that bundling and verification need, parsed from a
+/// line without building its rows (strings borrowed, values only checked).
+/// [`Entry::parse_head`] accepts exactly the lines [`Entry::parse`] accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryHead<'a> {
+    pub seq: u64,
+    pub ts: Timestamp,
+    pub op: Op,
+    pub table: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeadWire<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    ts: std::borrow::Cow<'a, str>,
+    op: Op,
+    #[serde(borrow)]
+    table: std::borrow::Cow<'a, str>,
+    pk: RowCheck,
+    #[serde(default)]
+    fields: Option<RowCheck>,
+}
+
+/// Checks a row object (names, duplicates, values) and counts its columns.
+struct RowCheck(usize);
+
+impl<'de> Deserialize<'de> for RowCheck {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RowCheck;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of column → value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RowCheck, A::Error> {
+                let mut keys: smallvec::SmallVec<[std::borrow::Cow<'de, str>; 16]> = smallvec::SmallVec::new();
+                while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    check_name("column", &k).map_err(de::Error::custom)?;
+                    if keys.contains(&k) {
+                        return Err(de::Error::custom(format!("column {k:?} appears twice")));
+                    }
+                    let raw: &'de serde_json::value::RawValue = map.next_value()?;
+                    Value::check_json(raw.get()).map_err(|e| de::Error::custom(format!("column {k:?}: {e}")))?;
+                    keys.push(k);
+                }
+                Ok(RowCheck(keys.len()))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The per-entry rules: seq from 1 (and storable in SQLite), names sane,
+/// fields present for insert and update and absent for delete, a key to find
+/// the row by.
+fn check_rules(seq: u64, op: Op, table: &str, pk_len: usize, fields_len: Option<usize>) -> Result<(), String> {
+    if seq == 0 {
+        return Err("seq starts at 1".into());
+    }
+    if seq > i64::MAX as u64 {
+        return Err(format!("seq {seq} is above the largest seq, {}", i64::MAX));
+    }
+    check_name("table", table)?;
+    match (op, fields_len) {
+        (Op::Insert, None) => return Err("an insert needs \"fields\"".into()),
+        (Op::Update, None) => return Err("an update needs \"fields\"".into()),
+        (Op::Update, Some(0)) => return Err("an update must change at least one field".into()),
+        (Op::Delete, Some(_)) => return Err("a delete has no \"fields\"".into()),
+        _ => {}
+    }
+    if pk_len == 0 && op != Op::Insert {
+        return Err(format!("an {op} needs a non-empty \"pk\""));
+    }
+    Ok(())
+}
+
 impl Entry {
     /// Parses one JSON Lines entry and checks the rules of `docs/JOURNAL.md`
     /// that a single line can break.
     pub fn parse(line: &[u8]) -> Result<Entry, String> {
-        let entry: Entry = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+        let entry: Entry = serde_json::from_str(text).map_err(|e| e.to_string())?;
         entry.check()?;
         Ok(entry)
     }
 
-    /// The per-entry rules: seq from 1, names sane, fields present for insert
-    /// and update and absent for delete, a key to find the row by.
+    /// Checks a line as [`Entry::parse`] does, returning only its head.
+    pub fn parse_head(line: &[u8]) -> Result<EntryHead<'_>, String> {
+        // UTF-8 is checked once for the whole line; parsing from `str` then
+        // borrows strings without checking each again.
+        let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+        let w: HeadWire<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let ts = Timestamp::parse(&w.ts)?;
+        check_rules(w.seq, w.op, &w.table, w.pk.0, w.fields.as_ref().map(|f| f.0))?;
+        Ok(EntryHead { seq: w.seq, ts, op: w.op, table: w.table })
+    }
+
+    /// The per-entry rules (see [`Entry::parse`]).
     pub fn check(&self) -> Result<(), String> {
-        if self.seq == 0 {
-            return Err("seq starts at 1".into());
-        }
-        check_name("table", &self.table)?;
-        match (self.op, &self.fields) {
-            (Op::Insert, None) => return Err("an insert needs \"fields\"".into()),
-            (Op::Update, None) => return Err("an update needs \"fields\"".into()),
-            (Op::Update, Some(f)) if f.is_empty() => return Err("an update must change at least one field".into()),
-            (Op::Delete, Some(_)) => return Err("a delete has no \"fields\"".into()),
-            _ => {}
-        }
-        if self.pk.is_empty() && self.op != Op::Insert {
-            return Err(format!("an {} needs a non-empty \"pk\"", self.op));
-        }
-        Ok(())
+        check_rules(self.seq, self.op, &self.table, self.pk.len(), self.fields.as_ref().map(Row::len))
+    }
+
+    /// The head of this entry.
+    pub fn head(&self) -> EntryHead<'_> {
+        EntryHead { seq: self.seq, ts: self.ts, op: self.op, table: std::borrow::Cow::Borrowed(&self.table) }
     }
 
     /// The canonical JSON Lines form (without the newline).
@@ -239,6 +324,16 @@ mod tests {
             let slow = chrono::DateTime::parse_from_rfc3339(s).expect("rfc").timestamp_micros();
             assert_eq!(fast, slow, "{s}");
             assert_eq!(Timestamp(fast).to_rfc3339(), s);
+        }
+    }
+
+    #[test]
+    fn control_characters_in_names_are_refused() {
+        for bad in ["a\nb", "a\u{7f}", "a\u{85}b", "\u{9f}", ""] {
+            assert!(check_name("table", bad).is_err(), "{bad:?}");
+        }
+        for good in ["survey_household", "ñandú", "表", "a b"] {
+            assert!(check_name("table", good).is_ok(), "{good:?}");
         }
     }
 
@@ -267,6 +362,9 @@ mod tests {
         ];
         for b in bad {
             assert!(Entry::parse(b).is_err(), "{}", String::from_utf8_lossy(b));
+            assert!(Entry::parse_head(b).is_err(), "head: {}", String::from_utf8_lossy(b));
         }
+        let head = Entry::parse_head(ok).expect("head");
+        assert_eq!((head.seq, head.op, &*head.table), (1, Op::Update, "t"));
     }
 }

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-pub use entry::{check_name, Entry, Op, Row, Timestamp};
+pub use entry::{check_name, Entry, EntryHead, Op, Row, Timestamp};
 
 /// Longest accepted journal line; a longer one is malformed, not a reason to
 /// run out of memory.
@@ -172,21 +172,56 @@ impl Journal {
         }
     }
 
-    /// Reads every entry in seq order. Legacy entries get their seqs from
-    /// `registry`; the whole legacy journal is validated before any seq is
-    /// handed out, so a malformed file numbers nothing.
-    pub fn read<'a>(
-        &'a self,
-        registry: Option<&'a mut dyn SeqRegistry>,
-    ) -> Result<Box<dyn Iterator<Item = Result<JournalLine, JournalError>> + 'a>, JournalError> {
+    /// Calls `f` with every entry (its head and exact line bytes) in seq
+    /// order, checking continuity across files. Legacy entries get their
+    /// seqs from `registry`; the whole legacy journal is validated before any
+    /// seq is handed out, so a malformed file numbers nothing.
+    pub fn scan<E: From<JournalError>>(
+        &self,
+        registry: Option<&mut dyn SeqRegistry>,
+        mut f: impl FnMut(&EntryHead<'_>, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         match self.kind {
-            FileKind::JsonLines => Ok(Box::new(JsonLinesReader::new(&self.files))),
+            FileKind::JsonLines => {
+                let mut next_seq: Option<u64> = None;
+                let mut buf = Vec::with_capacity(4096);
+                for file in &self.files {
+                    let r = File::open(&file.path).map_err(|e| JournalError::io(&file.path, e))?;
+                    let mut reader = BufReader::with_capacity(256 << 10, r);
+                    let mut line_no = 0u64;
+                    loop {
+                        buf.clear();
+                        line_no += 1;
+                        let n = read_line_bounded(&mut reader, &mut buf)
+                            .map_err(|e| JournalError::malformed(&file.path, line_no, e.to_string()))?;
+                        if n == 0 {
+                            break;
+                        }
+                        let line = trim_newline(&buf);
+                        if line.iter().all(u8::is_ascii_whitespace) {
+                            continue;
+                        }
+                        let head =
+                            Entry::parse_head(line).map_err(|m| JournalError::malformed(&file.path, line_no, m))?;
+                        if let Some(expected) = next_seq.filter(|&e| e != head.seq) {
+                            let location = Location { file: file.path.clone(), line: line_no };
+                            return Err(JournalError::Gap { location, expected, found: head.seq }.into());
+                        }
+                        next_seq = Some(head.seq + 1);
+                        f(&head, line)?;
+                    }
+                }
+                Ok(())
+            }
             FileKind::Legacy => {
                 let registry = registry.ok_or_else(|| {
                     JournalError::Registry("legacy journals need a node home to number entries".into())
                 })?;
-                let lines = legacy::read_all(self.files.iter().map(|f| (f.path.as_path(), f.key.as_str())), registry)?;
-                Ok(Box::new(lines.into_iter().map(Ok)))
+                let files = self.files.iter().map(|f| (f.path.as_path(), f.key.as_str()));
+                for line in legacy::read_all(files, registry)? {
+                    f(&line.entry.head(), &line.bytes)?;
+                }
+                Ok(())
             }
         }
     }
@@ -242,77 +277,4 @@ pub(crate) fn read_line_bounded<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> io:
 pub(crate) fn trim_newline(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-/// Streams JSON Lines files in order, checking seq continuity across them.
-struct JsonLinesReader<'a> {
-    files: std::slice::Iter<'a, JournalFile>,
-    current: Option<(&'a JournalFile, BufReader<File>, u64)>,
-    next_seq: Option<u64>,
-    buf: Vec<u8>,
-    failed: bool,
-}
-
-impl<'a> JsonLinesReader<'a> {
-    fn new(files: &'a [JournalFile]) -> Self {
-        JsonLinesReader {
-            files: files.iter(),
-            current: None,
-            next_seq: None,
-            buf: Vec::with_capacity(1024),
-            failed: false,
-        }
-    }
-
-    fn step(&mut self) -> Result<Option<JournalLine>, JournalError> {
-        loop {
-            let (file, reader, line_no) = match &mut self.current {
-                Some(c) => c,
-                None => match self.files.next() {
-                    None => return Ok(None),
-                    Some(f) => {
-                        let r = File::open(&f.path).map_err(|e| JournalError::io(&f.path, e))?;
-                        self.current = Some((f, BufReader::with_capacity(256 << 10, r), 0));
-                        continue;
-                    }
-                },
-            };
-            self.buf.clear();
-            *line_no += 1;
-            let n = read_line_bounded(reader, &mut self.buf)
-                .map_err(|e| JournalError::malformed(&file.path, *line_no, e.to_string()))?;
-            if n == 0 {
-                self.current = None;
-                continue;
-            }
-            let line = trim_newline(&self.buf);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let location = Location { file: file.path.clone(), line: *line_no };
-            let entry = Entry::parse(line)
-                .map_err(|message| JournalError::Malformed { location: location.clone(), message })?;
-            if let Some(expected) = self.next_seq {
-                if entry.seq != expected {
-                    return Err(JournalError::Gap { location, expected, found: entry.seq });
-                }
-            }
-            self.next_seq = Some(entry.seq + 1);
-            return Ok(Some(JournalLine { entry, bytes: line.to_vec(), location }));
-        }
-    }
-}
-
-impl Iterator for JsonLinesReader<'_> {
-    type Item = Result<JournalLine, JournalError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        let r = self.step().transpose();
-        if matches!(r, Some(Err(_))) {
-            self.failed = true;
-        }
-        r
-    }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::bundle::format::{hop_message, Summary, HOP_PREFIX, MANIFEST_PREFIX, SEGMENT_PREFIX};
 use crate::bundle::{BundleError, BundleReader, SegmentDescriptor, SegmentMember};
-use crate::journal::{Entry, Timestamp};
+use crate::journal::{Entry, Timestamp, MAX_LINE};
 use crate::keys::{self, KeyError, NodeId, Role, TrustStore};
 use crate::progress::Progress;
 
@@ -180,11 +180,35 @@ fn check_continuity(ds: &[SegmentDescriptor]) -> Result<(), VerifyError> {
 }
 
 /// Decompresses one segment and checks every entry against its descriptor.
-/// Calls `each` with every entry and its bytes (apply uses this).
-pub fn check_entries<R: Read>(
+/// Calls `each` with every parsed entry and its bytes (apply uses this).
+pub fn check_entries<R: Read + Send>(
     member: SegmentMember<'_, R>,
     progress: &mut dyn Progress,
     mut each: impl FnMut(Entry, &[u8]) -> Result<(), VerifyError>,
+) -> Result<(), VerifyError> {
+    walk(member, progress, Some(&mut each))
+}
+
+/// [`check_entries`] without building the entries: what `bundle verify` runs.
+pub fn check_segment<R: Read + Send>(
+    member: SegmentMember<'_, R>,
+    progress: &mut dyn Progress,
+) -> Result<(), VerifyError> {
+    walk(member, progress, None)
+}
+
+type EachEntry<'a> = &'a mut dyn FnMut(Entry, &[u8]) -> Result<(), VerifyError>;
+
+/// Bytes handed from the decompressing thread to the checking thread at a time.
+const CHUNK: usize = 1 << 20;
+
+/// Two threads: one reads, hashes and decompresses (in [`EntryLines`]), the
+/// other splits lines, parses them and extends the chain. Memory is bounded
+/// by a few chunks in flight.
+fn walk<R: Read + Send>(
+    member: SegmentMember<'_, R>,
+    progress: &mut dyn Progress,
+    each: Option<EachEntry<'_>>,
 ) -> Result<(), VerifyError> {
     let d = member.descriptor().clone();
     let name = d.member_name();
@@ -192,44 +216,125 @@ pub fn check_entries<R: Read>(
         .chain_before()
         .ok_or_else(|| VerifyError::Descriptor { member: name.clone(), message: "bad chain_before".into() })?;
     let mut lines = member.entries()?;
-    let mut summary = Summary::new(chain_before);
-    let mut index = 0u64;
-    while let Some(line) = lines.next_line()? {
-        index += 1;
-        progress.advance(line.len() as u64 + 1);
-        let entry =
-            Entry::parse(line).map_err(|message| VerifyError::Entry { member: name.clone(), index, message })?;
-        if index == 1 && entry.seq != d.first_seq {
-            return Err(VerifyError::Entry {
-                member: name,
-                index,
-                message: format!("seq {} but the segment starts at {}", entry.seq, d.first_seq),
-            });
+    let mut checker = Checker { d: &d, name: &name, summary: Summary::new(chain_before), index: 0, each, progress };
+    std::thread::scope(|scope| -> Result<(), VerifyError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>, BundleError>>(4);
+        let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        scope.spawn(move || loop {
+            let mut buf = recycle_rx.try_recv().unwrap_or_default();
+            buf.resize(CHUNK, 0);
+            match lines.read_raw(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.send(Ok(buf)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    break;
+                }
+            }
+        });
+        let mut carry: Vec<u8> = Vec::new();
+        for chunk in rx {
+            let chunk = chunk?;
+            let mut rest = &chunk[..];
+            if !carry.is_empty() {
+                match memchr::memchr(b'\n', rest) {
+                    Some(at) => {
+                        carry.extend_from_slice(&rest[..at]);
+                        checker.line(&carry)?;
+                        carry.clear();
+                        rest = &rest[at + 1..];
+                    }
+                    None => {
+                        carry.extend_from_slice(rest);
+                        rest = &[];
+                    }
+                }
+            }
+            while let Some(at) = memchr::memchr(b'\n', rest) {
+                checker.line(&rest[..at])?;
+                rest = &rest[at + 1..];
+            }
+            carry.extend_from_slice(rest);
+            if carry.len() > MAX_LINE {
+                return Err(VerifyError::Bundle(BundleError::Corrupt {
+                    member: name.clone(),
+                    reason: format!("an entry line is longer than {MAX_LINE} bytes"),
+                }));
+            }
+            let _ = recycle_tx.send(chunk);
         }
-        summary.push(&entry, line).map_err(|expected| VerifyError::Entry {
-            member: name.clone(),
-            index,
-            message: format!("seq {} where {expected} was due", entry.seq),
-        })?;
-        each(entry, line)?;
+        if !carry.is_empty() {
+            return Err(VerifyError::Bundle(BundleError::Corrupt {
+                member: name.clone(),
+                reason: "the last entry line has no newline".into(),
+            }));
+        }
+        Ok(())
+    })?;
+    checker.finish()
+}
+
+/// The checking half of [`walk`].
+struct Checker<'a, 'e> {
+    d: &'a SegmentDescriptor,
+    name: &'a str,
+    summary: Summary,
+    index: u64,
+    each: Option<EachEntry<'e>>,
+    progress: &'a mut dyn Progress,
+}
+
+impl Checker<'_, '_> {
+    fn err(&self, message: String) -> VerifyError {
+        VerifyError::Entry { member: self.name.to_owned(), index: self.index, message }
     }
-    let mismatch = |message: String| VerifyError::Descriptor { member: name.clone(), message };
-    if summary.count != d.count || summary.last_seq != d.last_seq {
-        return Err(mismatch(format!(
-            "holds {} entries up to seq {}, descriptor says {} up to {}",
-            summary.count, summary.last_seq, d.count, d.last_seq
-        )));
+
+    fn line(&mut self, line: &[u8]) -> Result<(), VerifyError> {
+        self.index += 1;
+        self.progress.advance(line.len() as u64 + 1);
+        let head = Entry::parse_head(line).map_err(|m| self.err(m))?;
+        if self.index == 1 && head.seq != self.d.first_seq {
+            return Err(self.err(format!("seq {} but the segment starts at {}", head.seq, self.d.first_seq)));
+        }
+        if let Err(expected) = self.summary.push(&head, line) {
+            return Err(self.err(format!("seq {} where {expected} was due", head.seq)));
+        }
+        if let Some(each) = self.each.as_mut() {
+            let entry = Entry::parse(line).map_err(|m| VerifyError::Entry {
+                member: self.name.to_owned(),
+                index: self.index,
+                message: m,
+            })?;
+            each(entry, line)?;
+        }
+        Ok(())
     }
-    if summary.ts_min != d.ts_min || summary.ts_max != d.ts_max {
-        return Err(mismatch("time range differs from the descriptor".into()));
+
+    fn finish(self) -> Result<(), VerifyError> {
+        let (d, summary) = (self.d, &self.summary);
+        let mismatch = |message: String| VerifyError::Descriptor { member: self.name.to_owned(), message };
+        if summary.count != d.count || summary.last_seq != d.last_seq {
+            return Err(mismatch(format!(
+                "holds {} entries up to seq {}, descriptor says {} up to {}",
+                summary.count, summary.last_seq, d.count, d.last_seq
+            )));
+        }
+        if summary.ts_min != d.ts_min || summary.ts_max != d.ts_max {
+            return Err(mismatch("time range differs from the descriptor".into()));
+        }
+        if summary.tables != d.tables {
+            return Err(mismatch("per-table counts differ from the descriptor".into()));
+        }
+        if summary.chain.to_hex() != d.chain_after {
+            return Err(mismatch("chain hash at the last entry differs from chain_after".into()));
+        }
+        Ok(())
     }
-    if summary.tables != d.tables {
-        return Err(mismatch("per-table counts differ from the descriptor".into()));
-    }
-    if summary.chain.to_hex() != d.chain_after {
-        return Err(mismatch("chain hash at the last entry differs from chain_after".into()));
-    }
-    Ok(())
 }
 
 /// Fully verifies one bundle file.
@@ -241,7 +346,7 @@ pub fn verify_file(path: &Path, trust: &TrustStore, progress: &mut dyn Progress)
         report.sealed_by = Some(reader.manifest().sealed_by.clone());
         report.segments = check_signatures(&reader, trust)?;
         while let Some(member) = reader.next_segment()? {
-            check_entries(member, progress, |_, _| Ok(()))?;
+            check_segment(member, progress)?;
         }
         reader.finish()?;
         Ok(())
