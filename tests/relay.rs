@@ -333,3 +333,45 @@ fn status_lists_what_was_carried_per_origin() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("origin field-2") && text.contains("seq 1..=4"), "{text}");
 }
+
+#[test]
+fn a_longer_resend_is_checked_against_the_ledger_chain_and_forwarded() {
+    let w = World::new();
+    let j = w.path("journals/f1.jsonl");
+    journal_with(&j, 10, u64::MAX, "");
+    let stick1 = w.path("stick1");
+    create_bundle(&w.field1, &j, &stick1).expect("1..=10");
+    let out = w.path("out");
+    relay(&w.middleman, &[&stick1], &out, &[]);
+    journal_with(&j, 15, u64::MAX, "");
+    let stick2 = w.path("stick2");
+    let o = ferry(&w.field1)
+        .args(["bundle", "create", "--since", "1", "--journal"])
+        .arg(&j)
+        .arg("--out")
+        .arg(&stick2)
+        .output()
+        .expect("run");
+    assert!(o.status.success());
+    let (code, r) = relay(&w.middleman, &[&stick2], &out, &[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(count(&r, "forks"), 0);
+    assert_eq!(count(&r, "segments_written"), 1, "1..=15 adds 11..=15");
+    assert!(r["warnings"].as_array().expect("warnings").is_empty(), "the overlap was settled: {r}");
+}
+
+#[test]
+fn a_fork_inside_a_longer_segment_is_found_at_the_ledger_boundary() {
+    let w = World::new();
+    let stick1 = w.path("stick1");
+    w.bundle(&w.field1, 10, &stick1);
+    let out = w.path("out");
+    relay(&w.middleman, &[&stick1], &out, &[]);
+    let stick2 = w.path("stick2");
+    cloned_bundle(&w, 12, &stick2);
+    let (code, r) = relay(&w.middleman, &[&stick2], &out, &[]);
+    assert_eq!(code, 1, "{r}");
+    assert_eq!(count(&r, "forks"), 1);
+    assert_eq!(r["forks"][0]["seq"], 10, "the chain after seq 10 differs from the one carried");
+    assert_eq!(count(&r, "bundles_written"), 0);
+}

@@ -451,7 +451,7 @@ fn classify(inputs: &mut [Input], ledger: &Ledger, report: &mut RelayReport) -> 
                 known.insert(origin.clone(), rows);
             }
             let ranges = known.get(&origin).map(Vec::as_slice).unwrap_or(&[]);
-            let (fate, fork) = judge(inputs, i, j, ranges);
+            let (fate, fork, undecided) = judge(inputs, i, j, ranges);
             match &fate {
                 Fate::Duplicate(route) => {
                     report.counts.duplicates += 1;
@@ -482,8 +482,8 @@ fn classify(inputs: &mut [Input], ledger: &Ledger, report: &mut RelayReport) -> 
                     }
                 }
                 Fate::Forward => {
-                    if let Some(w) = undecided_warning(inputs, i, j, ranges) {
-                        report.warnings.push(w);
+                    if undecided {
+                        report.warnings.push(undecided_warning(inputs, i, j));
                     }
                     known.entry(origin).or_default().push(Known::InRun(i, j));
                 }
@@ -495,19 +495,13 @@ fn classify(inputs: &mut [Input], ledger: &Ledger, report: &mut RelayReport) -> 
     Ok(())
 }
 
-fn undecided_warning(inputs: &[Input], i: usize, j: usize, ranges: &[Known]) -> Option<String> {
-    let d = &inputs[i].segments[j].descriptor;
-    let overlaps = ranges.iter().any(|k| {
-        let (f, l) = known_range(inputs, k);
-        f <= d.last_seq && d.first_seq <= l
-    });
-    overlaps.then(|| {
-        format!(
-            "{} in {} overlaps seqs carried before; forwarded, as what it adds could not be proven carried",
-            d.member_name(),
-            inputs[i].path.display()
-        )
-    })
+fn undecided_warning(inputs: &[Input], i: usize, j: usize) -> String {
+    format!(
+        "{} in {} overlaps seqs carried before that could not be compared (their entries are gone); \
+         forwarded so that the next hop decides",
+        inputs[i].segments[j].descriptor.member_name(),
+        inputs[i].path.display()
+    )
 }
 
 fn known_range(inputs: &[Input], k: &Known) -> (u64, u64) {
@@ -546,14 +540,16 @@ fn known_source(inputs: &[Input], k: &Known) -> (String, String) {
     }
 }
 
-/// The fate of segment `j` of input `i`, given the ranges of its origin known before it.
-fn judge(inputs: &[Input], i: usize, j: usize, ranges: &[Known]) -> (Fate, Option<ForkReport>) {
+/// The fate of segment `j` of input `i`, given the ranges of its origin
+/// known before it; and whether some overlap could not be compared.
+fn judge(inputs: &[Input], i: usize, j: usize, ranges: &[Known]) -> (Fate, Option<ForkReport>, bool) {
     let c = &inputs[i].segments[j];
     let d = &c.descriptor;
     let (f, l) = (d.first_seq, d.last_seq);
     let points = [(f - 1, d.chain_before()), (l, d.chain_after())];
     let mut covered: Vec<(u64, u64, DuplicateRoute)> = Vec::new();
     let mut chain_cache: Option<BTreeMap<u64, ChainHash>> = None;
+    let mut undecided = false;
     for k in ranges {
         let (kf, kl) = known_range(inputs, k);
         let (kcb, kca) = known_chains(inputs, k);
@@ -648,6 +644,7 @@ fn judge(inputs: &[Input], i: usize, j: usize, ranges: &[Known]) -> (Fate, Optio
                             d.origin
                         ),
                     }),
+                    false,
                 );
             }
             Overlap::Consistent => {
@@ -660,7 +657,7 @@ fn judge(inputs: &[Input], i: usize, j: usize, ranges: &[Known]) -> (Fate, Optio
                 };
                 covered.push((kf.max(f), kl.min(l), route));
             }
-            Overlap::Undecided => {}
+            Overlap::Undecided => undecided = true,
         }
     }
     // A duplicate when consistent known ranges cover every seq.
@@ -679,9 +676,9 @@ fn judge(inputs: &[Input], i: usize, j: usize, ranges: &[Known]) -> (Fate, Optio
         }
     }
     if next > l {
-        (Fate::Duplicate(route), None)
+        (Fate::Duplicate(route), None, false)
     } else {
-        (Fate::Forward, None)
+        (Fate::Forward, None, undecided)
     }
 }
 
