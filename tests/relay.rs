@@ -375,3 +375,84 @@ fn a_fork_inside_a_longer_segment_is_found_at_the_ledger_boundary() {
     assert_eq!(r["forks"][0]["seq"], 10, "the chain after seq 10 differs from the one carried");
     assert_eq!(count(&r, "bundles_written"), 0);
 }
+
+/// The documented `--json` shape of `ferry bundle relay` (docs/RELAY.md).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct JsonReport {
+    counts: JsonCounts,
+    written: Vec<JsonWritten>,
+    forks: Vec<serde_json::Value>,
+    rejected: Vec<JsonRejection>,
+    foreign: Vec<String>,
+    moved: Vec<String>,
+    warnings: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct JsonCounts {
+    bundles_read: u64,
+    foreign: u64,
+    segments_read: u64,
+    bundles_verified: u64,
+    segments_verified: u64,
+    duplicates: u64,
+    duplicate_same_bundle: u64,
+    duplicate_other_bundle: u64,
+    duplicate_already_carried: u64,
+    forks: u64,
+    rejected: u64,
+    quarantined: u64,
+    bundles_written: u64,
+    segments_written: u64,
+    entries_written: u64,
+    bytes_written: u64,
+    moved: u64,
+    recovered: u64,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct JsonWritten {
+    file: String,
+    bytes: u64,
+    segments: u64,
+    entries: u64,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct JsonRejection {
+    file: String,
+    reason: String,
+    quarantined: Option<String>,
+}
+
+#[test]
+fn relay_json_has_the_documented_shape() {
+    let w = World::new();
+    let stick = w.path("stick");
+    w.bundle(&w.field1, 3, &stick);
+    let bad = w.bundle(&w.field2, 3, &stick);
+    tamper_segment(&bad);
+    std::fs::write(stick.join("photos.tar"), "not a bundle").expect("foreign");
+    let mut other = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(3);
+    h.set_cksum();
+    other.append_data(&mut h, "holiday.txt", &b"sun"[..]).expect("tar");
+    std::fs::write(stick.join("backup.tar"), other.into_inner().expect("tar")).expect("foreign tar");
+    let (_, r) = relay(&w.middleman, &[&stick], &w.path("out"), &[]);
+    let parsed: JsonReport = serde_json::from_value(r.clone()).expect("documented shape");
+    assert_eq!(parsed.counts.bundles_written, 1);
+    assert_eq!(parsed.counts.rejected, 1);
+    assert_eq!(parsed.written[0].entries, 3);
+    assert_eq!(parsed.rejected.len(), 1);
+    assert_eq!(parsed.foreign.len(), 2, "someone's own archives are skipped, not quarantined");
+    assert_eq!(parsed.counts.quarantined, 1);
+}

@@ -282,9 +282,18 @@ pub fn relay(node: &Node, opts: &RelayOptions, progress: &mut dyn Progress) -> R
                 report.counts.bundles_read += 1;
                 report.counts.segments_read += segments;
                 report.counts.rejected += 1;
-                let q = quarantine(&node.home, &path, &format!("rejected: {reason}\n"))?;
-                report.counts.quarantined += 1;
-                report.rejected.push(Rejection { file: path, reason, quarantined: Some(q) });
+                let q = match quarantine(&node.home, &path, &format!("rejected: {reason}\n")) {
+                    Ok(q) => {
+                        report.counts.quarantined += 1;
+                        Some(q)
+                    }
+                    Err(e) => {
+                        // Left where it is (never removed by --move): it is not lost.
+                        report.warnings.push(error_chain(&e));
+                        None
+                    }
+                };
+                report.rejected.push(Rejection { file: path, reason, quarantined: q });
             }
         }
     }
@@ -295,7 +304,13 @@ pub fn relay(node: &Node, opts: &RelayOptions, progress: &mut dyn Progress) -> R
     classify(&mut inputs, &ledger, &mut report)?;
     for input in inputs.iter_mut() {
         if let Some(reason) = &input.fork_reason {
-            let q = quarantine(&node.home, &input.path, reason)?;
+            let q = match quarantine(&node.home, &input.path, reason) {
+                Ok(q) => q,
+                Err(e) => {
+                    report.warnings.push(error_chain(&e));
+                    continue;
+                }
+            };
             report.counts.quarantined += 1;
             for f in report.forks.iter_mut().filter(|f| f.file == input.path) {
                 f.quarantined = Some(q.clone());
@@ -328,7 +343,10 @@ pub fn relay(node: &Node, opts: &RelayOptions, progress: &mut dyn Progress) -> R
     // 4. --move: everything is durable and recorded by now.
     if opts.move_inputs {
         for input in &inputs {
-            remove_input(&input.path, &mut report)?;
+            // A fork newcomer that could not be quarantined stays where it is.
+            if input.fork_reason.is_none() || input.quarantined.is_some() {
+                remove_input(&input.path, &mut report)?;
+            }
         }
         for r in report.rejected.clone() {
             if r.quarantined.is_some() {
@@ -359,6 +377,7 @@ fn input_files(node: &Node, opts: &RelayOptions) -> Result<Vec<(PathBuf, PathBuf
     let excluded: Vec<PathBuf> =
         [opts.out_dir.clone(), node.home.join("quarantine")].iter().filter_map(|p| p.canonicalize().ok()).collect();
     let mut out: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for source in &opts.inputs {
         let files = crate::bundle::find_bundles(std::slice::from_ref(source))
             .map_err(|e| RelayError::Walk { path: source.clone(), source: e })?;
@@ -370,7 +389,7 @@ fn input_files(node: &Node, opts: &RelayOptions) -> Result<Vec<(PathBuf, PathBuf
             if f.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".tmp")) {
                 continue;
             }
-            if !out.iter().any(|(p, _)| p.canonicalize().map(|c| c == canon).unwrap_or(false)) {
+            if seen.insert(canon) {
                 out.push((f, source.clone()));
             }
         }
@@ -387,6 +406,9 @@ enum ReadError {
 /// hash of every segment's compressed bytes; records where each segment's
 /// bytes are.
 fn read_input(path: &Path, source: &Path, trust: &TrustStore, progress: &mut dyn Progress) -> Result<Input, ReadError> {
+    if is_foreign(path) {
+        return Err(ReadError::Foreign);
+    }
     let mut segments_seen = 0u64;
     let result = (|| -> Result<Input, VerifyError> {
         let meta = std::fs::metadata(path).map_err(BundleError::Io)?;
@@ -431,6 +453,23 @@ fn read_input(path: &Path, source: &Path, trust: &TrustStore, progress: &mut dyn
         VerifyError::Bundle(BundleError::NotABundle(_)) => ReadError::Foreign,
         e => ReadError::Rejected { reason: error_chain(&e), segments: segments_seen },
     })
+}
+
+/// A `*.tar` that is not a ferry bundle: not named `ferry-*` and not
+/// starting with a `manifest.json` member (someone's own archive on the
+/// stick). Such files are skipped and listed, never quarantined.
+fn is_foreign(path: &Path) -> bool {
+    if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ferry-")) {
+        return false;
+    }
+    let mut head = [0u8; BLOCK];
+    let Ok(mut f) = File::open(path) else { return false };
+    if f.read_exact(&mut head).is_err() {
+        return true;
+    }
+    let name = &head[..100];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(100);
+    &name[..end] != crate::bundle::format::MANIFEST_MEMBER.as_bytes()
 }
 
 /// The verdict on one candidate against one earlier range of its origin.
@@ -700,8 +739,8 @@ fn pack(
     for &(i, j) in forward {
         let c = &inputs[i].segments[j];
         let d = &c.descriptor;
-        // The manifest record grows by one hop (~140 bytes).
-        let record = c.record.descriptor.get().len() as u64 + 128 + 150 * (c.record.hops.len() as u64 + 1);
+        // The manifest record as it is, one more hop (164 bytes), a comma.
+        let record = serde_json::to_string(&c.record).map(|r| r.len() as u64).unwrap_or(1 << 16) + 200;
         let need = BLOCK as u64 + d.zstd_len + padding(d.zstd_len) as u64 + record;
         let clash = current.iter().any(|&(ci, cj)| {
             let o = &inputs[ci].segments[cj].descriptor;
