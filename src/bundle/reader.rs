@@ -374,10 +374,22 @@ impl<R: Read> EntryLines<'_, R> {
         self.buf.clear();
         let read = io::Read::take(&mut self.lines, MAX_LINE as u64 + 1).read_until(b'\n', &mut self.buf);
         let member = self.descriptor.member_name();
-        let n = read.map_err(|e| match from_io(e) {
-            BundleError::Io(e) => BundleError::Corrupt { member: member.clone(), reason: e.to_string() },
-            other => other,
-        })?;
+        let n = match read.map_err(from_io) {
+            Ok(n) => n,
+            Err(BundleError::Io(e)) => {
+                // A decoder error on bytes that differ from the signed ones is
+                // reported as what it is: a hash mismatch.
+                self.done = true;
+                let compressed = self.lines.get_mut().inner.get_mut().get_mut();
+                if let Err(h @ BundleError::HashMismatch { .. }) =
+                    io::copy(compressed, &mut io::sink()).map_err(from_io)
+                {
+                    return Err(h);
+                }
+                return Err(BundleError::Corrupt { member, reason: e.to_string() });
+            }
+            Err(other) => return Err(other),
+        };
         if n == 0 {
             self.done = true;
             self.check_end()?;

@@ -207,6 +207,9 @@ impl Entry {
         if self.seq == 0 {
             return Err("seq starts at 1".into());
         }
+        if self.seq > i64::MAX as u64 {
+            return Err(format!("seq {} is above the largest seq, {}", self.seq, i64::MAX));
+        }
         check_name("table", &self.table)?;
         match (self.op, &self.fields) {
             (Op::Insert, None) => return Err("an insert needs \"fields\"".into()),
