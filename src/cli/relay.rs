@@ -73,13 +73,21 @@ pub fn run(a: RelayArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
     Ok(if report.negative() { Outcome::Negative } else { Outcome::Ok })
 }
 
+fn plural(n: u64, word: &str) -> String {
+    match (n, word.strip_suffix('y')) {
+        (1, _) => format!("1 {word}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        _ => format!("{n} {word}s"),
+    }
+}
+
 fn human(r: &RelayReport, ui: &Ui) -> anyhow::Result<()> {
     for w in &r.written {
         out(format!(
-            "wrote {} ({} segments, {} entries, {} bytes)",
+            "wrote {} ({}, {}, {} bytes)",
             sanitize(&w.file.display().to_string()),
-            w.segments,
-            w.entries,
+            plural(w.segments, "segment"),
+            plural(w.entries, "entry"),
             w.bytes
         ))?;
     }
@@ -112,10 +120,10 @@ fn human(r: &RelayReport, ui: &Ui) -> anyhow::Result<()> {
         ui.note(format!("finished {} segments an interrupted relay had written", c.recovered));
     }
     ui.note(format!(
-        "read {} bundles ({} segments), verified {}, duplicate {} (copies {}, other bundles {}, carried before {}), \
-         fork {}, rejected {}, written {} bundles ({} segments, {} entries){}{}",
-        c.bundles_read,
-        c.segments_read,
+        "read {} ({}), verified {}, duplicate {} (copies {}, other bundles {}, carried before {}), \
+         fork {}, rejected {}, written {} ({}, {}){}{}",
+        plural(c.bundles_read, "bundle"),
+        plural(c.segments_read, "segment"),
         c.segments_verified,
         c.duplicates,
         c.duplicate_same_bundle,
@@ -123,9 +131,9 @@ fn human(r: &RelayReport, ui: &Ui) -> anyhow::Result<()> {
         c.duplicate_already_carried,
         c.forks,
         c.rejected,
-        c.bundles_written,
-        c.segments_written,
-        c.entries_written,
+        plural(c.bundles_written, "bundle"),
+        plural(c.segments_written, "segment"),
+        plural(c.entries_written, "entry"),
         if c.foreign > 0 { format!(", {} foreign files skipped", c.foreign) } else { String::new() },
         if c.moved > 0 { format!(", {} inputs removed (--move)", c.moved) } else { String::new() },
     ));
@@ -137,7 +145,14 @@ fn human(r: &RelayReport, ui: &Ui) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_size, plural};
+
+    #[test]
+    fn counts_read_naturally() {
+        assert_eq!(plural(1, "bundle"), "1 bundle");
+        assert_eq!(plural(0, "segment"), "0 segments");
+        assert_eq!(plural(2, "entry"), "2 entries");
+    }
 
     #[test]
     fn sizes_take_binary_suffixes() {

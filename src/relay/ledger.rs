@@ -80,8 +80,9 @@ impl Carried {
             tables: d.tables.clone(),
             zstd_len: d.zstd_len,
             descriptor_sha256,
-            input: input.display().to_string(),
-            source: source.display().to_string(),
+            // Absolute paths: `--from .` means nothing when reconciling later.
+            input: absolute(input),
+            source: absolute(source),
             output: None,
             carried_at: Timestamp::now(),
         }
@@ -93,6 +94,10 @@ impl Carried {
     pub fn chain_after(&self) -> Option<ChainHash> {
         ChainHash::from_hex(&self.chain_after)
     }
+}
+
+fn absolute(p: &Path) -> String {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
 }
 
 /// The ledger tables in a node's state store.
@@ -351,4 +356,68 @@ pub fn ledger_status(node: &Node) -> Result<LedgerStatus, RelayError> {
         });
     }
     Ok(LedgerStatus { node: node.id().clone(), name: node.info.name.clone(), origins })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(origin: &NodeId, first: u64, last: u64, source: &str) -> Carried {
+        Carried {
+            origin: origin.clone(),
+            first_seq: first,
+            last_seq: last,
+            count: last - first + 1,
+            chain_before: "00".repeat(32),
+            chain_after: format!("{last:064x}"),
+            ts_min: Timestamp(first as i64),
+            ts_max: Timestamp(last as i64),
+            tables: BTreeMap::from([("t".to_owned(), OpCounts { insert: last - first + 1, update: 0, delete: 0 })]),
+            zstd_len: 100,
+            descriptor_sha256: "ab".repeat(32),
+            input: format!("{source}/b.tar"),
+            source: source.to_owned(),
+            output: None,
+            carried_at: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn pending_rows_are_invisible_until_completed_and_forgotten_by_recovery() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = Node::init(&dir.path().join("n"), "relay", None).expect("node");
+        let origin = node.id().clone();
+        let mut ledger = Ledger::open(&node).expect("ledger");
+        let done = [row(&origin, 1, 10, "/stick")];
+        let lost = [row(&origin, 11, 20, "/stick")];
+        ledger.add_pending(&done).expect("pending");
+        ledger.add_pending(&lost).expect("pending");
+        assert!(ledger.carried(&origin).expect("rows").is_empty(), "pending rows are not carried yet");
+        ledger.complete(&done, "out/a.tar").expect("complete");
+        // No bundle in the (missing) output folder holds 11..=20: recovery forgets it.
+        assert_eq!(ledger.recover(&dir.path().join("nowhere"), &origin).expect("recover"), 0);
+        let rows = ledger.carried(&origin).expect("rows");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].output.as_deref(), Some("out/a.tar"));
+        assert_eq!(rows[0].tables, done[0].tables);
+    }
+
+    #[test]
+    fn status_merges_ranges_and_names_gaps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = Node::init(&dir.path().join("n"), "relay", None).expect("node");
+        let origin = node.id().clone();
+        let mut ledger = Ledger::open(&node).expect("ledger");
+        let rows = [row(&origin, 1, 10, "/a"), row(&origin, 5, 12, "/b"), row(&origin, 20, 25, "/a")];
+        ledger.add_pending(&rows).expect("pending");
+        ledger.complete(&rows, "out.tar").expect("complete");
+        let s = ledger_status(&node).expect("status");
+        let o = &s.origins[0];
+        assert_eq!(o.name.as_deref(), Some("relay"));
+        assert_eq!(o.ranges, vec![[1, 12], [20, 25]]);
+        assert_eq!(o.gaps, vec![[13, 19]]);
+        assert_eq!(o.entries, 18, "overlaps are counted once");
+        assert_eq!(o.sources, vec!["/a".to_owned(), "/b".to_owned()]);
+        assert_eq!(o.segments.len(), 3);
+    }
 }
