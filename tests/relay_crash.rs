@@ -22,11 +22,13 @@ struct Template {
 fn template() -> Template {
     let w = World::new();
     let stick = w.path("stick");
+    // Poorly compressible entries, so that with --max-size 16K the output
+    // is split into several bundles (more crash points between them).
     let j = w.path("journals/f1.jsonl");
-    journal_with(&j, 10, u64::MAX, "");
-    let first = create_bundle(&w.field1, &j, &stick.join("a")).expect("f1 1..=10");
-    journal_with(&j, 25, u64::MAX, "");
-    create_bundle(&w.field1, &j, &stick.join("b")).expect("f1 11..=25");
+    noisy_journal(&j, 100, 120, 1);
+    let first = create_bundle(&w.field1, &j, &stick.join("a")).expect("f1 1..=100");
+    noisy_journal(&j, 200, 120, 1);
+    create_bundle(&w.field1, &j, &stick.join("b")).expect("f1 101..=200");
     w.bundle(&w.field2, 7, &stick.join("a"));
     // A copy of a bundle, and a tampered bundle.
     std::fs::copy(&first, stick.join("b").join(first.file_name().expect("name"))).expect("copy");
@@ -54,7 +56,7 @@ fn fresh(t: &Template) -> Run {
 
 fn relay_cmd(r: &Run, extra: &[&str]) -> assert_cmd::Command {
     let mut c = ferry(&r.home);
-    c.args(["bundle", "relay", "--from"]).arg(&r.stick).arg("--out").arg(&r.out).args(extra);
+    c.args(["bundle", "relay", "--max-size", "16K", "--from"]).arg(&r.stick).arg("--out").arg(&r.out).args(extra);
     c
 }
 
@@ -95,11 +97,12 @@ fn run_every_crash_point(extra: &[&str]) {
     let reference = {
         let r = fresh(&t);
         assert_eq!(relay_cmd(&r, extra).output().expect("run").status.code(), Some(1));
+        assert!(tars(&r.out).len() >= 2, "the output is split");
         segment_set(&r.out)
     };
     assert_eq!(reference.len(), 3, "three good segments: {reference:?}");
     let n = crash_points(&t, extra);
-    assert!(n >= 7, "expected crash points in every step, saw {n}");
+    assert!(n >= 11, "expected crash points in every step and between output bundles, saw {n}");
     let good_on_stick = segments_on_stick(&t.stick);
     for at in 1..=n {
         let r = fresh(&t);
