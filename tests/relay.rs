@@ -456,3 +456,29 @@ fn relay_json_has_the_documented_shape() {
     assert_eq!(parsed.foreign.len(), 2, "someone's own archives are skipped, not quarantined");
     assert_eq!(parsed.counts.quarantined, 1);
 }
+
+#[test]
+fn a_missing_stick_or_a_tiny_max_size_is_an_error_not_a_silent_success() {
+    let w = World::new();
+    let out = w.path("out");
+    let o = ferry(&w.middleman)
+        .args(["bundle", "relay", "--from"])
+        .arg(w.dir.path().join("not-mounted"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not-mounted"));
+    let stick = w.path("stick");
+    w.bundle(&w.field1, 3, &stick);
+    let o = ferry(&w.middleman)
+        .args(["bundle", "relay", "--max-size", "100", "--from"])
+        .arg(&stick)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--max-size"));
+}
