@@ -9,6 +9,8 @@ mod bundle;
 mod demo;
 mod node;
 mod output;
+mod relay;
+mod status;
 mod trust;
 
 use std::path::PathBuf;
@@ -51,6 +53,8 @@ pub enum Command {
     /// Create, verify, inspect bundles.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// What this node carried as a relay, per origin (for reconciliation).
+    Status(status::StatusArgs),
     /// Run the whole story on built-in fixtures in a temporary folder.
     Demo(demo::DemoArgs),
     /// Write man pages or shell completions (for packagers).
@@ -82,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Key(c) => node::run_key(c, cli.home, &ui),
         Command::Trust(c) => trust::run(c, cli.home, &ui),
         Command::Bundle(c) => bundle::run(c, cli.home, &ui),
+        Command::Status(a) => status::run(a, cli.home, &ui),
         Command::Demo(a) => demo::run(a, &ui),
         Command::Generate(a) => generate(a),
     };
