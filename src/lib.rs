@@ -11,6 +11,7 @@
 //! - [`chain`]: chain hashes over a journal.
 //! - [`bundle`]: the bundle file format: writing, reading, creating.
 //! - [`verify`]: checking bundles against a trust store.
+//! - [`relay`]: passing bundles on (verify, dedupe, merge, re-sign) and the relay ledger.
 //! - [`schema`]: app database tables and the schema fingerprint.
 //! - [`capture`]: `ferry track`: triggers that journal an app database's changes.
 
@@ -25,6 +26,7 @@ pub mod journal;
 pub mod keys;
 pub mod node;
 pub mod progress;
+pub mod relay;
 pub mod schema;
 pub mod state;
 pub mod synth;

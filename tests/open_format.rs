@@ -10,9 +10,10 @@ use std::process::Command;
 use common::*;
 
 fn tool(cmd: &str, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("sh").arg("-c").arg(format!("{cmd} {}", args.join(" "))).output().unwrap_or_else(|e| {
-        panic!("cannot run {cmd}: {e}; run scripts/setup-test-deps to install the standard tools")
-    });
+    let out =
+        Command::new("sh").arg("-c").arg(format!("{cmd} {}", args.join(" "))).output().unwrap_or_else(|e| {
+            panic!("cannot run {cmd}: {e}; run scripts/setup-test-deps to install the standard tools")
+        });
     assert!(
         out.status.success(),
         "`{cmd} {}` failed: {}\n(missing tool? run scripts/setup-test-deps)",
@@ -57,7 +58,8 @@ fn standard_tools_read_a_bundle() {
     assert_eq!(sum(""), zstd_sha, "sha256sum of the compressed member");
     assert_eq!(sum("| zstd -dc"), entries_sha, "sha256sum of the entries");
 
-    let tables = tool("tar", &["-xOf", &b, segment, "|", "zstd", "-dc", "|", "jq", "-r", "'.table'", "|", "sort", "-u"]);
+    let tables =
+        tool("tar", &["-xOf", &b, segment, "|", "zstd", "-dc", "|", "jq", "-r", "'.table'", "|", "sort", "-u"]);
     assert_eq!(String::from_utf8(tables).expect("utf8"), "t\n");
     let plain = tool("tar", &["-xOf", &b, segment, "|", "zstd", "-dc"]);
     assert_eq!(plain, std::fs::read(&journal).expect("journal"), "entries are stored byte for byte");

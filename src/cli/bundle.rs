@@ -31,6 +31,9 @@ pub enum BundleCommand {
         after_help = "The entries are plain JSON Lines; standard tools read them too:\n  tar -xOf BUNDLE manifest.json | jq .\n  tar -xOf BUNDLE ORIGIN.1-100.jsonl.zst | zstd -d | jq ."
     )]
     Inspect(InspectArgs),
+    /// Pass bundles on to the next hop: verify, drop duplicates, catch forks, merge by time, re-sign.
+    #[command(after_help = super::relay::AFTER_HELP)]
+    Relay(super::relay::RelayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +84,7 @@ pub fn run(cmd: BundleCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
         BundleCommand::Create(a) => create(a, home, ui),
         BundleCommand::Verify(a) => verify(a, home, ui),
         BundleCommand::Inspect(a) => inspect_cmd(a, home),
+        BundleCommand::Relay(a) => super::relay::run(a, home, ui),
     }
 }
 

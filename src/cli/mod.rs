@@ -9,6 +9,8 @@ mod bundle;
 mod demo;
 mod node;
 mod output;
+mod relay;
+mod status;
 mod track;
 mod trust;
 
@@ -56,6 +58,8 @@ pub enum Command {
     /// Create, verify, inspect bundles.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// What this node carried as a relay, per origin (for reconciliation).
+    Status(status::StatusArgs),
     /// Run the whole story on built-in fixtures in a temporary folder.
     Demo(demo::DemoArgs),
     /// Write man pages or shell completions (for packagers).
@@ -89,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Track(a) => track::track(a, cli.home, &ui),
         Command::Untrack(a) => track::untrack(a, &ui),
         Command::Bundle(c) => bundle::run(c, cli.home, &ui),
+        Command::Status(a) => status::run(a, cli.home, &ui),
         Command::Demo(a) => demo::run(a, &ui),
         Command::Generate(a) => generate(a),
     };

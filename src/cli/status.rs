@@ -1,0 +1,71 @@
+//! `ferry status`: what this node carried as a relay, per origin.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use ferry::node::Node;
+use ferry::relay::{ledger_status, LedgerStatus};
+use ferry::sanitize;
+
+use super::output::{json, out};
+use super::{home_dir, Outcome, Ui};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Lists, per origin, the seq ranges this node relayed (and gaps between them), \
+entries, tables, time span and the folders (sticks) they came from: compare them with the \
+research assistant's records.\n\nExamples:\n  ferry status\n  ferry status --json | jq '.origins[].ranges'")]
+pub struct StatusArgs {
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: StatusArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
+    let node = Node::open(&home_dir(home)?)?;
+    let status = ledger_status(&node)?;
+    if a.json {
+        json(&status)?;
+    } else {
+        human(&status, ui)?;
+    }
+    Ok(Outcome::Ok)
+}
+
+fn human(s: &LedgerStatus, ui: &Ui) -> anyhow::Result<()> {
+    out(format!("node {} ({})", sanitize(&s.name), s.node))?;
+    if s.origins.is_empty() {
+        ui.note("this node has relayed nothing yet (`ferry bundle relay`)");
+        return Ok(());
+    }
+    for o in &s.origins {
+        let name = o.name.as_deref().map(sanitize).unwrap_or_else(|| "unknown".into());
+        let ranges: Vec<String> = o.ranges.iter().map(|r| format!("{}..={}", r[0], r[1])).collect();
+        out(format!("origin {name} ({}): {} entries, seq {}", o.origin, o.entries, ranges.join(", ")))?;
+        out(format!("    time      {} .. {}", o.ts_min, o.ts_max))?;
+        if !o.gaps.is_empty() {
+            let gaps: Vec<String> = o.gaps.iter().map(|r| format!("{}..={}", r[0], r[1])).collect();
+            out(format!("    missing   seq {} (not carried by this node)", gaps.join(", ")))?;
+        }
+        for (t, c) in &o.tables {
+            out(format!(
+                "    {:<30} insert {:>7}  update {:>7}  delete {:>7}",
+                sanitize(t),
+                c.insert,
+                c.update,
+                c.delete
+            ))?;
+        }
+        for c in &o.segments {
+            out(format!(
+                "    seq {}..={} ({} entries) from {} on {}, passed on in {}",
+                c.first_seq,
+                c.last_seq,
+                c.count,
+                sanitize(&c.source),
+                c.carried_at,
+                sanitize(c.output.as_deref().unwrap_or("?"))
+            ))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,918 @@
+//! `ferry bundle relay`: pass bundles on toward the next hop (the middleman
+//! laptop, the community server). See `docs/RELAY.md`.
+//!
+//! A run has four steps:
+//!
+//! 1. **Read and verify** every input bundle: form, seal, origin signatures,
+//!    hops (against this node's trust store) and the hash of every segment's
+//!    compressed bytes. A bundle that fails is rejected as a whole: copied to
+//!    `HOME/quarantine/` with a reason file. Foreign files are skipped.
+//! 2. **Classify** every segment against what is known about its origin (the
+//!    ledger of what this relay carried before, and the segments accepted
+//!    earlier in this run, in order of their bundles' seal time): a duplicate
+//!    (dropped, counted), a fork (same origin and seq, different content:
+//!    reported, its bundle quarantined), or new (forwarded). Segments are not
+//!    decompressed, except to settle an overlap whose chain hashes cannot be
+//!    compared from the descriptors ([`compare`]).
+//! 3. **Write** the new segments, ordered by time, into bundles of at most
+//!    `max_size` bytes: each segment's descriptor and origin signature byte
+//!    for byte, its hop list extended by this relay's hop signature, sealed
+//!    by this relay. Ledger rows are recorded as pending before each bundle
+//!    is written and completed once it is durable.
+//! 4. With `--move`, remove the inputs, only once everything is durable.
+
+mod compare;
+pub mod ledger;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::bundle::format::{hop_message, padding, tar_header, BLOCK, HOP_PREFIX};
+use crate::bundle::{write_bundle, BundleError, BundleReader, Hop, ManifestSegment, SegmentDescriptor};
+use crate::chain::ChainHash;
+use crate::crashpoint::hit;
+use crate::fsutil;
+use crate::journal::Timestamp;
+use crate::keys::{self, NodeId, TrustStore};
+use crate::node::{Node, NodeError};
+use crate::progress::Progress;
+use crate::state::StateError;
+use crate::verify::{check_signatures, error_chain, VerifyError};
+
+use compare::SegmentRef;
+use ledger::{Carried, Ledger};
+
+pub use ledger::{ledger_status, LedgerStatus, OriginStatus};
+
+/// The default `--max-size`: 1 MiB below 4 GiB, the FAT32 file size limit.
+pub const DEFAULT_MAX_SIZE: u64 = (4 << 30) - (1 << 20);
+/// The smallest `--max-size` accepted.
+pub const MIN_MAX_SIZE: u64 = 16 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("failed to use the relay ledger in {path}")]
+    Ledger {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("the relay ledger is corrupt: {0}")]
+    LedgerCorrupt(String),
+    #[error("failed to read the input {}", path.display())]
+    Walk {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to write a bundle into {}", dir.display())]
+    Write {
+        dir: PathBuf,
+        #[source]
+        source: BundleError,
+    },
+    #[error("failed to copy {} into the quarantine folder {}", path.display(), dir.display())]
+    Quarantine {
+        path: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to remove the input {} (--move)", path.display())]
+    Move {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("--max-size {0} is too small: at least {MIN_MAX_SIZE} bytes")]
+    MaxSizeTooSmall(u64),
+}
+
+/// What `ferry bundle relay` should do.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Input folders or bundle files (USB mounts, inboxes).
+    pub inputs: Vec<PathBuf>,
+    /// Where the bundles for the next hop go.
+    pub out_dir: PathBuf,
+    /// Remove each input once its content is durably relayed, quarantined or
+    /// known to be carried already.
+    pub move_inputs: bool,
+    /// No output bundle exceeds this many bytes (a single larger segment,
+    /// which cannot be split, gets a bundle of its own and a warning).
+    pub max_size: u64,
+}
+
+/// Why a segment was dropped as a duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateRoute {
+    /// Its bundle is a copy of another input bundle.
+    SameBundle,
+    /// Another input bundle of this run holds it too.
+    OtherBundle,
+    /// This relay carried it in an earlier run (the ledger).
+    AlreadyCarried,
+}
+
+/// Counts of every outcome.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    /// Input files that are ferry bundles.
+    pub bundles_read: u64,
+    /// Files skipped: not ferry bundles.
+    pub foreign: u64,
+    pub segments_read: u64,
+    pub bundles_verified: u64,
+    pub segments_verified: u64,
+    /// Duplicate segments dropped (all routes).
+    pub duplicates: u64,
+    pub duplicate_same_bundle: u64,
+    pub duplicate_other_bundle: u64,
+    pub duplicate_already_carried: u64,
+    /// Segments that fork an origin's journal (quarantined).
+    pub forks: u64,
+    /// Bundles rejected (failed verification; quarantined).
+    pub rejected: u64,
+    /// Input files copied into quarantine (rejected or holding a fork).
+    pub quarantined: u64,
+    pub bundles_written: u64,
+    pub segments_written: u64,
+    pub entries_written: u64,
+    pub bytes_written: u64,
+    /// Inputs removed (`--move`).
+    pub moved: u64,
+    /// Ledger rows completed from bundles an interrupted run had written.
+    pub recovered: u64,
+}
+
+/// A fork: two segments claim the same origin and seq with different content.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForkReport {
+    pub origin: NodeId,
+    /// The newcomer (quarantined).
+    pub segment: String,
+    pub file: PathBuf,
+    /// The earlier segment it contradicts, and where that came from.
+    pub conflicts_with: String,
+    pub conflicts_with_source: String,
+    /// The first seq known to differ, when found.
+    pub seq: Option<u64>,
+    pub quarantined: Option<PathBuf>,
+    pub recovery: String,
+}
+
+/// A rejected input bundle.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejection {
+    pub file: PathBuf,
+    pub reason: String,
+    pub quarantined: Option<PathBuf>,
+}
+
+/// A bundle written for the next hop.
+#[derive(Debug, Clone, Serialize)]
+pub struct WrittenBundle {
+    pub file: PathBuf,
+    pub bytes: u64,
+    pub segments: u64,
+    pub entries: u64,
+}
+
+/// What `ferry bundle relay` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RelayReport {
+    pub counts: Counts,
+    pub written: Vec<WrittenBundle>,
+    pub forks: Vec<ForkReport>,
+    pub rejected: Vec<Rejection>,
+    /// Files skipped as not ferry bundles.
+    pub foreign: Vec<PathBuf>,
+    pub moved: Vec<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+impl RelayReport {
+    /// Whether anything was rejected or forked (exit status 1).
+    pub fn negative(&self) -> bool {
+        self.counts.rejected > 0 || self.counts.forks > 0
+    }
+}
+
+/// What became of a segment.
+#[derive(Debug, Clone, PartialEq)]
+enum Fate {
+    Pending,
+    Duplicate(DuplicateRoute),
+    Fork,
+    Forward,
+}
+
+/// One verified segment of an input.
+struct Candidate {
+    record: ManifestSegment,
+    descriptor: SegmentDescriptor,
+    descriptor_sha256: String,
+    /// Offset of the compressed bytes in the input file.
+    offset: u64,
+    fate: Fate,
+}
+
+/// One verified input bundle.
+struct Input {
+    path: PathBuf,
+    source: PathBuf,
+    len: u64,
+    modified: Option<SystemTime>,
+    sealed_at: Timestamp,
+    manifest_sha256: [u8; 32],
+    segments: Vec<Candidate>,
+    /// Why it is quarantined, when it holds a fork.
+    fork_reason: Option<String>,
+    quarantined: Option<PathBuf>,
+}
+
+/// A range of an origin's journal known before the current candidate.
+enum Known {
+    Ledger(Box<Carried>),
+    /// A segment accepted earlier in this run: (input index, segment index).
+    InRun(usize, usize),
+}
+
+/// Relays the bundles under `opts.inputs` into `opts.out_dir` as `node`.
+pub fn relay(node: &Node, opts: &RelayOptions, progress: &mut dyn Progress) -> Result<RelayReport, RelayError> {
+    if opts.max_size < MIN_MAX_SIZE {
+        return Err(RelayError::MaxSizeTooSmall(opts.max_size));
+    }
+    let trust = node.trust()?;
+    let mut ledger = Ledger::open(node)?;
+    let mut report = RelayReport::default();
+    report.counts.recovered = ledger.recover(&opts.out_dir, node.id())?;
+    hit("relay: ledger recovered");
+
+    // 1. Read and verify.
+    let files = input_files(node, opts)?;
+    let total: u64 = files.iter().filter_map(|(p, _)| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    progress.start("verifying", Some(total));
+    let mut inputs: Vec<Input> = Vec::new();
+    for (path, source) in files {
+        match read_input(&path, &source, &trust, progress) {
+            Ok(input) => {
+                report.counts.bundles_read += 1;
+                report.counts.bundles_verified += 1;
+                report.counts.segments_read += input.segments.len() as u64;
+                report.counts.segments_verified += input.segments.len() as u64;
+                inputs.push(input);
+            }
+            Err(ReadError::Foreign) => {
+                report.counts.foreign += 1;
+                report.foreign.push(path);
+            }
+            Err(ReadError::Rejected { reason, segments }) => {
+                report.counts.bundles_read += 1;
+                report.counts.segments_read += segments;
+                report.counts.rejected += 1;
+                let q = match quarantine(&node.home, &path, &format!("rejected: {reason}\n")) {
+                    Ok(q) => {
+                        report.counts.quarantined += 1;
+                        Some(q)
+                    }
+                    Err(e) => {
+                        // Left where it is (never removed by --move): it is not lost.
+                        report.warnings.push(error_chain(&e));
+                        None
+                    }
+                };
+                report.rejected.push(Rejection { file: path, reason, quarantined: q });
+            }
+        }
+    }
+    progress.finish();
+
+    // 2. Classify, oldest seal first: the later of two forked segments is the newcomer.
+    inputs.sort_by(|a, b| (a.sealed_at, &a.path).cmp(&(b.sealed_at, &b.path)));
+    classify(&mut inputs, &ledger, &mut report)?;
+    for input in inputs.iter_mut() {
+        if let Some(reason) = &input.fork_reason {
+            let q = match quarantine(&node.home, &input.path, reason) {
+                Ok(q) => q,
+                Err(e) => {
+                    report.warnings.push(error_chain(&e));
+                    continue;
+                }
+            };
+            report.counts.quarantined += 1;
+            for f in report.forks.iter_mut().filter(|f| f.file == input.path) {
+                f.quarantined = Some(q.clone());
+            }
+            input.quarantined = Some(q);
+        }
+    }
+
+    // 3. Write what is new, ordered by time.
+    let mut forward: Vec<(usize, usize)> = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        for (j, c) in input.segments.iter().enumerate() {
+            if c.fate == Fate::Forward {
+                forward.push((i, j));
+            }
+        }
+    }
+    forward.sort_by(|&(ai, aj), &(bi, bj)| {
+        let (a, b) = (&inputs[ai].segments[aj].descriptor, &inputs[bi].segments[bj].descriptor);
+        (a.ts_min, &a.origin, a.first_seq).cmp(&(b.ts_min, &b.origin, b.first_seq))
+    });
+    let groups = pack(&inputs, &forward, opts.max_size, &mut report);
+    let total: u64 = forward.iter().map(|&(i, j)| inputs[i].segments[j].descriptor.zstd_len).sum();
+    progress.start("relaying", Some(total));
+    for group in groups {
+        write_group(node, &inputs, &group, opts, &mut ledger, progress, &mut report)?;
+    }
+    progress.finish();
+
+    // 4. --move: everything is durable and recorded by now.
+    if opts.move_inputs {
+        for input in &inputs {
+            // A fork newcomer that could not be quarantined stays where it is.
+            if input.fork_reason.is_none() || input.quarantined.is_some() {
+                remove_input(&input.path, &mut report)?;
+            }
+        }
+        for r in report.rejected.clone() {
+            if r.quarantined.is_some() {
+                remove_input(&r.file, &mut report)?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn remove_input(path: &Path, report: &mut RelayReport) -> Result<(), RelayError> {
+    hit("relay: before removing an input (--move)");
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(RelayError::Move { path: path.to_path_buf(), source }),
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fsutil::sync_dir(dir).map_err(|source| RelayError::Move { path: path.to_path_buf(), source })?;
+    report.counts.moved += 1;
+    report.moved.push(path.to_path_buf());
+    Ok(())
+}
+
+/// The bundle files under the inputs, each with the `--from` folder it was
+/// found under; the output folder and the quarantine are never inputs.
+fn input_files(node: &Node, opts: &RelayOptions) -> Result<Vec<(PathBuf, PathBuf)>, RelayError> {
+    let excluded: Vec<PathBuf> =
+        [opts.out_dir.clone(), node.home.join("quarantine")].iter().filter_map(|p| p.canonicalize().ok()).collect();
+    let mut out: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for source in &opts.inputs {
+        let files = crate::bundle::find_bundles(std::slice::from_ref(source))
+            .map_err(|e| RelayError::Walk { path: source.clone(), source: e })?;
+        for f in files {
+            let canon = f.canonicalize().unwrap_or_else(|_| f.clone());
+            if excluded.iter().any(|x| canon.starts_with(x)) {
+                continue;
+            }
+            if f.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".tmp")) {
+                continue;
+            }
+            if seen.insert(canon) {
+                out.push((f, source.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+enum ReadError {
+    Foreign,
+    Rejected { reason: String, segments: u64 },
+}
+
+/// Reads and verifies one input bundle: seal, signatures, hops, and the
+/// hash of every segment's compressed bytes; records where each segment's
+/// bytes are.
+fn read_input(path: &Path, source: &Path, trust: &TrustStore, progress: &mut dyn Progress) -> Result<Input, ReadError> {
+    if is_foreign(path) {
+        return Err(ReadError::Foreign);
+    }
+    let mut segments_seen = 0u64;
+    let result = (|| -> Result<Input, VerifyError> {
+        let meta = std::fs::metadata(path).map_err(BundleError::Io)?;
+        let mut reader = BundleReader::open(path)?;
+        segments_seen = reader.descriptors().len() as u64;
+        check_signatures(&reader, trust)?;
+        let manifest_len = reader.manifest_bytes().len() as u64;
+        let mut offset = BLOCK as u64 + manifest_len + padding(manifest_len) as u64 + 2 * BLOCK as u64;
+        let mut segments = Vec::with_capacity(reader.descriptors().len());
+        for (record, d) in reader.manifest().segments.iter().zip(reader.descriptors()) {
+            offset += BLOCK as u64;
+            segments.push(Candidate {
+                record: record.clone(),
+                descriptor: d.clone(),
+                descriptor_sha256: hex::encode(Sha256::digest(record.descriptor.get().as_bytes())),
+                offset,
+                fate: Fate::Pending,
+            });
+            offset += d.zstd_len + padding(d.zstd_len) as u64;
+        }
+        let manifest_sha256: [u8; 32] = Sha256::digest(reader.manifest_bytes()).into();
+        let sealed_at = reader.manifest().sealed_at;
+        while let Some(member) = reader.next_segment()? {
+            let n = member.descriptor().zstd_len;
+            io::copy(&mut member.compressed(), &mut io::sink()).map_err(crate::bundle::reader::from_io)?;
+            progress.advance(n + BLOCK as u64);
+        }
+        reader.finish()?;
+        Ok(Input {
+            path: path.to_path_buf(),
+            source: source.to_path_buf(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            sealed_at,
+            manifest_sha256,
+            segments,
+            fork_reason: None,
+            quarantined: None,
+        })
+    })();
+    result.map_err(|e| match e {
+        VerifyError::Bundle(BundleError::NotABundle(_)) => ReadError::Foreign,
+        e => ReadError::Rejected { reason: error_chain(&e), segments: segments_seen },
+    })
+}
+
+/// A `*.tar` that is not a ferry bundle: not named `ferry-*` and not
+/// starting with a `manifest.json` member (someone's own archive on the
+/// stick). Such files are skipped and listed, never quarantined.
+fn is_foreign(path: &Path) -> bool {
+    if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ferry-")) {
+        return false;
+    }
+    let mut head = [0u8; BLOCK];
+    let Ok(mut f) = File::open(path) else { return false };
+    if f.read_exact(&mut head).is_err() {
+        return true;
+    }
+    let name = &head[..100];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(100);
+    &name[..end] != crate::bundle::format::MANIFEST_MEMBER.as_bytes()
+}
+
+/// The verdict on one candidate against one earlier range of its origin.
+enum Overlap {
+    Consistent,
+    Undecided,
+    Fork(Option<u64>),
+}
+
+/// Decides the fate of every segment (step 2).
+fn classify(inputs: &mut [Input], ledger: &Ledger, report: &mut RelayReport) -> Result<(), RelayError> {
+    let mut known: HashMap<NodeId, Vec<Known>> = HashMap::new();
+    for i in 0..inputs.len() {
+        for j in 0..inputs[i].segments.len() {
+            let origin = inputs[i].segments[j].descriptor.origin.clone();
+            if !known.contains_key(&origin) {
+                let rows = ledger.carried(&origin)?.into_iter().map(|c| Known::Ledger(Box::new(c))).collect();
+                known.insert(origin.clone(), rows);
+            }
+            let ranges = known.get(&origin).map(Vec::as_slice).unwrap_or(&[]);
+            let (fate, fork, undecided) = judge(inputs, i, j, ranges);
+            match &fate {
+                Fate::Duplicate(route) => {
+                    report.counts.duplicates += 1;
+                    match route {
+                        DuplicateRoute::SameBundle => report.counts.duplicate_same_bundle += 1,
+                        DuplicateRoute::OtherBundle => report.counts.duplicate_other_bundle += 1,
+                        DuplicateRoute::AlreadyCarried => report.counts.duplicate_already_carried += 1,
+                    }
+                }
+                Fate::Fork => {
+                    report.counts.forks += 1;
+                    if let Some(f) = fork {
+                        let reason = format!(
+                            "fork: {} in {} contradicts {} from {}{}.\n{}\n",
+                            f.segment,
+                            f.file.display(),
+                            f.conflicts_with,
+                            f.conflicts_with_source,
+                            f.seq.map(|s| format!(" (first difference at seq {s})")).unwrap_or_default(),
+                            f.recovery
+                        );
+                        let input = &mut inputs[i];
+                        input.fork_reason = Some(match input.fork_reason.take() {
+                            Some(earlier) => earlier + &reason,
+                            None => reason,
+                        });
+                        report.forks.push(f);
+                    }
+                }
+                Fate::Forward => {
+                    if undecided {
+                        report.warnings.push(undecided_warning(inputs, i, j));
+                    }
+                    known.entry(origin).or_default().push(Known::InRun(i, j));
+                }
+                Fate::Pending => {}
+            }
+            inputs[i].segments[j].fate = fate;
+        }
+    }
+    Ok(())
+}
+
+fn undecided_warning(inputs: &[Input], i: usize, j: usize) -> String {
+    format!(
+        "{} in {} overlaps seqs carried before that could not be compared (their entries are gone); \
+         forwarded so that the next hop decides",
+        inputs[i].segments[j].descriptor.member_name(),
+        inputs[i].path.display()
+    )
+}
+
+fn known_range(inputs: &[Input], k: &Known) -> (u64, u64) {
+    match k {
+        Known::Ledger(c) => (c.first_seq, c.last_seq),
+        Known::InRun(i, j) => {
+            let d = &inputs[*i].segments[*j].descriptor;
+            (d.first_seq, d.last_seq)
+        }
+    }
+}
+
+fn known_chains(inputs: &[Input], k: &Known) -> (Option<ChainHash>, Option<ChainHash>) {
+    match k {
+        Known::Ledger(c) => (c.chain_before(), c.chain_after()),
+        Known::InRun(i, j) => {
+            let d = &inputs[*i].segments[*j].descriptor;
+            (d.chain_before(), d.chain_after())
+        }
+    }
+}
+
+fn known_source(inputs: &[Input], k: &Known) -> (String, String) {
+    match k {
+        Known::Ledger(c) => (
+            format!("{}.{}-{}", c.origin, c.first_seq, c.last_seq),
+            format!(
+                "{} (carried on {} from {}, passed on in {})",
+                c.input,
+                c.carried_at,
+                c.source,
+                c.output.as_deref().unwrap_or("?")
+            ),
+        ),
+        Known::InRun(i, j) => (inputs[*i].segments[*j].descriptor.member_name(), inputs[*i].path.display().to_string()),
+    }
+}
+
+/// The fate of segment `j` of input `i`, given the ranges of its origin
+/// known before it; and whether some overlap could not be compared.
+fn judge(inputs: &[Input], i: usize, j: usize, ranges: &[Known]) -> (Fate, Option<ForkReport>, bool) {
+    let c = &inputs[i].segments[j];
+    let d = &c.descriptor;
+    let (f, l) = (d.first_seq, d.last_seq);
+    let points = [(f - 1, d.chain_before()), (l, d.chain_after())];
+    let mut covered: Vec<(u64, u64, DuplicateRoute)> = Vec::new();
+    let mut chain_cache: Option<BTreeMap<u64, ChainHash>> = None;
+    let mut undecided = false;
+    for k in ranges {
+        let (kf, kl) = known_range(inputs, k);
+        let (kcb, kca) = known_chains(inputs, k);
+        let kpoints = [(kf - 1, kcb), (kl, kca)];
+        // Shared boundary with a different chain hash: the histories differ.
+        let mut verdict = None;
+        for (p, h) in points {
+            for (kp, kh) in kpoints {
+                if p == kp && h != kh {
+                    verdict = Some(Overlap::Fork(None));
+                }
+            }
+        }
+        let overlaps = kf <= l && f <= kl;
+        let verdict = match verdict {
+            Some(v) => v,
+            None if !overlaps => continue,
+            // Same end, same chain hash there: the whole history up to it agrees.
+            None if kl == l => Overlap::Consistent,
+            None => match k {
+                Known::InRun(ki, kj) => {
+                    let a = SegmentRef { path: &inputs[i].path, index: j, descriptor: d };
+                    let kd = &inputs[*ki].segments[*kj].descriptor;
+                    let b = SegmentRef { path: &inputs[*ki].path, index: *kj, descriptor: kd };
+                    match compare::first_difference(a, b, f.max(kf), l.min(kl)) {
+                        Ok(None) => Overlap::Consistent,
+                        Ok(Some(seq)) => Overlap::Fork(Some(seq)),
+                        Err(_) => Overlap::Undecided,
+                    }
+                }
+                Known::Ledger(_) => {
+                    // Compare our chain at the ledger's boundaries inside our range.
+                    let inner: Vec<(u64, Option<ChainHash>)> =
+                        kpoints.iter().copied().filter(|&(p, _)| p >= f && p < l).collect();
+                    if inner.is_empty() {
+                        Overlap::Undecided
+                    } else {
+                        let chains = chain_cache.get_or_insert_with(|| {
+                            let all: Vec<u64> = ranges
+                                .iter()
+                                .flat_map(|k| {
+                                    let (kf, kl) = known_range(inputs, k);
+                                    [kf - 1, kl]
+                                })
+                                .filter(|&p| p >= f && p < l)
+                                .collect();
+                            let s = SegmentRef { path: &inputs[i].path, index: j, descriptor: d };
+                            compare::chain_at(s, &all).unwrap_or_default()
+                        });
+                        let mut v = Overlap::Undecided;
+                        for (p, kh) in inner {
+                            match chains.get(&p) {
+                                Some(h) if Some(*h) != kh => {
+                                    v = Overlap::Fork(Some(p));
+                                    break;
+                                }
+                                // Our chain at their end agrees: the overlap agrees.
+                                Some(_) if p == kl => v = Overlap::Consistent,
+                                _ => {}
+                            }
+                        }
+                        v
+                    }
+                }
+            },
+        };
+        match verdict {
+            Overlap::Fork(mut seq) => {
+                if let (None, Known::InRun(ki, kj), true) = (seq, k, overlaps) {
+                    // Name the first differing seq (the one extra decompression a fork costs).
+                    let a = SegmentRef { path: &inputs[i].path, index: j, descriptor: d };
+                    let kd = &inputs[*ki].segments[*kj].descriptor;
+                    let b = SegmentRef { path: &inputs[*ki].path, index: *kj, descriptor: kd };
+                    seq = compare::first_difference(a, b, f.max(kf), l.min(kl)).ok().flatten();
+                }
+                let (seg, src) = known_source(inputs, k);
+                return (
+                    Fate::Fork,
+                    Some(ForkReport {
+                        origin: d.origin.clone(),
+                        segment: d.member_name(),
+                        file: inputs[i].path.clone(),
+                        conflicts_with: seg,
+                        conflicts_with_source: src,
+                        seq,
+                        quarantined: None,
+                        recovery: format!(
+                            "Two different journals claim origin {} (a cloned laptop, or one restored from an old \
+                             backup). The newcomer was quarantined, nothing was merged. Recovery: find the computer \
+                             that made the newcomer, keep its journal, and give it a new identity (`ferry node init` \
+                             in a new home) before it makes more bundles; then re-create its bundles.",
+                            d.origin
+                        ),
+                    }),
+                    false,
+                );
+            }
+            Overlap::Consistent => {
+                let route = match k {
+                    Known::Ledger(_) => DuplicateRoute::AlreadyCarried,
+                    Known::InRun(ki, _) if inputs[*ki].manifest_sha256 == inputs[i].manifest_sha256 => {
+                        DuplicateRoute::SameBundle
+                    }
+                    Known::InRun(..) => DuplicateRoute::OtherBundle,
+                };
+                covered.push((kf.max(f), kl.min(l), route));
+            }
+            Overlap::Undecided => undecided = true,
+        }
+    }
+    // A duplicate when consistent known ranges cover every seq.
+    covered.sort_by_key(|&(a, b, _)| (a, b));
+    let mut next = f;
+    let mut route = DuplicateRoute::AlreadyCarried;
+    for &(a, b, r) in &covered {
+        if a > next {
+            break;
+        }
+        if b >= next {
+            next = b + 1;
+        }
+        if r != DuplicateRoute::AlreadyCarried {
+            route = r;
+        }
+    }
+    if next > l {
+        (Fate::Duplicate(route), None, false)
+    } else {
+        (Fate::Forward, None, undecided)
+    }
+}
+
+/// Groups the segments to forward into bundles of at most `max_size`
+/// bytes. Overlapping segments of one origin go into different bundles (a
+/// bundle must not hold both).
+fn pack(
+    inputs: &[Input],
+    forward: &[(usize, usize)],
+    max_size: u64,
+    report: &mut RelayReport,
+) -> Vec<Vec<(usize, usize)>> {
+    // Fixed bytes: manifest header and rounding, seal member, end blocks, and
+    // the manifest's own fields.
+    const FIXED: u64 = 6 * BLOCK as u64 + 256;
+    let mut groups: Vec<Vec<(usize, usize)>> = Vec::new();
+    let mut current: Vec<(usize, usize)> = Vec::new();
+    let mut size = FIXED;
+    for &(i, j) in forward {
+        let c = &inputs[i].segments[j];
+        let d = &c.descriptor;
+        // The manifest record as it is, one more hop (164 bytes), a comma.
+        let record = serde_json::to_string(&c.record).map(|r| r.len() as u64).unwrap_or(1 << 16) + 200;
+        let need = BLOCK as u64 + d.zstd_len + padding(d.zstd_len) as u64 + record;
+        let clash = current.iter().any(|&(ci, cj)| {
+            let o = &inputs[ci].segments[cj].descriptor;
+            o.origin == d.origin
+                && ((o.first_seq <= d.last_seq && d.first_seq <= o.last_seq)
+                    || (o.last_seq + 1 == d.first_seq && o.chain_after != d.chain_before)
+                    || (d.last_seq + 1 == o.first_seq && d.chain_after != o.chain_before))
+        });
+        if !current.is_empty() && (clash || size + need > max_size) {
+            groups.push(std::mem::take(&mut current));
+            size = FIXED;
+        }
+        if FIXED + need > max_size {
+            report.warnings.push(format!(
+                "{} alone is {} bytes, more than --max-size {max_size}; it was written in a bundle of its own",
+                d.member_name(),
+                FIXED + need
+            ));
+        }
+        current.push((i, j));
+        size += need;
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
+/// Writes one output bundle: ledger rows pending, bundle durable, rows completed.
+fn write_group(
+    node: &Node,
+    inputs: &[Input],
+    group: &[(usize, usize)],
+    opts: &RelayOptions,
+    ledger: &mut Ledger,
+    progress: &mut dyn Progress,
+    report: &mut RelayReport,
+) -> Result<(), RelayError> {
+    let write_err = |source| RelayError::Write { dir: opts.out_dir.clone(), source };
+    let me = node.id();
+    let mut records = Vec::with_capacity(group.len());
+    let mut descriptors = Vec::with_capacity(group.len());
+    let mut rows = Vec::with_capacity(group.len());
+    for &(i, j) in group {
+        let c = &inputs[i].segments[j];
+        let mut record = c.record.clone();
+        let origin_sig = keys::decode_signature(&record.signature)
+            .ok_or_else(|| write_err(BundleError::Malformed("origin signature is not base64url".into())))?;
+        let previous = match record.hops.last() {
+            Some(h) => Some(
+                keys::decode_signature(&h.signature)
+                    .ok_or_else(|| write_err(BundleError::Malformed("hop signature is not base64url".into())))?
+                    .to_bytes(),
+            ),
+            None => None,
+        };
+        let at = Timestamp::now();
+        let msg = hop_message(record.descriptor.get().as_bytes(), &origin_sig.to_bytes(), previous.as_ref(), me, at);
+        let sig = keys::sign(node.signing_key(), HOP_PREFIX, &msg);
+        record.hops.push(Hop { node: me.clone(), at, signature: keys::encode_signature(&sig) });
+        records.push(record);
+        descriptors.push(c.descriptor.clone());
+        rows.push(Carried::new(&c.descriptor, c.descriptor_sha256.clone(), &inputs[i].path, &inputs[i].source));
+    }
+    ledger.add_pending(&rows)?;
+    hit("relay: ledger rows pending, bundle not yet written");
+    let written = write_bundle(&opts.out_dir, records, &descriptors, node.signing_key(), |k, w| {
+        let (i, j) = group[k];
+        let input = &inputs[i];
+        copy_segment(input, &input.segments[j], w)?;
+        progress.advance(input.segments[j].descriptor.zstd_len);
+        Ok(())
+    })
+    .map_err(write_err)?;
+    hit("relay: bundle durable, ledger not yet completed");
+    let name = written.path.display().to_string();
+    ledger.complete(&rows, &name)?;
+    hit("relay: ledger completed");
+    report.counts.bundles_written += 1;
+    report.counts.segments_written += group.len() as u64;
+    let entries: u64 = descriptors.iter().map(|d| d.count).sum();
+    report.counts.entries_written += entries;
+    report.counts.bytes_written += written.bytes;
+    report.written.push(WrittenBundle {
+        file: written.path,
+        bytes: written.bytes,
+        segments: group.len() as u64,
+        entries,
+    });
+    Ok(())
+}
+
+/// Copies a verified segment's compressed bytes from its input, refusing
+/// an input that changed since it was verified.
+fn copy_segment(input: &Input, c: &Candidate, w: &mut dyn Write) -> io::Result<()> {
+    let changed = || {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{} changed since it was verified", input.path.display()))
+    };
+    let mut f = File::open(&input.path)?;
+    let meta = f.metadata()?;
+    if meta.len() != input.len || meta.modified().ok() != input.modified {
+        return Err(changed());
+    }
+    let d = &c.descriptor;
+    f.seek(SeekFrom::Start(c.offset - BLOCK as u64))?;
+    let mut header = [0u8; BLOCK];
+    f.read_exact(&mut header)?;
+    if header != tar_header(&d.member_name(), d.zstd_len)? {
+        return Err(changed());
+    }
+    let mut src = BufReader::with_capacity(256 << 10, f).take(d.zstd_len);
+    let n = io::copy(&mut src, w)?;
+    if n != d.zstd_len {
+        return Err(changed());
+    }
+    Ok(())
+}
+
+/// Copies `path` into `HOME/quarantine/` (durably, never overwriting a
+/// different file) with a `<name>.reason.txt` beside it.
+pub fn quarantine(home: &Path, path: &Path, reason: &str) -> Result<PathBuf, RelayError> {
+    let dir = home.join("quarantine");
+    let err = |source| RelayError::Quarantine { path: path.to_path_buf(), dir: dir.clone(), source };
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    let raw = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle.tar".into());
+    let safe: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect();
+    let (stem, ext) = match safe.strip_suffix(".tar") {
+        Some(s) => (s.to_owned(), ".tar"),
+        None => (safe.clone(), ""),
+    };
+    for n in 1u32..=10_000 {
+        let name = if n == 1 { format!("{stem}{ext}") } else { format!("{stem}-{n}{ext}") };
+        let dest = dir.join(&name);
+        let reason_path = dir.join(format!("{name}.reason.txt"));
+        if dest.exists() {
+            if same_content(&dest, path).map_err(err)? {
+                fsutil::write_atomic(&reason_path, reason.as_bytes()).map_err(err)?;
+                return Ok(dest);
+            }
+            continue;
+        }
+        let mut tmp = fsutil::temp_in(&dir).map_err(err)?;
+        let mut src = File::open(path).map_err(err)?;
+        io::copy(&mut src, tmp.as_file_mut()).map_err(err)?;
+        hit("relay: quarantine copy in temp file");
+        match fsutil::persist_new(tmp, &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(err(e)),
+        }
+        hit("relay: quarantined, reason not yet written");
+        fsutil::write_atomic(&reason_path, reason.as_bytes()).map_err(err)?;
+        return Ok(dest);
+    }
+    Err(err(io::Error::other("too many different quarantined files of this name")))
+}
+
+fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
+    if std::fs::metadata(a)?.len() != std::fs::metadata(b)?.len() {
+        return Ok(false);
+    }
+    let (mut ra, mut rb) = (BufReader::new(File::open(a)?), BufReader::new(File::open(b)?));
+    let (mut ba, mut bb) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        let n = ra.read(&mut ba)?;
+        if n == 0 {
+            return Ok(rb.read(&mut bb[..1])? == 0);
+        }
+        rb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
