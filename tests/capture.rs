@@ -572,3 +572,49 @@ fn virtual_tables_and_their_shadow_tables_are_left_out() {
     assert_eq!(f.summary().len(), 1);
     assert!(capture::status(&f.db).expect("status").stale.is_empty());
 }
+
+#[test]
+fn streamed_lines_equal_the_canonical_entry_lines() {
+    let f = fixture(
+        "CREATE TABLE v (id INTEGER PRIMARY KEY, x, r REAL);
+         CREATE TABLE p (a TEXT, b BLOB, note TEXT, PRIMARY KEY (a, b));",
+        None,
+    );
+    f.track();
+    let c = f.conn();
+    let values = [
+        Value::Null,
+        Value::Integer(i64::MIN),
+        Value::Real(0.1 + 0.2),
+        Value::Real(-0.0),
+        Value::Real(f64::NEG_INFINITY),
+        Value::Text("é\u{1F600}\"\\\u{1}".into()),
+        Value::Blob(vec![0, 255, 7]),
+    ];
+    for (i, v) in values.iter().enumerate() {
+        c.execute("INSERT INTO v (id, x, r) VALUES (?1, ?2, ?2)", rusqlite::params![i as i64, v]).expect("insert");
+        c.execute("INSERT INTO p (a, b, note) VALUES (?1, ?2, ?3)", rusqlite::params![format!("k{i}"), v, v])
+            .expect("insert");
+    }
+    c.execute_batch(
+        "UPDATE v SET x = 1.0 WHERE id = 1; UPDATE v SET id = 100, r = 2 WHERE id = 2; DELETE FROM v WHERE id = 3;
+         UPDATE p SET note = 'n', b = x'01' WHERE a = 'k4'; DELETE FROM p WHERE a = 'k5';",
+    )
+    .expect("dml");
+    let last: i64 = c.query_row("SELECT MAX(seq) FROM _ferry_journal", [], |r| r.get(0)).expect("max");
+    let canonical: Vec<Vec<u8>> =
+        JournalRows::new(&c, "app", 1, last as u64).expect("rows").map(|r| r.expect("row").0.to_line()).collect();
+    let mut streamed = Vec::new();
+    JournalRows::new(&c, "app", 1, last as u64)
+        .expect("rows")
+        .for_each_line(|head, bytes| {
+            assert_eq!(head.seq as usize, streamed.len() + 1);
+            streamed.push(bytes.to_vec());
+            Ok(())
+        })
+        .expect("stream");
+    assert_eq!(streamed.len(), canonical.len());
+    for (s, c) in streamed.iter().zip(&canonical) {
+        assert_eq!(String::from_utf8_lossy(s), String::from_utf8_lossy(c));
+    }
+}

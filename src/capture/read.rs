@@ -3,14 +3,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
+use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
 use super::track::{layouts, stale_reasons, Layout};
 use super::{is_tracked, open_db, sql_err, watermark, CaptureError, CAPTURE_FORMAT};
-use crate::bundle::create::{pack, CreateError, CreateOptions, CreateReport};
-use crate::bundle::BundleError;
+use crate::bundle::create::{CreateOptions, CreateReport, Packer};
 use crate::chain::ChainHash;
-use crate::journal::{Entry, Op, Row, Timestamp};
+use crate::journal::{check_name, Entry, EntryHead, Op, Row, Timestamp};
 use crate::node::Node;
 use crate::progress::Progress;
 use crate::value::Value;
@@ -125,6 +125,105 @@ impl<'c> JournalRows<'c> {
     }
 }
 
+impl JournalRows<'_> {
+    /// Streams the rows to `sink` as (head, line bytes) without building
+    /// entries: the same bytes the iterator yields (tested), written straight
+    /// from SQLite's values. Used by [`create_from_db`].
+    pub fn for_each_line(
+        mut self,
+        mut sink: impl FnMut(&EntryHead<'_>, &[u8]) -> Result<(), CaptureError>,
+    ) -> Result<(), CaptureError> {
+        let err = sql_err(&self.path);
+        let mut line = Vec::with_capacity(512);
+        for l in self.layouts.values() {
+            for name in std::iter::once(&l.name).chain(&l.columns) {
+                check_name("table or column", name).map_err(|reason| CaptureError::Damaged {
+                    path: self.path.clone(),
+                    seq: self.next,
+                    reason,
+                })?;
+            }
+        }
+        while self.next <= self.to {
+            let hi = self.to.min(self.next.saturating_add(CHUNK as u64 - 1));
+            let mut st = self.conn.prepare_cached(&self.select).map_err(&err)?;
+            let mut rows = st.query([self.next as i64, hi as i64]).map_err(&err)?;
+            while let Some(r) = rows.next().map_err(&err)? {
+                let seq = r.get::<_, i64>(0).map_err(&err)? as u64;
+                let damaged =
+                    |reason: &str| CaptureError::Damaged { path: self.path.clone(), seq, reason: reason.into() };
+                let ts = Timestamp(super::track::julian_to_micros(r.get::<_, f64>(1).map_err(&err)?));
+                let tid: i64 = r.get(3).map_err(&err)?;
+                let l = self.layouts.get(&tid).ok_or_else(|| damaged("unknown table layout"))?;
+                if l.pk.len() > self.nk || l.columns.len() > self.nv || l.pk.is_empty() {
+                    return Err(damaged("the journal does not match the table layout"));
+                }
+                let op = match r.get::<_, i64>(2).map_err(&err)? {
+                    1 => Op::Insert,
+                    2 => Op::Update,
+                    3 => Op::Delete,
+                    _ => return Err(damaged("unknown op")),
+                };
+                let (k0, v0) = (5, 5 + self.nk);
+                line.clear();
+                self.lines.head(seq, ts, op, &l.name, &mut line);
+                line.extend_from_slice(b",\"pk\":{");
+                for (j, &i) in l.pk.iter().enumerate() {
+                    let at = if op == Op::Insert { v0 + i } else { k0 + j };
+                    write_pair(j == 0, &l.columns[i], r.get_ref(at).map_err(&err)?, &mut line);
+                }
+                line.push(b'}');
+                match op {
+                    Op::Insert => {
+                        line.extend_from_slice(b",\"fields\":{");
+                        let mut first = true;
+                        for (i, c) in l.columns.iter().enumerate().filter(|(i, _)| !l.pk.contains(i)) {
+                            write_pair(first, c, r.get_ref(v0 + i).map_err(&err)?, &mut line);
+                            first = false;
+                        }
+                        line.push(b'}');
+                    }
+                    Op::Update => {
+                        let mask = r.get_ref(4).map_err(&err)?;
+                        let mask = mask.as_str().map_err(|_| damaged("an update without a mask"))?;
+                        if mask.len() != l.columns.len() || !mask.contains('1') {
+                            return Err(damaged("the update mask does not match the table"));
+                        }
+                        line.extend_from_slice(b",\"fields\":{");
+                        for (n, (i, _)) in mask.bytes().enumerate().filter(|(_, b)| *b == b'1').enumerate() {
+                            write_pair(n == 0, &l.columns[i], r.get_ref(v0 + i).map_err(&err)?, &mut line);
+                        }
+                        line.push(b'}');
+                    }
+                    Op::Delete => {}
+                }
+                line.push(b'}');
+                sink(&EntryHead { seq, ts, op, table: std::borrow::Cow::Borrowed(&l.name) }, &line)?;
+            }
+            self.next = hi + 1;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `"name":value` (preceded by a comma unless `first`), the value
+/// exactly as [`Value`]'s serialisation writes it.
+fn write_pair(first: bool, name: &str, v: ValueRef<'_>, out: &mut Vec<u8>) {
+    if !first {
+        out.push(b',');
+    }
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, name);
+    out.push(b':');
+    let _ = match v {
+        ValueRef::Null => serde_json::to_writer(&mut *out, &()),
+        ValueRef::Integer(i) => serde_json::to_writer(&mut *out, &i),
+        ValueRef::Text(t) => serde_json::to_writer(&mut *out, &*String::from_utf8_lossy(t)),
+        ValueRef::Real(f) => serde_json::to_writer(&mut *out, &Value::Real(f)),
+        ValueRef::Blob(_) => serde_json::to_writer(&mut *out, &Value::from(v)),
+    };
+}
+
 impl Iterator for JournalRows<'_> {
     type Item = Result<(Entry, Vec<u8>), CaptureError>;
 
@@ -191,24 +290,13 @@ pub fn create_from_db(
         _ => (1, ChainHash::GENESIS),
     };
     progress.start("bundling", Some(last.saturating_sub(first - 1)));
-    let mut failure: Option<CaptureError> = None;
-    let rows = JournalRows::new(&conn, &p, first, last)?;
-    // `pack` only knows its own error type: keep the real error aside and
-    // hand it a placeholder that stops the run.
-    let lines = rows.map(|item| match item {
-        Ok(x) => Ok(x),
-        Err(e) => {
-            failure = Some(e);
-            Err(CreateError::Bundle(BundleError::Malformed("failed to read the captured journal".into())))
-        }
-    });
-    let mut counting = CountEntries(progress);
-    let result = pack(node, opts, first, chain, wm, Some(fingerprint), lines, &mut counting);
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    let (report, chain_after) = result?;
-    counting.0.finish();
+    let mut packer = Packer::new(node, opts, first, chain, wm)?;
+    JournalRows::new(&conn, &p, first, last)?.for_each_line(|head, bytes| {
+        progress.advance(1);
+        Ok(packer.push(head, bytes)?)
+    })?;
+    let (report, chain_after) = packer.finish(Some(fingerprint))?;
+    progress.finish();
     if let Some(seq) = report.last_seq {
         // Only once the bundle is durable: a crash before this bundles the
         // same entries again next time, which every hop drops as duplicates.
@@ -223,19 +311,6 @@ pub fn create_from_db(
     Ok(report)
 }
 
-/// Reports progress in entries rather than bytes (the total is an entry count).
-struct CountEntries<'a>(&'a mut dyn Progress);
-
-impl Progress for CountEntries<'_> {
-    fn start(&mut self, label: &str, total: Option<u64>) {
-        self.0.start(label, total)
-    }
-    fn advance(&mut self, _bytes: u64) {
-        self.0.advance(1)
-    }
-    fn finish(&mut self) {}
-}
-
 /// Writes entries as exactly the bytes of [`Entry::to_line`], faster: keys in
 /// the same order, values through the same serde serialisers, and the
 /// timestamp formatted once per distinct value (a bulk statement's rows share
@@ -246,15 +321,20 @@ struct LineWriter {
 }
 
 impl LineWriter {
-    fn write(&mut self, e: &Entry, out: &mut Vec<u8>) {
+    /// `{"seq":…,"ts":…,"op":…,"table":…` (the line up to `"pk"`).
+    fn head(&mut self, seq: u64, ts: Timestamp, op: Op, table: &str, out: &mut Vec<u8>) {
         use std::io::Write;
-        let ts = match &self.ts {
-            Some((t, s)) if *t == e.ts.0 => s,
-            _ => &self.ts.insert((e.ts.0, format_ts(e.ts))).1,
+        let text = match &self.ts {
+            Some((t, s)) if *t == ts.0 => s,
+            _ => &self.ts.insert((ts.0, format_ts(ts))).1,
         };
         // Writing into a Vec cannot fail.
-        let _ = write!(out, "{{\"seq\":{},\"ts\":\"{ts}\",\"op\":\"{}\",\"table\":", e.seq, e.op.as_str());
-        let _ = serde_json::to_writer(&mut *out, &e.table);
+        let _ = write!(out, "{{\"seq\":{seq},\"ts\":\"{text}\",\"op\":\"{}\",\"table\":", op.as_str());
+        let _ = serde_json::to_writer(&mut *out, table);
+    }
+
+    fn write(&mut self, e: &Entry, out: &mut Vec<u8>) {
+        self.head(e.seq, e.ts, e.op, &e.table, out);
         out.extend_from_slice(b",\"pk\":");
         write_row(&e.pk, out);
         if let Some(f) = &e.fields {
