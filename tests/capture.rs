@@ -618,3 +618,32 @@ fn streamed_lines_equal_the_canonical_entry_lines() {
         assert_eq!(String::from_utf8_lossy(s), String::from_utf8_lossy(c));
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn crash_inside_track_leaves_the_database_untracked_and_intact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = common::init_node(dir.path(), "field-1", Some(1));
+    let db = dir.path().join("app.sqlite3");
+    Connection::open(&db)
+        .expect("db")
+        .execute_batch("CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT); INSERT INTO a (v) VALUES ('x');")
+        .expect("ddl");
+    let before = dump(&Connection::open(&db).expect("db"));
+    let copy = dir.path().join("copy.sqlite3");
+    std::fs::copy(&db, &copy).expect("copy");
+    let o = common::ferry(&home).arg("track").arg(&copy).env("FERRY_CRASH_TRACE", "1").output().expect("run");
+    let n = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .find(|l| l.contains("track: capture installed"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .expect("crash point traced");
+    let o = common::ferry(&home).arg("track").arg(&db).env("FERRY_CRASH_AT", &n).output().expect("run");
+    assert!(!o.status.success(), "killed");
+    let c = Connection::open(&db).expect("db");
+    assert!(!capture::is_tracked(&c).expect("check"));
+    assert_eq!(dump(&c), before, "nothing half-installed");
+    let seq: i64 = c.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'a'", [], |r| r.get(0)).expect("seq");
+    assert_eq!(seq, 1, "the id block move rolled back too");
+    common::ferry(&home).arg("track").arg(&db).assert().success();
+}

@@ -306,6 +306,7 @@ pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport,
         params![fingerprint, sel, crate::journal::Timestamp::now().0, CAPTURE_FORMAT],
     )
     .map_err(&err)?;
+    crate::crashpoint::hit("track: capture installed, not yet committed");
     tx.commit().map_err(&err)?;
     Ok(TrackReport {
         db: p,
@@ -506,6 +507,7 @@ pub fn untrack(db: &Path) -> Result<bool, CaptureError> {
     if has_seq {
         tx.execute("DELETE FROM sqlite_sequence WHERE name LIKE '\\_ferry%' ESCAPE '\\'", []).map_err(&err)?;
     }
+    crate::crashpoint::hit("untrack: capture removed, not yet committed");
     tx.commit().map_err(&err)?;
     Ok(!objects.is_empty())
 }
