@@ -43,6 +43,8 @@ pub enum CaptureError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("no database at {path} (give the app's SQLite file)")]
+    NoDatabase { path: String },
     #[error("{path} is not tracked: run `ferry track {path}` first")]
     NotTracked { path: String },
     #[error("{path} was tracked by node {tracked_by}, not by this node ({this}); bundle it with that node's home, or `ferry untrack` it first")]
@@ -74,6 +76,9 @@ pub(crate) fn sql_err(path: &str) -> impl Fn(rusqlite::Error) -> CaptureError {
 /// so ferry waits briefly for the app's writers instead of failing.
 pub fn open_db(path: &std::path::Path) -> Result<Connection, CaptureError> {
     let p = path.display().to_string();
+    if !path.is_file() {
+        return Err(CaptureError::NoDatabase { path: p });
+    }
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(sql_err(&p))?;
     conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(sql_err(&p))?;
