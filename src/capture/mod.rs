@@ -11,14 +11,15 @@
 //!   names in declaration order, primary-key positions. A layout never
 //!   changes once written, so journal rows stay readable after migrations.
 //! - `_ferry_journal`: one row per captured change: `seq` (the rowid, so
-//!   max + 1: gap-free and in commit order), `ts` (µs), `op`, `tid`, `mask` (updates: `'0'`/`'1'` per
-//!   column), `k0…` (old key values), `v0…` (column values). The `k`/`v`
-//!   columns have no declared type, so SQLite stores every value exactly as
-//!   the app wrote it (storage class and bits), with no text conversion.
+//!   max + 1: gap-free and in commit order), `ts` (`julianday('now')`),
+//!   `op`, `tid`, `mask` (updates: `'0'`/`'1'` per column), `k0…` (old key
+//!   values), `v0…` (column values). The `k`/`v` columns have no declared
+//!   type, so SQLite stores every value exactly as the app wrote it (storage
+//!   class and bits), with no text conversion.
 //! - triggers `_ferry_ins_T`, `_ferry_upd_T`, `_ferry_del_T` on each tracked table.
 //!
-//! [`read`] turns journal rows into canonical entry lines; [`create_from_db`]
-//! bundles them.
+//! [`JournalRows`] turns journal rows into canonical entry lines;
+//! [`create_from_db`] bundles them.
 
 mod read;
 mod track;
