@@ -5,6 +5,7 @@
 //! verification, something was rejected or quarantined); 2 an error (bad
 //! usage, missing node, I/O).
 
+mod apply;
 mod bundle;
 mod demo;
 mod node;
@@ -51,6 +52,12 @@ pub enum Command {
     /// Create, verify, inspect bundles.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// List the conflicts recorded in a database bundles were applied to.
+    #[command(after_help = "Example:\n  ferry conflicts --db central.sqlite3 --json")]
+    Conflicts(apply::ConflictsArgs),
+    /// Show what a database holds from each origin: applied and missing ranges, forks, parked, conflicts.
+    #[command(after_help = "Example:\n  ferry status --db central.sqlite3")]
+    Status(apply::StatusArgs),
     /// Run the whole story on built-in fixtures in a temporary folder.
     Demo(demo::DemoArgs),
     /// Write man pages or shell completions (for packagers).
@@ -82,6 +89,8 @@ pub fn main() -> ExitCode {
         Command::Key(c) => node::run_key(c, cli.home, &ui),
         Command::Trust(c) => trust::run(c, cli.home, &ui),
         Command::Bundle(c) => bundle::run(c, cli.home, &ui),
+        Command::Conflicts(a) => apply::run_conflicts(a),
+        Command::Status(a) => apply::run_db_status(a),
         Command::Demo(a) => demo::run(a, &ui),
         Command::Generate(a) => generate(a),
     };
