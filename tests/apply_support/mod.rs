@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ferry::bundle::writer::copy_file;
 use ferry::bundle::{write_bundle, SegmentBuilder};
@@ -14,13 +15,18 @@ use ferry::value::Value;
 
 /// An origin: a real node and the journal it has written so far.
 pub struct Origin {
-    pub node: Node,
+    pub node: Arc<Node>,
     pub lines: Vec<Vec<u8>>,
 }
 
 impl Origin {
     pub fn new(dir: &Path, name: &str) -> Origin {
         let node = Node::init(&dir.join(name), name, None).expect("node init");
+        Origin { node: Arc::new(node), lines: Vec::new() }
+    }
+
+    /// A fresh journal for an existing node (cheap: no key generation).
+    pub fn with_node(node: Arc<Node>) -> Origin {
         Origin { node, lines: Vec::new() }
     }
 
