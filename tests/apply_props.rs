@@ -15,6 +15,7 @@ use ferry::node::Node;
 use ferry::progress::Silent;
 use ferry::value::Value;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -179,7 +180,11 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 500,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/apply_props.txt"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn any_arrival_order_with_duplicates_gives_the_same_database(c in case()) {
