@@ -130,5 +130,9 @@ fn verify_against_says_whether_a_bundle_would_apply() {
         common::ferry(&s.home).args(["bundle", "verify", "--against"]).arg(&s.db).arg(&drift).output().expect("run");
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("schema"));
-    assert_eq!(count(&s.db, "SELECT count(*) FROM sqlite_schema WHERE name LIKE '\\_ferry%' ESCAPE '\\'"), 0, "verify writes nothing");
+    assert_eq!(
+        count(&s.db, "SELECT count(*) FROM sqlite_schema WHERE name LIKE '\\_ferry%' ESCAPE '\\'"),
+        0,
+        "verify writes nothing"
+    );
 }
