@@ -257,6 +257,16 @@ fn main() {
         std::fs::metadata(&big).map(|m| m.len()).unwrap_or(0)
     );
 
+    let trust = node.trust().expect("trust");
+    let t = Instant::now();
+    let v = ferry::verify::verify_file(&big, &trust, &mut Silent);
+    assert!(v.ok, "{:?}", v.error);
+    let verify_secs = t.elapsed().as_secs_f64();
+    println!(
+        "verify only (signatures, hashes, decompress, parse): {verify_secs:.2}s  {:>10.0} entries/s",
+        n as f64 / verify_secs
+    );
+
     let db = dir.path().join("target.sqlite3");
     let plain = plain_loop(&db, n).as_secs_f64();
     let (ferry_secs, hwm_big) = run_child(&db, &big, &home);

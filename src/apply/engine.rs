@@ -336,6 +336,28 @@ impl<'c> Engine<'c> {
     fn insert(&mut self, cx: &Ctx) -> Result<(), Fail> {
         let conn = self.conn;
         let tname = cx.e.table.as_str();
+        // Fast path: a key the ledger has never seen (most inserts). Claim it
+        // in the ledger first; if it was there after all, take the full path.
+        let fresh = RowState {
+            present: true,
+            ins: Some(cx.v),
+            del: None,
+            cols: self.fields(cx).iter().map(|(c, _)| (c.clone(), cx.v)).collect(),
+            parked: false,
+        };
+        if ledger::insert_new_row(conn, tname, &cx.key, &fresh)? {
+            return match self.physical_insert(cx)? {
+                Written::Done(1) => Ok(()),
+                Written::Done(_) => {
+                    let st = RowState { present: true, ..RowState::default() };
+                    self.insert_into_present(cx, st, true)
+                }
+                Written::Refused(m) => {
+                    ledger::forget_row(conn, tname, &cx.key)?;
+                    self.quarantine(cx.e, cx.line, CONSTRAINT, &m)
+                }
+            };
+        }
         match ledger::load_row(conn, tname, &cx.key)? {
             Some(st) if st.present => self.insert_into_present(cx, st, false),
             Some(mut st) => {

@@ -204,6 +204,28 @@ pub fn save_row(conn: &Connection, tbl: &str, key: &str, st: &RowState) -> rusql
     Ok(())
 }
 
+/// Records the state of a key the ledger has not seen; false when it has.
+pub fn insert_new_row(conn: &Connection, tbl: &str, key: &str, st: &RowState) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO _ferry_rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (tbl, key) DO NOTHING",
+    )?;
+    let n = stmt.execute(params![
+        tbl,
+        key,
+        st.present,
+        st.ins.map(|v| v.encode()),
+        st.del.map(|v| v.encode()),
+        encode_cols(&st.cols),
+        st.parked
+    ])?;
+    Ok(n == 1)
+}
+
+pub fn forget_row(conn: &Connection, tbl: &str, key: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM _ferry_rows WHERE tbl = ?1 AND key = ?2")?.execute(params![tbl, key])?;
+    Ok(())
+}
+
 /// The applied seq ranges of one origin, sorted.
 pub fn ranges(conn: &Connection, origin: u32) -> rusqlite::Result<Vec<(u64, u64)>> {
     let mut stmt =
