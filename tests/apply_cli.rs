@@ -3,7 +3,6 @@
 //! (deserialised with `deny_unknown_fields`).
 
 mod apply_support;
-#[allow(dead_code)]
 mod common;
 
 use apply_support::*;
