@@ -238,8 +238,11 @@ fn main() {
         child(Path::new(&args[2]), Path::new(&args[3]), Path::new(&args[4]));
         return;
     }
-    if args.iter().any(|a| a == "--list") {
-        return; // `cargo bench -- --list` probes
+    if !args.iter().any(|a| a == "--bench") {
+        // `cargo test --all-targets` runs bench binaries without `--bench`:
+        // the full benchmark is for `cargo bench` only.
+        println!("apply benchmark: run with `cargo bench --bench apply`");
+        return;
     }
     let n: u64 = std::env::var("FERRY_BENCH_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = tempfile::tempdir_in(std::env::var_os("FERRY_BENCH_DIR").unwrap_or_else(|| std::env::temp_dir().into()))

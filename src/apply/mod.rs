@@ -284,6 +284,9 @@ fn apply_segment<R: std::io::Read>(
     progress: &mut dyn Progress,
 ) -> Result<SegmentApply, Fail> {
     let d = member.descriptor().clone();
+    // Seqs start at 1; a descriptor claiming 0 fails verification below,
+    // and must not underflow on the way there.
+    let before_first = d.first_seq.saturating_sub(1);
     let conn = eng.conn;
     let origin = d.origin.as_str().to_owned();
     let oid = eng.origin_id(&origin)?;
@@ -294,7 +297,7 @@ fn apply_segment<R: std::io::Read>(
     let known: BTreeMap<u64, Vec<u8>> = {
         let mut stmt =
             conn.prepare_cached("SELECT seq, hash FROM _ferry_chain WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3")?;
-        let rows = stmt.query_map(params![oid, (d.first_seq - 1) as i64, d.last_seq as i64], |r| {
+        let rows = stmt.query_map(params![oid, before_first as i64, d.last_seq as i64], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
         })?;
         rows.collect::<Result<_, _>>()?
@@ -308,8 +311,8 @@ fn apply_segment<R: std::io::Read>(
         new_hash: new.to_hex(),
         segment: d.member_name(),
     };
-    if let Some(h) = known.get(&(d.first_seq - 1)).filter(|h| h.as_slice() != chain_before.0) {
-        fork = Some(fork_at(d.first_seq - 1, h, &chain_before));
+    if let Some(h) = known.get(&before_first).filter(|h| h.as_slice() != chain_before.0) {
+        fork = Some(fork_at(before_first, h, &chain_before));
     }
     conn.execute_batch("SAVEPOINT ferry_segment")?;
     let mut chain = chain_before;
@@ -381,7 +384,7 @@ fn apply_segment<R: std::io::Read>(
         for (a, b) in &runs {
             ledger::add_range(conn, oid, *a, *b)?;
         }
-        checkpoints.push((d.first_seq - 1, chain_before));
+        checkpoints.push((before_first, chain_before));
         checkpoints.push((d.last_seq, chain));
         let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO _ferry_chain VALUES (?1, ?2, ?3)")?;
         for (seq, h) in &checkpoints {
