@@ -165,7 +165,29 @@ struct Ctx<'e> {
     line: &'e [u8],
     v: Ver,
     key_vals: Vec<Value>,
-    key: String,
+    /// The key as the ledger stores it (see [`ledger_key`]).
+    lkey: Value,
+}
+
+impl Ctx<'_> {
+    /// The key as text for people (a JSON array of the key values).
+    fn key(&self) -> String {
+        key_text(&self.key_vals)
+    }
+}
+
+/// The key values as a JSON array (how conflicts show a key).
+pub fn key_text(key_vals: &[Value]) -> String {
+    serde_json::to_string(key_vals).unwrap_or_default()
+}
+
+/// The key as the ledger stores it: the integer itself for a single integer
+/// key (compact and fast to compare), else the JSON array text.
+pub fn ledger_key(key_vals: &[Value]) -> Value {
+    match key_vals {
+        [Value::Integer(i)] => Value::Integer(*i),
+        _ => Value::Text(key_text(key_vals)),
+    }
 }
 
 /// Whether a physical write was refused by a constraint.
@@ -233,11 +255,12 @@ impl<'c> Engine<'c> {
             .iter()
             .map(|k| if k == "rowid" { Value::Integer(rowid) } else { row.get(k).cloned().unwrap_or(Value::Null) })
             .collect();
-        let key = serde_json::to_string(&key_vals).unwrap_or_default();
+        let key = key_text(&key_vals);
+        let lkey = ledger_key(&key_vals);
         let tname = t.name.clone();
         let quoted = t.quoted.clone();
         let row_json = serde_json::to_string(&row).unwrap_or_default();
-        let mut st = ledger::load_row(self.conn, &tname, &key)?.unwrap_or_default();
+        let mut st = ledger::load_row(self.conn, &tname, &lkey)?.unwrap_or_default();
         let detail = format!("row references a missing row in {parent:?}; moved to quarantine");
         self.conflict_raw(FOREIGN_KEY, &tname, &key, None, st.ins, Some(row_json.clone()), None, &detail)?;
         let origin = st.ins.map(|v| self.name(v.origin).to_owned()).unwrap_or_default();
@@ -251,7 +274,7 @@ impl<'c> Engine<'c> {
         self.conn.execute(&format!("DELETE FROM {quoted} WHERE rowid = ?1"), [rowid])?;
         st.present = false;
         st.cols.clear();
-        ledger::save_row(self.conn, &tname, &key, &st)?;
+        ledger::save_row(self.conn, &tname, &lkey, &st)?;
         Ok(true)
     }
 
@@ -312,8 +335,8 @@ impl<'c> Engine<'c> {
                 Some(val) => key_vals.push(val.clone()),
             }
         }
-        let key = serde_json::to_string(&key_vals).unwrap_or_default();
-        let cx = Ctx { e, line, v, key_vals, key };
+        let lkey = ledger_key(&key_vals);
+        let cx = Ctx { e, line, v, key_vals, lkey };
         self.counts.applied += 1;
         match e.op {
             Op::Insert => self.insert(&cx),
@@ -345,7 +368,7 @@ impl<'c> Engine<'c> {
             cols: self.fields(cx).iter().map(|(c, _)| (c.clone(), cx.v)).collect(),
             parked: false,
         };
-        if ledger::insert_new_row(conn, tname, &cx.key, &fresh)? {
+        if ledger::insert_new_row(conn, tname, &cx.lkey, &fresh)? {
             return match self.physical_insert(cx)? {
                 Written::Done(1) => Ok(()),
                 Written::Done(_) => {
@@ -353,12 +376,12 @@ impl<'c> Engine<'c> {
                     self.insert_into_present(cx, st, true)
                 }
                 Written::Refused(m) => {
-                    ledger::forget_row(conn, tname, &cx.key)?;
+                    ledger::forget_row(conn, tname, &cx.lkey)?;
                     self.quarantine(cx.e, cx.line, CONSTRAINT, &m)
                 }
             };
         }
-        match ledger::load_row(conn, tname, &cx.key)? {
+        match ledger::load_row(conn, tname, &cx.lkey)? {
             Some(st) if st.present => self.insert_into_present(cx, st, false),
             Some(mut st) => {
                 if let Some(d) = st.del.filter(|d| self.cmp(cx.v, *d) == Ordering::Less) {
@@ -375,7 +398,7 @@ impl<'c> Engine<'c> {
                     }
                     if self.newer(cx.v, st.ins) {
                         st.ins = Some(cx.v);
-                        ledger::save_row(conn, tname, &cx.key, &st)?;
+                        ledger::save_row(conn, tname, &cx.lkey, &st)?;
                     }
                     return Ok(());
                 }
@@ -387,9 +410,9 @@ impl<'c> Engine<'c> {
                         }
                         st.cols = self.fields(cx).iter().map(|(c, _)| (c.clone(), cx.v)).collect();
                         if st.parked {
-                            self.replay_parked(tname, &cx.key, &cx.key_vals, &mut st)?;
+                            self.replay_parked(tname, &cx.lkey, &cx.key_vals, &mut st)?;
                         }
-                        ledger::save_row(conn, tname, &cx.key, &st)?;
+                        ledger::save_row(conn, tname, &cx.lkey, &st)?;
                         Ok(())
                     }
                     Written::Done(_) => {
@@ -408,7 +431,7 @@ impl<'c> Engine<'c> {
                         cols: self.fields(cx).iter().map(|(c, _)| (c.clone(), cx.v)).collect(),
                         parked: false,
                     };
-                    ledger::save_row(conn, tname, &cx.key, &st)?;
+                    ledger::save_row(conn, tname, &cx.lkey, &st)?;
                     Ok(())
                 }
                 Written::Done(_) => {
@@ -446,7 +469,7 @@ impl<'c> Engine<'c> {
         let fields = self.fields(cx);
         match self.write_fields(cx, &mut st, &fields, false)? {
             Some(reason) => self.quarantine(cx.e, cx.line, CONSTRAINT, &reason),
-            None => Ok(ledger::save_row(self.conn, &cx.e.table, &cx.key, &st)?),
+            None => Ok(ledger::save_row(self.conn, &cx.e.table, &cx.lkey, &st)?),
         }
     }
 
@@ -454,7 +477,7 @@ impl<'c> Engine<'c> {
         let conn = self.conn;
         let tname = cx.e.table.as_str();
         let fields = self.fields(cx);
-        match ledger::load_row(conn, tname, &cx.key)? {
+        match ledger::load_row(conn, tname, &cx.lkey)? {
             None => {
                 // Never seen: a row from outside ferry, or one still to come.
                 let mut st = RowState::default();
@@ -471,7 +494,7 @@ impl<'c> Engine<'c> {
                     }
                     Written::Refused(m) => return self.quarantine(cx.e, cx.line, CONSTRAINT, &m),
                 }
-                ledger::save_row(conn, tname, &cx.key, &st)?;
+                ledger::save_row(conn, tname, &cx.lkey, &st)?;
                 Ok(())
             }
             Some(mut st) => {
@@ -502,12 +525,12 @@ impl<'c> Engine<'c> {
                         )?;
                     }
                     self.park(cx, &fields, &mut st)?;
-                    ledger::save_row(conn, tname, &cx.key, &st)?;
+                    ledger::save_row(conn, tname, &cx.lkey, &st)?;
                     return Ok(());
                 }
                 match self.write_fields(cx, &mut st, &fields, true)? {
                     Some(reason) => self.quarantine(cx.e, cx.line, CONSTRAINT, &reason),
-                    None => Ok(ledger::save_row(conn, tname, &cx.key, &st)?),
+                    None => Ok(ledger::save_row(conn, tname, &cx.lkey, &st)?),
                 }
             }
         }
@@ -517,14 +540,14 @@ impl<'c> Engine<'c> {
         let conn = self.conn;
         let tname = cx.e.table.as_str();
         let t = self.table(tname);
-        let mut st = match ledger::load_row(conn, tname, &cx.key)? {
+        let mut st = match ledger::load_row(conn, tname, &cx.lkey)? {
             Some(st) => st,
             None => {
                 // A row from outside ferry, or one not yet arrived: tombstone either way.
                 let sql = format!("DELETE FROM {} WHERE {}", t.quoted, t.key_where);
                 conn.prepare_cached(&sql)?.execute(params_from_iter(cx.key_vals.iter()))?;
                 let st = RowState { del: Some(cx.v), ..RowState::default() };
-                ledger::save_row(conn, tname, &cx.key, &st)?;
+                ledger::save_row(conn, tname, &cx.lkey, &st)?;
                 return Ok(());
             }
         };
@@ -553,7 +576,7 @@ impl<'c> Engine<'c> {
                             self.conflict_raw(
                                 ROW_MISSING,
                                 tname,
-                                &cx.key,
+                                &cx.key(),
                                 None,
                                 Some(v),
                                 value,
@@ -561,7 +584,7 @@ impl<'c> Engine<'c> {
                                 "update newer than a delete by another origin; parked until the row is inserted again",
                             )?;
                         }
-                        self.park_fields(tname, &cx.key, v, &fields)?;
+                        self.park_fields(tname, &cx.lkey, v, &fields)?;
                     }
                     st.parked = true;
                 }
@@ -596,7 +619,7 @@ impl<'c> Engine<'c> {
             let mut stmt =
                 conn.prepare_cached("SELECT ts, origin, seq, fields FROM _ferry_parked WHERE tbl = ?1 AND key = ?2")?;
             let parked: Vec<(i64, String, i64, String)> = stmt
-                .query_map(params![tname, cx.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .query_map(params![tname, cx.lkey], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<Result<_, _>>()?;
             let mut left = 0;
             for (ts, origin, seq, fields) in parked {
@@ -607,7 +630,7 @@ impl<'c> Engine<'c> {
                         self.conflict_raw(
                             ROW_MISSING,
                             tname,
-                            &cx.key,
+                            &cx.key(),
                             None,
                             Some(v),
                             Some(fields),
@@ -618,14 +641,14 @@ impl<'c> Engine<'c> {
                     conn.prepare_cached(
                         "DELETE FROM _ferry_parked WHERE tbl = ?1 AND key = ?2 AND ts = ?3 AND origin = ?4 AND seq = ?5",
                     )?
-                    .execute(params![tname, cx.key, ts, origin, seq])?;
+                    .execute(params![tname, cx.lkey, ts, origin, seq])?;
                 } else {
                     left += 1;
                 }
             }
             st.parked = left > 0;
         }
-        ledger::save_row(conn, tname, &cx.key, &st)?;
+        ledger::save_row(conn, tname, &cx.lkey, &st)?;
         Ok(())
     }
 
@@ -651,7 +674,7 @@ impl<'c> Engine<'c> {
                             self.conflict_raw(
                                 OVERWRITTEN,
                                 &cx.e.table,
-                                &cx.key,
+                                &cx.key(),
                                 Some(c),
                                 Some(cur),
                                 old,
@@ -667,7 +690,7 @@ impl<'c> Engine<'c> {
                             self.conflict_raw(
                                 OVERWRITTEN,
                                 &cx.e.table,
-                                &cx.key,
+                                &cx.key(),
                                 Some(c),
                                 Some(cx.v),
                                 value,
@@ -753,14 +776,14 @@ impl<'c> Engine<'c> {
 
     fn park(&mut self, cx: &Ctx, fields: &[&(String, Value)], st: &mut RowState) -> Result<(), Fail> {
         let fields: Vec<(String, Value)> = fields.iter().map(|f| (*f).clone()).collect();
-        self.park_fields(&cx.e.table, &cx.key, cx.v, &fields)?;
+        self.park_fields(&cx.e.table, &cx.lkey, cx.v, &fields)?;
         st.parked = true;
         self.counts.parked += 1;
         Ok(())
     }
 
     /// Parks fields written at version `v` (merging with what is parked there).
-    fn park_fields(&mut self, tname: &str, key: &str, v: Ver, fields: &[(String, Value)]) -> Result<(), Fail> {
+    fn park_fields(&mut self, tname: &str, key: &Value, v: Ver, fields: &[(String, Value)]) -> Result<(), Fail> {
         let origin = self.name(v.origin).to_owned();
         let existing: Option<String> = {
             let mut stmt = self.conn.prepare_cached(
@@ -787,17 +810,17 @@ impl<'c> Engine<'c> {
     }
 
     /// Replays the updates parked for a row that has just become present.
-    fn replay_parked(&mut self, tname: &str, key: &str, key_vals: &[Value], st: &mut RowState) -> Result<(), Fail> {
+    fn replay_parked(&mut self, tname: &str, lkey: &Value, key_vals: &[Value], st: &mut RowState) -> Result<(), Fail> {
         let parked: Vec<(i64, String, i64, String)> = {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT ts, origin, seq, fields FROM _ferry_parked WHERE tbl = ?1 AND key = ?2 ORDER BY ts, origin, seq",
             )?;
-            let rows = stmt.query_map(params![tname, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let rows = stmt.query_map(params![tname, lkey], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             rows.collect::<Result<_, _>>()?
         };
         self.conn
             .prepare_cached("DELETE FROM _ferry_parked WHERE tbl = ?1 AND key = ?2")?
-            .execute(params![tname, key])?;
+            .execute(params![tname, lkey])?;
         st.parked = false;
         for (ts, origin, seq, fields) in parked {
             let oid = self.origin_id(&origin)?;
@@ -816,7 +839,7 @@ impl<'c> Engine<'c> {
                 line: &line,
                 v: Ver { ts, origin: oid, seq: seq as u64 },
                 key_vals: key_vals.to_vec(),
-                key: key.to_owned(),
+                lkey: lkey.clone(),
             };
             let fields = self.fields(&cx);
             if let Some(reason) = self.write_fields(&cx, st, &fields, true)? {
@@ -875,7 +898,7 @@ impl<'c> Engine<'c> {
         winner: Option<Ver>,
         detail: &str,
     ) -> Result<(), Fail> {
-        self.conflict_raw(kind, &cx.e.table, &cx.key, col, Some(cx.v), value, winner, detail)
+        self.conflict_raw(kind, &cx.e.table, &cx.key(), col, Some(cx.v), value, winner, detail)
     }
 
     fn quarantine(&mut self, e: &Entry, line: &[u8], kind: &str, reason: &str) -> Result<(), Fail> {

@@ -5,9 +5,12 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::value::Value;
+
 /// Ledger DDL. `_ferry_rows` holds one row per key ferry has seen: whether it
 /// is present, the newest insert and delete versions (the delete is the
-/// tombstone), and the version of every column's current value.
+/// tombstone), and the version of every column's current value. `key` has
+/// no type affinity: an integer for single-integer keys, else JSON text.
 pub const DDL: &str = "
 CREATE TABLE IF NOT EXISTS _ferry_origins (
     id          INTEGER PRIMARY KEY,
@@ -29,7 +32,7 @@ CREATE TABLE IF NOT EXISTS _ferry_chain (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _ferry_rows (
     tbl         TEXT NOT NULL,
-    key         TEXT NOT NULL,
+    key         NOT NULL,
     present     INTEGER NOT NULL,
     ins         BLOB,
     del         BLOB,
@@ -39,7 +42,7 @@ CREATE TABLE IF NOT EXISTS _ferry_rows (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _ferry_parked (
     tbl         TEXT NOT NULL,
-    key         TEXT NOT NULL,
+    key         NOT NULL,
     ts          INTEGER NOT NULL,
     origin      TEXT NOT NULL,
     seq         INTEGER NOT NULL,
@@ -172,7 +175,7 @@ pub fn decode_cols(mut b: &[u8]) -> Option<Vec<(String, Ver)>> {
     Some(out)
 }
 
-pub fn load_row(conn: &Connection, tbl: &str, key: &str) -> rusqlite::Result<Option<RowState>> {
+pub fn load_row(conn: &Connection, tbl: &str, key: &Value) -> rusqlite::Result<Option<RowState>> {
     let mut stmt =
         conn.prepare_cached("SELECT present, ins, del, cols, parked FROM _ferry_rows WHERE tbl = ?1 AND key = ?2")?;
     stmt.query_row(params![tbl, key], |r| {
@@ -190,7 +193,7 @@ pub fn load_row(conn: &Connection, tbl: &str, key: &str) -> rusqlite::Result<Opt
     .optional()
 }
 
-pub fn save_row(conn: &Connection, tbl: &str, key: &str, st: &RowState) -> rusqlite::Result<()> {
+pub fn save_row(conn: &Connection, tbl: &str, key: &Value, st: &RowState) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached("INSERT OR REPLACE INTO _ferry_rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
     stmt.execute(params![
         tbl,
@@ -205,7 +208,7 @@ pub fn save_row(conn: &Connection, tbl: &str, key: &str, st: &RowState) -> rusql
 }
 
 /// Records the state of a key the ledger has not seen; false when it has.
-pub fn insert_new_row(conn: &Connection, tbl: &str, key: &str, st: &RowState) -> rusqlite::Result<bool> {
+pub fn insert_new_row(conn: &Connection, tbl: &str, key: &Value, st: &RowState) -> rusqlite::Result<bool> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO _ferry_rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (tbl, key) DO NOTHING",
     )?;
@@ -221,7 +224,7 @@ pub fn insert_new_row(conn: &Connection, tbl: &str, key: &str, st: &RowState) ->
     Ok(n == 1)
 }
 
-pub fn forget_row(conn: &Connection, tbl: &str, key: &str) -> rusqlite::Result<()> {
+pub fn forget_row(conn: &Connection, tbl: &str, key: &Value) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM _ferry_rows WHERE tbl = ?1 AND key = ?2")?.execute(params![tbl, key])?;
     Ok(())
 }
