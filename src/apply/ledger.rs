@@ -194,16 +194,19 @@ pub fn load_row(conn: &Connection, tbl: &str, key: &Value) -> rusqlite::Result<O
 }
 
 pub fn save_row(conn: &Connection, tbl: &str, key: &Value, st: &RowState) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached("INSERT OR REPLACE INTO _ferry_rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
-    stmt.execute(params![
-        tbl,
-        key,
-        st.present,
-        st.ins.map(|v| v.encode()),
-        st.del.map(|v| v.encode()),
-        encode_cols(&st.cols),
-        st.parked
-    ])?;
+    // Most saves change a key the ledger already holds: an in-place UPDATE
+    // is cheaper than REPLACE (delete + insert).
+    let cols = encode_cols(&st.cols);
+    let (ins, del) = (st.ins.map(|v| v.encode()), st.del.map(|v| v.encode()));
+    let n = conn
+        .prepare_cached(
+            "UPDATE _ferry_rows SET present = ?3, ins = ?4, del = ?5, cols = ?6, parked = ?7 WHERE tbl = ?1 AND key = ?2",
+        )?
+        .execute(params![tbl, key, st.present, ins, del, cols, st.parked])?;
+    if n == 0 {
+        conn.prepare_cached("INSERT INTO _ferry_rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+            .execute(params![tbl, key, st.present, ins, del, cols, st.parked])?;
+    }
     Ok(())
 }
 
