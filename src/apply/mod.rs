@@ -26,17 +26,15 @@ use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::{BundleReader, SegmentDescriptor};
+use crate::bundle::{BundleReader, SegmentMember};
 use crate::chain::ChainHash;
 use crate::crashpoint;
-use crate::journal::Entry;
 use crate::keys::TrustStore;
 use crate::progress::Progress;
 use crate::schema;
 use crate::verify::{check_entries, check_signatures, error_chain, VerifyError};
 pub use engine::Counts;
 use engine::{Engine, Fail};
-use std::sync::mpsc::SyncSender;
 
 /// Chain hashes are remembered at segment boundaries and at every seq that
 /// is a multiple of this, so a forked copy of an already applied range is
@@ -256,7 +254,7 @@ fn apply_bundle(
     segments: &mut Vec<SegmentApply>,
     progress: &mut dyn Progress,
 ) -> Result<(), Fail> {
-    let reader = BundleReader::open(path).map_err(refuse)?;
+    let mut reader = BundleReader::open(path).map_err(refuse)?;
     check_signatures(&reader, trust).map_err(refuse)?;
     crashpoint::hit("apply: signatures verified");
     if !opts.allow_schema_drift {
@@ -272,239 +270,136 @@ fn apply_bundle(
         }
     }
     let bundle_name = path.display().to_string();
-    apply_verified(eng, reader, &bundle_name, segments, progress)
+    while let Some(member) = reader.next_segment().map_err(refuse)? {
+        segments.push(apply_segment(eng, member, &bundle_name, progress)?);
+    }
+    reader.finish().map_err(refuse)?;
+    Ok(())
 }
 
-/// What the verifying thread tells the applying one, in stream order.
-enum Msg {
-    Segment(Box<SegmentDescriptor>),
-    Entries(Vec<(Entry, Vec<u8>)>),
-    /// The segment verified (or why not).
-    SegmentEnd(Result<(), String>),
-    /// The whole bundle verified (or why not).
-    End(Result<(), String>),
-}
-
-/// Entries per message from the verifying thread.
-const BATCH: usize = 256;
-
-/// The verifying side of the pipeline: decompresses, checks and parses
-/// every entry (on its own thread) and hands them over in batches. Stops
-/// quietly when the applying side hangs up.
-fn verify_stream<R: std::io::Read>(mut reader: BundleReader<R>, tx: SyncSender<Msg>) {
-    let result = (|| -> Result<(), String> {
-        while let Some(member) = reader.next_segment().map_err(|e| error_chain(&e))? {
-            if tx.send(Msg::Segment(Box::new(member.descriptor().clone()))).is_err() {
-                return Ok(());
-            }
-            let mut batch = Vec::with_capacity(BATCH);
-            let r = check_entries(member, &mut crate::progress::Silent, |e, line| {
-                batch.push((e, line.to_vec()));
-                if batch.len() == BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    tx.send(Msg::Entries(full)).map_err(|_| VerifyError::Custody("apply stopped".into()))?;
-                }
-                Ok(())
-            });
-            if r.is_ok() && !batch.is_empty() && tx.send(Msg::Entries(batch)).is_err() {
-                return Ok(());
-            }
-            let failed = r.is_err();
-            if tx.send(Msg::SegmentEnd(r.map_err(|e| error_chain(&e)))).is_err() || failed {
-                return Ok(());
-            }
-        }
-        reader.finish().map_err(|e| error_chain(&e))
-    })();
-    let _ = tx.send(Msg::End(result));
-}
-
-/// Applies the entries a [`verify_stream`] thread hands over, segment by
-/// segment. The verdict comes at the end of each segment and of the bundle;
-/// until then everything sits in the bundle's savepoint.
-fn apply_verified<R: std::io::Read + Send>(
+fn apply_segment<R: std::io::Read>(
     eng: &mut Engine,
-    reader: BundleReader<R>,
+    member: SegmentMember<'_, R>,
     bundle: &str,
-    segments: &mut Vec<SegmentApply>,
     progress: &mut dyn Progress,
-) -> Result<(), Fail> {
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(16);
-        scope.spawn(move || verify_stream(reader, tx));
-        let mut seg: Option<SegmentRun> = None;
-        loop {
-            let msg = rx.recv().map_err(|_| Fail::Refused("verification stopped unexpectedly".into()))?;
-            match msg {
-                Msg::Segment(d) => seg = Some(SegmentRun::begin(eng, *d)?),
-                Msg::Entries(batch) => {
-                    let run = seg.as_mut().ok_or_else(|| Fail::Refused("entries outside a segment".into()))?;
-                    for (e, line) in batch {
-                        progress.advance(line.len() as u64 + 1);
-                        run.entry(eng, &e, &line)?;
-                    }
-                }
-                Msg::SegmentEnd(Ok(())) => {
-                    let run = seg.take().ok_or_else(|| Fail::Refused("segment end outside a segment".into()))?;
-                    segments.push(run.finish(eng, bundle)?);
-                }
-                Msg::SegmentEnd(Err(m)) | Msg::End(Err(m)) => return Err(Fail::Refused(m)),
-                Msg::End(Ok(())) => return Ok(()),
-            }
-        }
-    })
-}
-
-/// One segment being applied inside `SAVEPOINT ferry_segment`.
-struct SegmentRun {
-    d: SegmentDescriptor,
-    origin: String,
-    oid: u32,
-    before_first: u64,
-    applied: Vec<(u64, u64)>,
-    known: BTreeMap<u64, Vec<u8>>,
-    chain_before: ChainHash,
-    chain: ChainHash,
-    fork: Option<ForkReport>,
-    runs: Vec<(u64, u64)>,
-    checkpoints: Vec<(u64, ChainHash)>,
-    n: u64,
-    counts_before: Counts,
-}
-
-impl SegmentRun {
-    fn begin(eng: &mut Engine, d: SegmentDescriptor) -> Result<SegmentRun, Fail> {
-        // Seqs start at 1; a descriptor claiming 0 fails verification, and
-        // must not underflow on the way there.
-        let before_first = d.first_seq.saturating_sub(1);
-        let conn = eng.conn;
-        let origin = d.origin.as_str().to_owned();
-        let oid = eng.origin_id(&origin)?;
-        eng.current_origin = origin.clone();
-        let counts_before = eng.counts;
-        eng.counts = Counts::default();
-        let applied = ledger::ranges(conn, oid)?;
-        let known: BTreeMap<u64, Vec<u8>> = {
-            let mut stmt =
-                conn.prepare_cached("SELECT seq, hash FROM _ferry_chain WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3")?;
-            let rows = stmt.query_map(params![oid, before_first as i64, d.last_seq as i64], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
-        let chain_before = d.chain_before().unwrap_or_default();
-        let mut run = SegmentRun {
-            origin,
-            oid,
-            before_first,
-            applied,
-            known,
-            chain_before,
-            chain: chain_before,
-            fork: None,
-            runs: Vec::new(),
-            checkpoints: Vec::new(),
-            n: 0,
-            counts_before,
-            d,
-        };
-        if let Some(h) = run.known.get(&before_first).filter(|h| h.as_slice() != chain_before.0) {
-            run.fork = Some(run.fork_at(before_first, h, &chain_before));
-        }
-        conn.execute_batch("SAVEPOINT ferry_segment")?;
-        Ok(run)
+) -> Result<SegmentApply, Fail> {
+    let d = member.descriptor().clone();
+    // Seqs start at 1; a descriptor claiming 0 fails verification below,
+    // and must not underflow on the way there.
+    let before_first = d.first_seq.saturating_sub(1);
+    let conn = eng.conn;
+    let origin = d.origin.as_str().to_owned();
+    let oid = eng.origin_id(&origin)?;
+    eng.current_origin = origin.clone();
+    let counts_before = eng.counts;
+    eng.counts = Counts::default();
+    let applied = ledger::ranges(conn, oid)?;
+    let known: BTreeMap<u64, Vec<u8>> = {
+        let mut stmt =
+            conn.prepare_cached("SELECT seq, hash FROM _ferry_chain WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3")?;
+        let rows = stmt.query_map(params![oid, before_first as i64, d.last_seq as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let chain_before = d.chain_before().unwrap_or_default();
+    let mut fork: Option<ForkReport> = None;
+    let fork_at = |seq: u64, known: &[u8], new: &ChainHash| ForkReport {
+        origin: origin.clone(),
+        seq,
+        known_hash: hex::encode(known),
+        new_hash: new.to_hex(),
+        segment: d.member_name(),
+    };
+    if let Some(h) = known.get(&before_first).filter(|h| h.as_slice() != chain_before.0) {
+        fork = Some(fork_at(before_first, h, &chain_before));
     }
-
-    fn fork_at(&self, seq: u64, known: &[u8], new: &ChainHash) -> ForkReport {
-        ForkReport {
-            origin: self.origin.clone(),
-            seq,
-            known_hash: hex::encode(known),
-            new_hash: new.to_hex(),
-            segment: self.d.member_name(),
-        }
-    }
-
-    fn entry(&mut self, eng: &mut Engine, entry: &Entry, line: &[u8]) -> Result<(), Fail> {
-        self.chain = self.chain.next(line);
+    conn.execute_batch("SAVEPOINT ferry_segment")?;
+    let mut chain = chain_before;
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut checkpoints: Vec<(u64, ChainHash)> = Vec::new();
+    let mut stop: Option<Fail> = None;
+    let mut n = 0u64;
+    let verified = check_entries(member, progress, |entry, line| {
+        chain = chain.next(line);
         let seq = entry.seq;
-        if self.fork.is_none() {
-            if let Some(h) = self.known.get(&seq).filter(|h| h.as_slice() != self.chain.0) {
-                self.fork = Some(self.fork_at(seq, h, &self.chain));
-                eng.conn.execute_batch("ROLLBACK TO ferry_segment")?;
+        if fork.is_none() {
+            if let Some(h) = known.get(&seq).filter(|h| h.as_slice() != chain.0) {
+                fork = Some(fork_at(seq, h, &chain));
+                if let Err(e) = conn.execute_batch("ROLLBACK TO ferry_segment") {
+                    stop = Some(Fail::Db(e));
+                    return Err(VerifyError::Custody("apply stopped".into()));
+                }
             }
         }
-        if self.fork.is_some() {
+        if fork.is_some() {
             return Ok(());
         }
         if seq % CHAIN_CHECKPOINT_EVERY == 0 {
-            self.checkpoints.push((seq, self.chain));
+            checkpoints.push((seq, chain));
         }
-        let i = self.applied.partition_point(|r| r.1 < seq);
-        if self.applied.get(i).is_some_and(|r| r.0 <= seq) {
+        let i = applied.partition_point(|r| r.1 < seq);
+        if applied.get(i).is_some_and(|r| r.0 <= seq) {
             eng.counts.skipped += 1;
             return Ok(());
         }
-        eng.check(&self.origin, entry)?;
-        eng.apply(self.oid, entry, line)?;
-        match self.runs.last_mut() {
-            Some(run) if run.1 + 1 == seq => run.1 = seq,
-            _ => self.runs.push((seq, seq)),
+        let r = eng.check(&origin, &entry).and_then(|()| eng.apply(oid, &entry, line));
+        if let Err(f) = r {
+            stop = Some(f);
+            return Err(VerifyError::Custody("apply stopped".into()));
         }
-        self.n += 1;
-        if self.n % 512 == 0 {
+        match runs.last_mut() {
+            Some(run) if run.1 + 1 == seq => run.1 = seq,
+            _ => runs.push((seq, seq)),
+        }
+        n += 1;
+        if n % 512 == 0 {
             crashpoint::hit("apply: entry batch");
         }
         Ok(())
+    });
+    if let Some(f) = stop {
+        return Err(f);
     }
-
-    fn finish(mut self, eng: &mut Engine, bundle: &str) -> Result<SegmentApply, Fail> {
-        let conn = eng.conn;
-        let mut counts = eng.counts;
-        if let Some(f) = &self.fork {
-            conn.execute_batch("ROLLBACK TO ferry_segment; RELEASE ferry_segment")?;
-            eng.reload_origins()?;
-            counts = Counts::default();
-            conn.execute(
-                "INSERT INTO _ferry_forks (origin, seq, known_hash, new_hash, segment, bundle, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    f.origin,
-                    f.seq as i64,
-                    f.known_hash,
-                    f.new_hash,
-                    f.segment,
-                    bundle,
-                    crate::journal::Timestamp::now().to_rfc3339()
-                ],
-            )?;
-        } else {
-            for (a, b) in &self.runs {
-                ledger::add_range(conn, self.oid, *a, *b)?;
-            }
-            self.checkpoints.push((self.before_first, self.chain_before));
-            self.checkpoints.push((self.d.last_seq, self.chain));
-            let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO _ferry_chain VALUES (?1, ?2, ?3)")?;
-            for (seq, h) in &self.checkpoints {
-                stmt.execute(params![self.oid, *seq as i64, h.0.as_slice()])?;
-            }
-            conn.execute(
-                "UPDATE _ferry_origins SET last_ts = max(coalesce(last_ts, ?2), ?2), last_apply = ?3 WHERE id = ?1",
-                params![self.oid, self.d.ts_max.0, crate::journal::Timestamp::now().to_rfc3339()],
-            )?;
-            crashpoint::hit("apply: segment done");
-            conn.execute_batch("RELEASE ferry_segment")?;
+    verified.map_err(refuse)?;
+    let mut counts = eng.counts;
+    if let Some(f) = &fork {
+        conn.execute_batch("ROLLBACK TO ferry_segment; RELEASE ferry_segment")?;
+        eng.reload_origins()?;
+        counts = Counts::default();
+        conn.execute(
+            "INSERT INTO _ferry_forks (origin, seq, known_hash, new_hash, segment, bundle, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                f.origin,
+                f.seq as i64,
+                f.known_hash,
+                f.new_hash,
+                f.segment,
+                bundle,
+                crate::journal::Timestamp::now().to_rfc3339()
+            ],
+        )?;
+    } else {
+        for (a, b) in &runs {
+            ledger::add_range(conn, oid, *a, *b)?;
         }
-        eng.counts = self.counts_before;
-        eng.counts.add(&counts);
-        Ok(SegmentApply {
-            origin: self.origin,
-            first_seq: self.d.first_seq,
-            last_seq: self.d.last_seq,
-            counts,
-            fork: self.fork,
-        })
+        checkpoints.push((before_first, chain_before));
+        checkpoints.push((d.last_seq, chain));
+        let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO _ferry_chain VALUES (?1, ?2, ?3)")?;
+        for (seq, h) in &checkpoints {
+            stmt.execute(params![oid, *seq as i64, h.0.as_slice()])?;
+        }
+        conn.execute(
+            "UPDATE _ferry_origins SET last_ts = max(coalesce(last_ts, ?2), ?2), last_apply = ?3 WHERE id = ?1",
+            params![oid, d.ts_max.0, crate::journal::Timestamp::now().to_rfc3339()],
+        )?;
+        crashpoint::hit("apply: segment done");
+        conn.execute_batch("RELEASE ferry_segment")?;
     }
+    eng.counts = counts_before;
+    eng.counts.add(&counts);
+    Ok(SegmentApply { origin, first_seq: d.first_seq, last_seq: d.last_seq, counts, fork })
 }
 
 /// Rows whose parent is still missing when the run is about to commit are
