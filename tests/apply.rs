@@ -424,3 +424,16 @@ fn ledger_tables_do_not_change_the_schema_fingerprint() {
     run(&db, &[a.bundle(dir.path(), &[(1, 1)], None)], &trust(&[&a]));
     assert_eq!(ferry::schema::fingerprint(&conn(&db)).expect("fp"), before);
 }
+
+#[test]
+fn rows_that_broke_a_foreign_key_before_the_apply_are_left_alone() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    a.push(1, ferry::journal::Op::Insert, "parent", id_row(1), Some(row(&[("name", text("p"))])));
+    let db = target(dir.path(), "db.sqlite3", FK);
+    conn(&db).execute_batch("PRAGMA foreign_keys = OFF; INSERT INTO child VALUES (5, 42, 'the app''s own orphan')").expect("orphan");
+    let r = run(&db, &[a.bundle(dir.path(), &[(1, 1)], None)], &trust(&[&a]));
+    assert_eq!(r.foreign_key_quarantined, 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM child"), 1, "ferry does not remove the app's rows");
+    assert_eq!(count(&db, "SELECT count(*) FROM parent"), 1);
+}

@@ -176,6 +176,9 @@ pub fn apply(
     tx.execute_batch(ledger::DDL).map_err(sql_err)?;
     suppress(&tx, true).map_err(sql_err)?;
     let fingerprint = schema::fingerprint(&tx).map_err(sql_err)?;
+    // Rows that broke a foreign key before this run are the app's business:
+    // ferry leaves them alone.
+    let preexisting = foreign_key_violations(&tx).map_err(sql_err)?;
     let mut eng = Engine::new(&tx).map_err(sql_err)?;
     let mut report = ApplyReport {
         db: db.to_path_buf(),
@@ -228,7 +231,7 @@ pub fn apply(
             Err(Fail::Db(e)) => return Err(sql_err(e)),
         }
     }
-    report.foreign_key_quarantined = quarantine_broken_foreign_keys(&mut eng).map_err(|e| match e {
+    report.foreign_key_quarantined = quarantine_broken_foreign_keys(&mut eng, &preexisting).map_err(|e| match e {
         Fail::Db(source) => sql_err(source),
         Fail::Refused(table) => ApplyError::ForeignKeys { table },
     })?;
@@ -402,37 +405,38 @@ fn apply_segment<R: std::io::Read>(
     Ok(SegmentApply { origin, first_seq: d.first_seq, last_seq: d.last_seq, counts, fork })
 }
 
-/// Rows whose parent is still missing when the run is about to commit are
-/// moved to `_ferry_quarantine` (with a `foreign_key` conflict) so the rest
-/// of the run can commit. Returns how many rows were moved.
-fn quarantine_broken_foreign_keys(eng: &mut Engine) -> Result<u64, Fail> {
-    let conn = eng.conn;
+type Violations = std::collections::BTreeSet<(String, Option<i64>, String)>;
+
+/// `PRAGMA foreign_key_check`: (table, rowid, parent) of every broken row.
+fn foreign_key_violations(conn: &Connection) -> rusqlite::Result<Violations> {
+    let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
+/// Rows whose parent is still missing when the run is about to commit (and
+/// were not broken before it) are moved to `_ferry_quarantine` with a
+/// `foreign_key` conflict, so the rest of the run can commit. Returns how
+/// many rows were moved.
+fn quarantine_broken_foreign_keys(eng: &mut Engine, preexisting: &Violations) -> Result<u64, Fail> {
     let mut moved = 0;
     for _round in 0..16 {
-        let violations: Vec<(String, Option<i64>, String)> = {
-            let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        if violations.is_empty() {
+        let new: Vec<_> = foreign_key_violations(eng.conn)?.into_iter().filter(|v| !preexisting.contains(v)).collect();
+        if new.is_empty() {
             return Ok(moved);
         }
-        for (table, rowid, parent) in violations {
+        for (table, rowid, parent) in new {
             let Some(rowid) = rowid else { return Err(Fail::Refused(table)) };
-            if eng.quarantine_row_for_foreign_key(&table, rowid, &parent)? {
-                moved += 1;
+            if !eng.quarantine_row_for_foreign_key(&table, rowid, &parent)? {
+                return Err(Fail::Refused(table));
             }
+            moved += 1;
         }
     }
-    let table = {
-        let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
-        let mut rows = stmt.query([])?;
-        match rows.next()? {
-            Some(r) => r.get(0)?,
-            None => return Ok(moved),
-        }
-    };
-    Err(Fail::Refused(table))
+    match foreign_key_violations(eng.conn)?.into_iter().find(|v| !preexisting.contains(v)) {
+        Some((table, _, _)) => Err(Fail::Refused(table)),
+        None => Ok(moved),
+    }
 }
 
 /// Will these bundles apply to `conn`'s database? For each bundle, every
