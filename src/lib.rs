@@ -4,6 +4,7 @@
 //! The library holds the whole engine; the `ferry` binary is a thin clap layer
 //! over it. One module per concept:
 //!
+//! - [`apply`]: verified, exactly-once, convergent apply of bundles into SQLite.
 //! - [`value`]: SQLite values in journal JSON, exact round trips.
 //! - [`journal`]: journal entries and journal files (JSON Lines and legacy).
 //! - [`keys`]: ed25519 identities, the key text format, the trust store.
@@ -17,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod bundle;
 pub mod capture;
 pub mod chain;

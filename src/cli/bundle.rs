@@ -34,6 +34,11 @@ pub enum BundleCommand {
     /// Pass bundles on to the next hop: verify, drop duplicates, catch forks, merge by time, re-sign.
     #[command(after_help = super::relay::AFTER_HELP)]
     Relay(super::relay::RelayArgs),
+    /// Apply bundles to a SQLite database: verified, exactly once, merged by time.
+    #[command(
+        after_help = "Exit status: 0 when every bundle applied, 1 when any was refused or forked, 2 on errors.\n\nExamples:\n  ferry bundle apply --db central.sqlite3 /media/usb\n  ferry status --db central.sqlite3\n  ferry conflicts --db central.sqlite3"
+    )]
+    Apply(super::apply::ApplyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +69,9 @@ pub struct VerifyArgs {
     /// Print the verdicts as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also check the bundles would apply to this database: schema fingerprint, tables and columns.
+    #[arg(long, value_name = "TARGET")]
+    pub against: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +93,7 @@ pub fn run(cmd: BundleCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
         BundleCommand::Verify(a) => verify(a, home, ui),
         BundleCommand::Inspect(a) => inspect_cmd(a, home),
         BundleCommand::Relay(a) => super::relay::run(a, home, ui),
+        BundleCommand::Apply(a) => super::apply::run_apply(a, home, ui),
     }
 }
 
@@ -115,6 +124,9 @@ fn create(a: CreateArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
 }
 
 fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
+    if let Some(target) = &a.against {
+        return super::apply::verify_against(&a.paths, target, home, a.json, ui);
+    }
     let node = Node::open(&home_dir(home)?)?;
     let trust = node.trust()?;
     let mut reports: Vec<BundleReport> = Vec::new();

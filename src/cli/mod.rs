@@ -5,6 +5,7 @@
 //! verification, something was rejected or quarantined); 2 an error (bad
 //! usage, missing node, I/O).
 
+mod apply;
 mod bundle;
 mod demo;
 mod node;
@@ -58,7 +59,10 @@ pub enum Command {
     /// Create, verify, inspect bundles.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
-    /// What this node carried as a relay, per origin (for reconciliation).
+    /// List the conflicts recorded in a database bundles were applied to.
+    #[command(after_help = "Example:\n  ferry conflicts --db central.sqlite3 --json")]
+    Conflicts(apply::ConflictsArgs),
+    /// What this node knows per origin: as a relay, what it carried; with --db, what a database holds.
     Status(status::StatusArgs),
     /// Run the whole story on built-in fixtures in a temporary folder.
     Demo(demo::DemoArgs),
@@ -93,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Track(a) => track::track(a, cli.home, &ui),
         Command::Untrack(a) => track::untrack(a, &ui),
         Command::Bundle(c) => bundle::run(c, cli.home, &ui),
+        Command::Conflicts(a) => apply::run_conflicts(a),
         Command::Status(a) => status::run(a, cli.home, &ui),
         Command::Demo(a) => demo::run(a, &ui),
         Command::Generate(a) => generate(a),

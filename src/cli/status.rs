@@ -13,14 +13,22 @@ use super::{home_dir, Outcome, Ui};
 #[derive(Debug, Args)]
 #[command(after_help = "Lists, per origin, the seq ranges this node relayed (and gaps between them), \
 entries, tables, time span and the folders (sticks) they came from: compare them with the \
-research assistant's records.\n\nExamples:\n  ferry status\n  ferry status --json | jq '.origins[].ranges'")]
+research assistant's records. With --db, shows a database bundles were applied to (exit 1 when a fork \
+is recorded).\n\nExamples:\n  ferry status\n  ferry status --db central.sqlite3\n  ferry status --json | jq '.origins[].ranges'")]
 pub struct StatusArgs {
+    /// Show a database bundles were applied to instead: per origin, applied and missing seq ranges,
+    /// last seen, forks, parked entries and conflicts.
+    #[arg(long, value_name = "TARGET")]
+    pub db: Option<PathBuf>,
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: StatusArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
+    if let Some(db) = a.db {
+        return super::apply::run_db_status(super::apply::StatusArgs { db, json: a.json });
+    }
     let node = Node::open(&home_dir(home)?)?;
     let status = ledger_status(&node)?;
     if a.json {

@@ -218,16 +218,17 @@ fn walk<R: Read + Send>(
     let mut lines = member.entries()?;
     let mut checker = Checker { d: &d, name: &name, summary: Summary::new(chain_before), index: 0, each, progress };
     std::thread::scope(|scope| -> Result<(), VerifyError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>, BundleError>>(4);
+        // Chunks travel as (buffer, bytes used); buffers come back for reuse,
+        // so each is allocated (and zeroed) once, at most a segment's size.
+        let size = usize::try_from(d.entries_len).unwrap_or(CHUNK).clamp(1, CHUNK);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(Vec<u8>, usize), BundleError>>(4);
         let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         scope.spawn(move || loop {
-            let mut buf = recycle_rx.try_recv().unwrap_or_default();
-            buf.resize(CHUNK, 0);
+            let mut buf = recycle_rx.try_recv().unwrap_or_else(|_| vec![0u8; size]);
             match lines.read_raw(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    buf.truncate(n);
-                    if tx.send(Ok(buf)).is_err() {
+                    if tx.send(Ok((buf, n))).is_err() {
                         break;
                     }
                 }
@@ -239,8 +240,8 @@ fn walk<R: Read + Send>(
         });
         let mut carry: Vec<u8> = Vec::new();
         for chunk in rx {
-            let chunk = chunk?;
-            let mut rest = &chunk[..];
+            let (chunk, used) = chunk?;
+            let mut rest = &chunk[..used];
             if !carry.is_empty() {
                 match memchr::memchr(b'\n', rest) {
                     Some(at) => {

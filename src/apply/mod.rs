@@ -1,0 +1,485 @@
+//! `ferry bundle apply`: verified, exactly-once, convergent, crash-safe replay
+//! of bundles into a target SQLite database (rules in `docs/APPLY.md`).
+//!
+//! One apply run is one SQLite transaction (`BEGIN IMMEDIATE` …
+//! `COMMIT`, `synchronous=FULL`), holding a savepoint per bundle and per
+//! segment: a bundle that fails verification or names a table or column the
+//! target lacks is rolled back alone, the others still apply, and a kill at
+//! any instant leaves the database as before the run or after it. The ledger
+//! tables (`_ferry_*`, see [`ledger`]) are written in the same transaction as
+//! the data, so a re-run skips exactly what was applied.
+//!
+//! Verification and apply are one streaming pass: the seal, every origin and
+//! hop signature are checked before any entry is read
+//! ([`crate::verify::check_signatures`]); every entry is checked as it is
+//! decompressed ([`crate::verify::check_entries`]) and applied inside the
+//! bundle's savepoint, which is released only once the whole bundle verified.
+
+pub mod engine;
+pub mod ledger;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::config::DbConfig;
+use rusqlite::{params, Connection, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{BundleReader, SegmentMember};
+use crate::chain::ChainHash;
+use crate::crashpoint;
+use crate::keys::TrustStore;
+use crate::progress::Progress;
+use crate::schema;
+use crate::verify::{check_entries, check_signatures, error_chain, VerifyError};
+pub use engine::Counts;
+use engine::{Engine, Fail};
+
+/// Chain hashes are remembered at segment boundaries and at every seq that
+/// is a multiple of this, so a forked copy of an already applied range is
+/// caught when it spans one of them.
+pub const CHAIN_CHECKPOINT_EVERY: u64 = 256;
+
+/// Errors that stop an apply run (nothing of the run is committed).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("failed to open the target database {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("no target database at {}: create it with the app's migrations first", .0.display())]
+    Missing(PathBuf),
+    #[error("failed to apply to {}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("foreign keys still broken in {table} after quarantining the rows that broke them")]
+    ForeignKeys { table: String },
+}
+
+/// What `bundle apply` should do.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Apply segments whose schema fingerprint differs from the target's,
+    /// as long as every table and column they use exists.
+    pub allow_schema_drift: bool,
+}
+
+/// A fork: the same origin and seq with a different chain hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForkReport {
+    pub origin: String,
+    pub seq: u64,
+    pub known_hash: String,
+    pub new_hash: String,
+    pub segment: String,
+}
+
+/// What happened to one segment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentApply {
+    pub origin: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub counts: Counts,
+    /// Set when the segment forks from what was applied: it was not applied.
+    pub fork: Option<ForkReport>,
+}
+
+/// What happened to one bundle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleApply {
+    pub file: PathBuf,
+    /// Applied (possibly with forked segments quarantined).
+    pub ok: bool,
+    /// Why the bundle was refused (nothing of it was applied).
+    pub error: Option<String>,
+    pub counts: Counts,
+    pub segments: Vec<SegmentApply>,
+}
+
+/// What an apply run did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyReport {
+    pub db: PathBuf,
+    pub bundles: Vec<BundleApply>,
+    pub totals: Counts,
+    /// Bundles refused (verification failed or not applicable).
+    pub refused: u64,
+    /// Segments quarantined as forks.
+    pub forks: u64,
+    /// Rows removed at commit because their parent row is missing.
+    pub foreign_key_quarantined: u64,
+}
+
+impl ApplyReport {
+    /// Whether the run had a negative verdict (a refused bundle or a fork).
+    pub fn negative(&self) -> bool {
+        self.refused > 0 || self.forks > 0
+    }
+}
+
+/// Opens a target database for apply: it must exist; double-quoted string
+/// literals off, foreign keys on, `synchronous=FULL`.
+pub fn open_target(path: &Path) -> Result<Connection, ApplyError> {
+    if !path.is_file() {
+        return Err(ApplyError::Missing(path.to_path_buf()));
+    }
+    let err = |source| ApplyError::Open { path: path.to_path_buf(), source };
+    let conn = Connection::open(path).map_err(err)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false).map_err(err)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
+    // 16 MiB of page cache: a long apply touches the data and the ledger.
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA cache_size = -16384;")
+        .map_err(err)?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
+
+/// Applies bundle files to the database at `db` in one transaction.
+pub fn apply(
+    db: &Path,
+    files: &[PathBuf],
+    trust: &TrustStore,
+    opts: &ApplyOptions,
+    progress: &mut dyn Progress,
+) -> Result<ApplyReport, ApplyError> {
+    let mut conn = open_target(db)?;
+    let sql_err = |source| ApplyError::Sqlite { path: db.to_path_buf(), source };
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err)?;
+    tx.execute_batch("PRAGMA defer_foreign_keys = ON;").map_err(sql_err)?;
+    tx.execute_batch(ledger::DDL).map_err(sql_err)?;
+    // Capture triggers skip ferry's own writes (no echoes); see docs/CAPTURE.md.
+    crate::capture::suppress(&tx, true).map_err(sql_err)?;
+    let fingerprint = schema::fingerprint(&tx).map_err(sql_err)?;
+    // Rows that broke a foreign key before this run are the app's business:
+    // ferry leaves them alone.
+    let preexisting = foreign_key_violations(&tx).map_err(sql_err)?;
+    let mut eng = Engine::new(&tx).map_err(sql_err)?;
+    let mut report = ApplyReport {
+        db: db.to_path_buf(),
+        bundles: Vec::new(),
+        totals: Counts::default(),
+        refused: 0,
+        forks: 0,
+        foreign_key_quarantined: 0,
+    };
+    for file in files {
+        crashpoint::hit("apply: bundle start");
+        tx.execute_batch("SAVEPOINT ferry_bundle").map_err(sql_err)?;
+        eng.counts = Counts::default();
+        let total = std::fs::metadata(file).map(|m| m.len()).ok();
+        progress.start("applying", total);
+        let mut segments = Vec::new();
+        let result = apply_bundle(&mut eng, file, trust, opts, &fingerprint, &mut segments, progress);
+        progress.finish();
+        match result {
+            Ok(()) => {
+                crashpoint::hit("apply: bundle done, savepoint not released");
+                tx.execute_batch("RELEASE ferry_bundle").map_err(sql_err)?;
+                report.forks += segments.iter().filter(|s| s.fork.is_some()).count() as u64;
+                report.totals.add(&eng.counts);
+                report.bundles.push(BundleApply {
+                    file: file.clone(),
+                    ok: true,
+                    error: None,
+                    counts: eng.counts,
+                    segments,
+                });
+            }
+            Err(Fail::Refused(reason)) => {
+                tx.execute_batch("ROLLBACK TO ferry_bundle; RELEASE ferry_bundle").map_err(sql_err)?;
+                eng.reload_origins().map_err(sql_err)?;
+                tx.execute(
+                    "INSERT INTO _ferry_refused (bundle, reason, recorded_at) VALUES (?1, ?2, ?3)",
+                    params![file.display().to_string(), reason, crate::journal::Timestamp::now().to_rfc3339()],
+                )
+                .map_err(sql_err)?;
+                report.refused += 1;
+                report.bundles.push(BundleApply {
+                    file: file.clone(),
+                    ok: false,
+                    error: Some(reason),
+                    counts: Counts::default(),
+                    segments: Vec::new(),
+                });
+            }
+            Err(Fail::Db(e)) => return Err(sql_err(e)),
+        }
+    }
+    report.foreign_key_quarantined = quarantine_broken_foreign_keys(&mut eng, &preexisting).map_err(|e| match e {
+        Fail::Db(source) => sql_err(source),
+        Fail::Refused(table) => ApplyError::ForeignKeys { table },
+    })?;
+    report.totals.quarantined += report.foreign_key_quarantined;
+    drop(eng);
+    crate::capture::suppress(&tx, false).map_err(sql_err)?;
+    crashpoint::hit("apply: before commit");
+    tx.commit().map_err(sql_err)?;
+    crashpoint::hit("apply: after commit");
+    Ok(report)
+}
+
+fn refuse(e: impl std::error::Error) -> Fail {
+    Fail::Refused(error_chain(&e))
+}
+
+fn apply_bundle(
+    eng: &mut Engine,
+    path: &Path,
+    trust: &TrustStore,
+    opts: &ApplyOptions,
+    fingerprint: &str,
+    segments: &mut Vec<SegmentApply>,
+    progress: &mut dyn Progress,
+) -> Result<(), Fail> {
+    let mut reader = BundleReader::open(path).map_err(refuse)?;
+    check_signatures(&reader, trust).map_err(refuse)?;
+    crashpoint::hit("apply: signatures verified");
+    if !opts.allow_schema_drift {
+        for d in reader.descriptors() {
+            if let Some(theirs) = d.schema.as_deref().filter(|s| *s != fingerprint) {
+                return Err(Fail::Refused(format!(
+                    "segment {} was written against schema {theirs}, the target has {fingerprint}: \
+                     migrate one side so they match, or pass --allow-schema-drift to apply it when every \
+                     table and column it uses exists",
+                    d.member_name()
+                )));
+            }
+        }
+    }
+    let bundle_name = path.display().to_string();
+    while let Some(member) = reader.next_segment().map_err(refuse)? {
+        segments.push(apply_segment(eng, member, &bundle_name, progress)?);
+    }
+    reader.finish().map_err(refuse)?;
+    Ok(())
+}
+
+fn apply_segment<R: std::io::Read + Send>(
+    eng: &mut Engine,
+    member: SegmentMember<'_, R>,
+    bundle: &str,
+    progress: &mut dyn Progress,
+) -> Result<SegmentApply, Fail> {
+    let d = member.descriptor().clone();
+    // Seqs start at 1; a descriptor claiming 0 fails verification below,
+    // and must not underflow on the way there.
+    let before_first = d.first_seq.saturating_sub(1);
+    let conn = eng.conn;
+    let origin = d.origin.as_str().to_owned();
+    let oid = eng.origin_id(&origin)?;
+    eng.current_origin = origin.clone();
+    let counts_before = eng.counts;
+    eng.counts = Counts::default();
+    let applied = ledger::ranges(conn, oid)?;
+    let known: BTreeMap<u64, Vec<u8>> = {
+        let mut stmt =
+            conn.prepare_cached("SELECT seq, hash FROM _ferry_chain WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3")?;
+        let rows = stmt.query_map(params![oid, before_first as i64, d.last_seq as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let chain_before = d.chain_before().unwrap_or_default();
+    let mut fork: Option<ForkReport> = None;
+    let fork_at = |seq: u64, known: &[u8], new: &ChainHash| ForkReport {
+        origin: origin.clone(),
+        seq,
+        known_hash: hex::encode(known),
+        new_hash: new.to_hex(),
+        segment: d.member_name(),
+    };
+    if let Some(h) = known.get(&before_first).filter(|h| h.as_slice() != chain_before.0) {
+        fork = Some(fork_at(before_first, h, &chain_before));
+    }
+    conn.execute_batch("SAVEPOINT ferry_segment")?;
+    let mut chain = chain_before;
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut checkpoints: Vec<(u64, ChainHash)> = Vec::new();
+    let mut stop: Option<Fail> = None;
+    let mut n = 0u64;
+    let verified = check_entries(member, progress, |entry, line| {
+        chain = chain.next(line);
+        let seq = entry.seq;
+        if fork.is_none() {
+            if let Some(h) = known.get(&seq).filter(|h| h.as_slice() != chain.0) {
+                fork = Some(fork_at(seq, h, &chain));
+                if let Err(e) = conn.execute_batch("ROLLBACK TO ferry_segment") {
+                    stop = Some(Fail::Db(e));
+                    return Err(VerifyError::Custody("apply stopped".into()));
+                }
+            }
+        }
+        if fork.is_some() {
+            return Ok(());
+        }
+        if seq % CHAIN_CHECKPOINT_EVERY == 0 {
+            checkpoints.push((seq, chain));
+        }
+        let i = applied.partition_point(|r| r.1 < seq);
+        if applied.get(i).is_some_and(|r| r.0 <= seq) {
+            eng.counts.skipped += 1;
+            return Ok(());
+        }
+        let r = eng.check(&origin, &entry).and_then(|()| eng.apply(oid, &entry, line));
+        if let Err(f) = r {
+            stop = Some(f);
+            return Err(VerifyError::Custody("apply stopped".into()));
+        }
+        match runs.last_mut() {
+            Some(run) if run.1 + 1 == seq => run.1 = seq,
+            _ => runs.push((seq, seq)),
+        }
+        n += 1;
+        if n % 512 == 0 {
+            crashpoint::hit("apply: entry batch");
+        }
+        Ok(())
+    });
+    if let Some(f) = stop {
+        return Err(f);
+    }
+    verified.map_err(refuse)?;
+    let mut counts = eng.counts;
+    if let Some(f) = &fork {
+        conn.execute_batch("ROLLBACK TO ferry_segment; RELEASE ferry_segment")?;
+        eng.reload_origins()?;
+        counts = Counts::default();
+        conn.execute(
+            "INSERT INTO _ferry_forks (origin, seq, known_hash, new_hash, segment, bundle, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                f.origin,
+                f.seq as i64,
+                f.known_hash,
+                f.new_hash,
+                f.segment,
+                bundle,
+                crate::journal::Timestamp::now().to_rfc3339()
+            ],
+        )?;
+    } else {
+        for (a, b) in &runs {
+            ledger::add_range(conn, oid, *a, *b)?;
+        }
+        checkpoints.push((before_first, chain_before));
+        checkpoints.push((d.last_seq, chain));
+        let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO _ferry_chain VALUES (?1, ?2, ?3)")?;
+        for (seq, h) in &checkpoints {
+            stmt.execute(params![oid, *seq as i64, h.0.as_slice()])?;
+        }
+        conn.execute(
+            "UPDATE _ferry_origins SET last_ts = max(coalesce(last_ts, ?2), ?2), last_apply = ?3 WHERE id = ?1",
+            params![oid, d.ts_max.0, crate::journal::Timestamp::now().to_rfc3339()],
+        )?;
+        crashpoint::hit("apply: segment done");
+        conn.execute_batch("RELEASE ferry_segment")?;
+    }
+    eng.counts = counts_before;
+    eng.counts.add(&counts);
+    Ok(SegmentApply { origin, first_seq: d.first_seq, last_seq: d.last_seq, counts, fork })
+}
+
+type Violations = std::collections::BTreeSet<(String, Option<i64>, String)>;
+
+/// `PRAGMA foreign_key_check`: (table, rowid, parent) of every broken row.
+fn foreign_key_violations(conn: &Connection) -> rusqlite::Result<Violations> {
+    let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
+/// Rows whose parent is still missing when the run is about to commit (and
+/// were not broken before it) are moved to `_ferry_quarantine` with a
+/// `foreign_key` conflict, so the rest of the run can commit. Returns how
+/// many rows were moved.
+fn quarantine_broken_foreign_keys(eng: &mut Engine, preexisting: &Violations) -> Result<u64, Fail> {
+    let mut moved = 0;
+    for _round in 0..16 {
+        let new: Vec<_> = foreign_key_violations(eng.conn)?.into_iter().filter(|v| !preexisting.contains(v)).collect();
+        if new.is_empty() {
+            return Ok(moved);
+        }
+        for (table, rowid, parent) in new {
+            let Some(rowid) = rowid else { return Err(Fail::Refused(table)) };
+            if !eng.quarantine_row_for_foreign_key(&table, rowid, &parent)? {
+                return Err(Fail::Refused(table));
+            }
+            moved += 1;
+        }
+    }
+    match foreign_key_violations(eng.conn)?.into_iter().find(|v| !preexisting.contains(v)) {
+        Some((table, _, _)) => Err(Fail::Refused(table)),
+        None => Ok(moved),
+    }
+}
+
+/// Will these bundles apply to `conn`'s database? For each bundle, every
+/// problem found: verification, schema fingerprint, unknown tables or
+/// columns. Reads everything, writes nothing.
+pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progress: &mut dyn Progress) -> Vec<String> {
+    let mut problems = Vec::new();
+    let fingerprint = match schema::fingerprint(conn) {
+        Ok(f) => f,
+        Err(e) => return vec![format!("failed to read the target's schema: {e}")],
+    };
+    let tables = match engine::load_tables(conn) {
+        Ok(t) => t,
+        Err(e) => return vec![format!("failed to read the target's schema: {e}")],
+    };
+    let result = (|| -> Result<(), VerifyError> {
+        let mut reader = BundleReader::open(path)?;
+        check_signatures(&reader, trust)?;
+        for d in reader.descriptors() {
+            if let Some(theirs) = d.schema.as_deref().filter(|s| *s != fingerprint) {
+                problems.push(format!(
+                    "segment {} was written against schema {theirs}, the target has {fingerprint} \
+                     (needs --allow-schema-drift)",
+                    d.member_name()
+                ));
+            }
+        }
+        while let Some(member) = reader.next_segment()? {
+            let origin = member.descriptor().origin.to_string();
+            let mut seen = std::collections::BTreeSet::new();
+            check_entries(member, progress, |e, _| {
+                let Some(t) = tables.get(&e.table) else {
+                    if seen.insert((e.table.clone(), String::new())) {
+                        problems.push(format!(
+                            "origin {origin} seq {}: table {:?} does not exist in the target",
+                            e.seq, e.table
+                        ));
+                    }
+                    return Ok(());
+                };
+                for c in e.pk.columns().chain(e.fields.iter().flat_map(|f| f.columns())) {
+                    let known = t.columns.iter().any(|x| x == c) || (c == "rowid" && t.key == ["rowid"]);
+                    if !known && seen.insert((e.table.clone(), c.to_owned())) {
+                        problems.push(format!(
+                            "origin {origin} seq {}: table {:?} has no column {c:?} in the target",
+                            e.seq, e.table
+                        ));
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        reader.finish()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        problems.insert(0, error_chain(&e));
+    }
+    problems
+}

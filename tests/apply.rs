@@ -1,0 +1,441 @@
+//! Apply engine behaviour: exactly once, last-writer-wins, tombstones,
+//! parking, conflicts, refusals, forks, gaps, no echoes, foreign keys.
+
+mod apply_support;
+
+use std::path::{Path, PathBuf};
+
+use apply_support::*;
+use ferry::apply::status::{read_conflicts, read_status};
+use ferry::apply::{apply, ApplyOptions, ApplyReport};
+use ferry::keys::TrustStore;
+use ferry::progress::Silent;
+use ferry::value::Value;
+
+fn run(db: &Path, files: &[PathBuf], trust: &TrustStore) -> ApplyReport {
+    apply(db, files, trust, &ApplyOptions::default(), &mut Silent).expect("apply")
+}
+
+fn conn(db: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(db).expect("open")
+}
+
+#[test]
+fn applies_once_and_reapplying_any_bundle_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    a.insert(10, 1, &[("a", text("x")), ("b", Value::Integer(1))]);
+    a.insert(11, 2, &[("a", text("y"))]);
+    a.update(12, 1, &[("a", text("x2"))]);
+    a.delete(13, 2);
+    let b1 = a.bundle(dir.path(), &[(1, 2)], None);
+    let b2 = a.bundle(dir.path(), &[(3, 4)], None);
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    let trust = trust(&[&a]);
+    let r = run(&db, &[b1.clone(), b2.clone()], &trust);
+    assert_eq!((r.totals.applied, r.totals.skipped, r.refused), (4, 0, 0));
+    let once = dump(&db);
+    assert_eq!(once, "table t\n[1,\"x2\",1]\n");
+    let r = run(&db, &[b2, b1.clone(), b1], &trust);
+    assert_eq!((r.totals.applied, r.totals.skipped), (0, 6), "every entry is counted as already applied");
+    assert_eq!(dump(&db), once);
+}
+
+#[test]
+fn later_write_wins_per_field_in_any_order_and_the_loser_is_recorded() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    let mut b = Origin::new(dir.path(), "b");
+    a.insert(10, 1, &[("a", text("a0")), ("b", Value::Integer(0))]);
+    a.update(30, 1, &[("a", text("a-late"))]);
+    b.update(20, 1, &[("a", text("b-mid")), ("b", Value::Integer(5))]);
+    let ba = a.bundle(dir.path(), &[(1, 2)], None);
+    let bb = b.bundle(dir.path(), &[(1, 1)], None);
+    let trust = trust(&[&a, &b]);
+    let db1 = target(dir.path(), "1.sqlite3", SIMPLE);
+    let db2 = target(dir.path(), "2.sqlite3", SIMPLE);
+    run(&db1, &[ba.clone(), bb.clone()], &trust);
+    run(&db2, &[bb], &trust);
+    run(&db2, &[ba], &trust);
+    assert_eq!(dump(&db1), "table t\n[1,\"a-late\",5]\n", "a from the later write, b from b's update");
+    assert_eq!(dump(&db1), dump(&db2));
+    let c = read_conflicts(&conn(&db1)).expect("conflicts");
+    assert!(
+        c.iter().any(|c| c.kind == "overwritten"
+            && c.column.as_deref() == Some("a")
+            && c.loser_origin.as_deref() == Some(b.id().as_str())
+            && c.loser_value.as_deref() == Some("\"b-mid\"")),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn update_before_its_row_is_parked_then_applied_when_the_row_arrives() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    let mut b = Origin::new(dir.path(), "b");
+    a.insert(10, 1, &[("a", text("new"))]);
+    b.update(20, 1, &[("b", Value::Integer(9))]);
+    let trust = trust(&[&a, &b]);
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    let r = run(&db, &[b.bundle(dir.path(), &[(1, 1)], None)], &trust);
+    assert_eq!(r.totals.parked, 1);
+    assert_eq!(dump(&db), "table t\n");
+    assert_eq!(read_status(&conn(&db), "db").expect("status").parked, 1);
+    run(&db, &[a.bundle(dir.path(), &[(1, 1)], None)], &trust);
+    assert_eq!(dump(&db), "table t\n[1,\"new\",9]\n");
+    assert_eq!(read_status(&conn(&db), "db").expect("status").parked, 0, "the parked update was used up");
+}
+
+#[test]
+fn deletes_are_tombstones_an_older_insert_stays_deleted_a_newer_one_recreates() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    let mut b = Origin::new(dir.path(), "b");
+    a.insert(10, 1, &[("a", text("old"))]);
+    b.delete(20, 1);
+    a.insert(30, 2, &[("a", text("two"))]);
+    b.delete(25, 2); // older than the insert of row 2: the insert wins
+    let trust = trust(&[&a, &b]);
+    let ba = a.bundle(dir.path(), &[(1, 2)], None);
+    let bb = b.bundle(dir.path(), &[(1, 2)], None);
+    let db1 = target(dir.path(), "1.sqlite3", SIMPLE);
+    let db2 = target(dir.path(), "2.sqlite3", SIMPLE);
+    run(&db1, std::slice::from_ref(&bb), &trust); // deletes first: tombstones for rows not yet seen
+    assert_eq!(read_status(&conn(&db1), "db").expect("status").tombstones_waiting, 2);
+    run(&db1, std::slice::from_ref(&ba), &trust);
+    run(&db2, &[ba, bb], &trust);
+    assert_eq!(dump(&db1), "table t\n[2,\"two\",7]\n");
+    assert_eq!(dump(&db1), dump(&db2));
+}
+
+#[test]
+fn a_delete_older_than_a_reinsert_resets_only_the_values_written_before_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    let mut b = Origin::new(dir.path(), "b");
+    a.insert(10, 1, &[("a", text("first"))]);
+    a.update(15, 1, &[("b", Value::Integer(1))]);
+    b.delete(20, 1);
+    a.insert(30, 1, &[("a", text("again"))]);
+    let trust = trust(&[&a, &b]);
+    let ba = a.bundle(dir.path(), &[(1, 3)], None);
+    let bb = b.bundle(dir.path(), &[(1, 1)], None);
+    let db1 = target(dir.path(), "1.sqlite3", SIMPLE);
+    let db2 = target(dir.path(), "2.sqlite3", SIMPLE);
+    run(&db1, &[ba.clone(), bb.clone()], &trust);
+    run(&db2, &[bb, ba], &trust);
+    assert_eq!(dump(&db1), "table t\n[1,\"again\",7]\n", "b went back to its default 7");
+    assert_eq!(dump(&db1), dump(&db2));
+}
+
+#[test]
+fn an_update_after_another_origins_delete_is_a_row_missing_conflict_and_waits() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    let mut b = Origin::new(dir.path(), "b");
+    a.insert(10, 1, &[("a", text("x"))]);
+    b.delete(20, 1);
+    a.update(30, 1, &[("a", text("edited after delete"))]);
+    let trust = trust(&[&a, &b]);
+    let ba = a.bundle(dir.path(), &[(1, 2)], None);
+    let bb = b.bundle(dir.path(), &[(1, 1)], None);
+    for order in [[ba.clone(), bb.clone()], [bb.clone(), ba.clone()]] {
+        let db = target(dir.path(), "o.sqlite3", SIMPLE);
+        run(&db, &order, &trust);
+        assert_eq!(dump(&db), "table t\n", "the delete wins over a later update");
+        let c = read_conflicts(&conn(&db)).expect("conflicts");
+        assert!(c.iter().any(|c| c.kind == "row_missing" && c.loser_origin.as_deref() == Some(a.id().as_str())));
+        assert_eq!(read_status(&conn(&db), "db").expect("status").parked, 1);
+        std::fs::remove_file(&db).expect("rm");
+    }
+}
+
+#[test]
+fn an_insert_of_a_key_another_origin_inserted_is_a_row_exists_conflict() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    let mut b = Origin::new(dir.path(), "b");
+    a.insert(10, 57, &[("a", text("from a")), ("b", Value::Integer(1))]);
+    b.insert(20, 57, &[("a", text("from b")), ("b", Value::Integer(2))]);
+    let trust = trust(&[&a, &b]);
+    let ba = a.bundle(dir.path(), &[(1, 1)], None);
+    let bb = b.bundle(dir.path(), &[(1, 1)], None);
+    let db1 = target(dir.path(), "1.sqlite3", SIMPLE);
+    let db2 = target(dir.path(), "2.sqlite3", SIMPLE);
+    run(&db1, &[ba.clone(), bb.clone()], &trust);
+    run(&db2, &[bb, ba], &trust);
+    assert_eq!(dump(&db1), dump(&db2));
+    assert_eq!(dump(&db1), "table t\n[57,\"from b\",2]\n", "the later insert's row, whole");
+    for db in [&db1, &db2] {
+        let c = read_conflicts(&conn(db)).expect("conflicts");
+        let rx: Vec<_> = c.iter().filter(|c| c.kind == "row_exists").collect();
+        assert_eq!(rx.len(), 1, "{c:?}");
+        assert!(rx[0].loser_value.is_some(), "the other insert's values are kept in the record");
+    }
+}
+
+#[test]
+fn an_insert_of_a_key_already_in_the_target_outside_ferry_is_a_conflict() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    a.insert(10, 1, &[("a", text("remote"))]);
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    conn(&db).execute_batch("INSERT INTO t VALUES (1, 'local', 3)").expect("local row");
+    run(&db, &[a.bundle(dir.path(), &[(1, 1)], None)], &trust(&[&a]));
+    let c = read_conflicts(&conn(&db)).expect("conflicts");
+    assert_eq!(c.iter().filter(|c| c.kind == "row_exists").count(), 1);
+}
+
+#[test]
+fn unknown_table_or_column_refuses_that_bundle_only_naming_origin_seq_table_column() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    let mut b = Origin::new(dir.path(), "b");
+    a.insert(10, 1, &[("a", text("fine"))]);
+    b.insert(10, 2, &[("a", text("ok"))]);
+    b.insert(11, 3, &[("nope", text("bad"))]);
+    let trust = trust(&[&a, &b]);
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    let r = run(&db, &[b.bundle(dir.path(), &[(1, 2)], None), a.bundle(dir.path(), &[(1, 1)], None)], &trust);
+    assert_eq!(r.refused, 1);
+    assert!(r.negative());
+    let e = r.bundles[0].error.as_deref().expect("refusal");
+    for needle in [b.id().as_str(), "seq 2", "\"t\"", "\"nope\""] {
+        assert!(e.contains(needle), "{e} lacks {needle}");
+    }
+    assert_eq!(dump(&db), "table t\n[1,\"fine\",7]\n", "nothing of the refused bundle, all of the other");
+    assert_eq!(count(&db, "SELECT count(*) FROM _ferry_refused"), 1);
+}
+
+#[test]
+fn a_tampered_bundle_is_refused_and_the_others_still_apply() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    let mut b = Origin::new(dir.path(), "b");
+    a.insert(10, 1, &[("a", text("fine"))]);
+    for i in 0..50 {
+        b.insert(10 + i, 100 + i, &[("a", text("payload"))]);
+    }
+    let trust = trust(&[&a, &b]);
+    let bad = b.bundle(dir.path(), &[(1, 50)], None);
+    let mut bytes = std::fs::read(&bad).expect("read");
+    let n = bytes.len();
+    bytes[n - 1024 - 20] ^= 0x40; // inside the compressed segment, before the end blocks
+    std::fs::write(&bad, bytes).expect("write");
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    let r = run(&db, &[bad, a.bundle(dir.path(), &[(1, 1)], None)], &trust);
+    assert_eq!(r.refused, 1, "{r:?}");
+    assert_eq!(dump(&db), "table t\n[1,\"fine\",7]\n");
+}
+
+#[test]
+fn an_untrusted_origin_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    a.insert(10, 1, &[("a", text("x"))]);
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    let r = run(&db, &[a.bundle(dir.path(), &[(1, 1)], None)], &TrustStore::default());
+    assert_eq!(r.refused, 1);
+    assert_eq!(dump(&db), "table t\n");
+}
+
+#[test]
+fn schema_drift_is_refused_unless_allowed_and_then_columns_still_checked() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    a.insert(10, 1, &[("a", text("x"))]);
+    let trust = trust(&[&a]);
+    let bundle = a.bundle(dir.path(), &[(1, 1)], Some("0000"));
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    let r = run(&db, std::slice::from_ref(&bundle), &trust);
+    assert_eq!(r.refused, 1);
+    assert!(r.bundles[0].error.as_deref().unwrap_or("").contains("--allow-schema-drift"));
+    let opts = ApplyOptions { allow_schema_drift: true };
+    let r = apply(&db, &[bundle], &trust, &opts, &mut Silent).expect("apply");
+    assert_eq!(r.refused, 0);
+    assert_eq!(dump(&db), "table t\n[1,\"x\",7]\n");
+}
+
+#[test]
+fn a_matching_schema_fingerprint_applies() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    a.insert(10, 1, &[("a", text("x"))]);
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    let fp = ferry::schema::fingerprint(&conn(&db)).expect("fp");
+    let r = run(&db, &[a.bundle(dir.path(), &[(1, 1)], Some(&fp))], &trust(&[&a]));
+    assert_eq!(r.refused, 0);
+}
+
+#[test]
+fn gaps_per_origin_are_visible_in_status() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    for i in 1..=9 {
+        a.insert(i, i, &[("a", text("x"))]);
+    }
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    run(&db, &[a.bundle(dir.path(), &[(1, 3), (4, 4)], None), a.bundle(dir.path(), &[(7, 9)], None)], &trust(&[&a]));
+    let s = read_status(&conn(&db), "db").expect("status");
+    assert_eq!(s.origins.len(), 1);
+    assert_eq!(s.origins[0].applied, vec![(1, 4), (7, 9)]);
+    assert_eq!(s.origins[0].missing, vec![(5, 6)]);
+    assert_eq!(s.origins[0].entries_applied, 7);
+    assert_eq!(s.origins[0].last_entry, Some(ferry::journal::Timestamp(9)));
+}
+
+#[test]
+fn a_forked_journal_is_reported_and_the_newcomer_not_applied() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    a.insert(10, 1, &[("a", text("original"))]);
+    a.insert(11, 2, &[("a", text("original"))]);
+    let first = a.bundle(dir.path(), &[(1, 2)], None);
+    // A clone with the same key writes a different seq 2 and a seq 3.
+    a.lines.truncate(1);
+    a.insert(12, 2, &[("a", text("clone"))]);
+    a.insert(13, 3, &[("a", text("clone"))]);
+    let clone = a.bundle(dir.path(), &[(2, 3)], None);
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    let trust = trust(&[&a]);
+    run(&db, &[first], &trust);
+    let r = run(&db, &[clone], &trust);
+    assert_eq!(r.forks, 1);
+    assert!(r.negative());
+    assert_eq!(dump(&db), "table t\n[1,\"original\",7]\n[2,\"original\",7]\n", "nothing of the clone applied");
+    let s = read_status(&conn(&db), "db").expect("status");
+    assert_eq!(s.forks, 1);
+    assert_eq!(s.origins[0].forks, 1);
+}
+
+#[test]
+fn a_fork_inside_an_applied_range_is_caught_at_a_chain_checkpoint() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    for i in 1..=600 {
+        a.insert(i, i, &[("a", text("original"))]);
+    }
+    let first = a.bundle(dir.path(), &[(1, 600)], None);
+    // The clone rewrote seqs 250..=270: a range strictly inside what was
+    // applied, caught because it spans the checkpoint at seq 256.
+    a.lines.truncate(249);
+    for i in 250..=270 {
+        a.insert(i, i, &[("a", text("clone"))]);
+    }
+    let clone = a.bundle(dir.path(), &[(250, 270)], None);
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    let trust = trust(&[&a]);
+    run(&db, &[first], &trust);
+    let before = dump(&db);
+    let r = run(&db, &[clone], &trust);
+    assert_eq!(r.forks, 1, "{r:?}");
+    assert_eq!(dump(&db), before);
+}
+
+#[test]
+fn applied_changes_are_not_captured_again_but_local_edits_are() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    a.insert(10, 1, &[("a", text("remote"))]);
+    let db = target(
+        dir.path(),
+        "db.sqlite3",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER DEFAULT 7);
+         CREATE TABLE _ferry_control (id INTEGER PRIMARY KEY, applying INTEGER NOT NULL);
+         INSERT INTO _ferry_control VALUES (1, 0);
+         CREATE TABLE _ferry_journal (seq INTEGER PRIMARY KEY, what TEXT);
+         CREATE TRIGGER cap AFTER INSERT ON t WHEN (SELECT applying FROM _ferry_control) = 0
+         BEGIN INSERT INTO _ferry_journal (what) VALUES ('insert ' || NEW.id); END;",
+    );
+    run(&db, &[a.bundle(dir.path(), &[(1, 1)], None)], &trust(&[&a]));
+    assert_eq!(count(&db, "SELECT count(*) FROM t"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM _ferry_journal"), 0, "the apply made no journal entry");
+    assert_eq!(count(&db, "SELECT applying FROM _ferry_control"), 0, "suppression is off again after apply");
+    conn(&db).execute_batch("INSERT INTO t (id, a) VALUES (2, 'local')").expect("local edit");
+    assert_eq!(count(&db, "SELECT count(*) FROM _ferry_journal"), 1, "a local edit afterwards is captured");
+}
+
+const FK: &str = "CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT);
+CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id), v TEXT);";
+
+#[test]
+fn children_before_parents_in_one_apply_are_fine_orphans_are_quarantined() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    a.push(1, ferry::journal::Op::Insert, "child", id_row(1), Some(row(&[("parent_id", Value::Integer(1))])));
+    a.push(2, ferry::journal::Op::Insert, "parent", id_row(1), Some(row(&[("name", text("p"))])));
+    a.push(3, ferry::journal::Op::Insert, "child", id_row(2), Some(row(&[("parent_id", Value::Integer(99))])));
+    let child_first = a.bundle(dir.path(), &[(1, 1)], None);
+    let parent = a.bundle(dir.path(), &[(2, 2)], None);
+    let orphan = a.bundle(dir.path(), &[(3, 3)], None);
+    let db = target(dir.path(), "db.sqlite3", FK);
+    let r = run(&db, &[child_first, parent, orphan], &trust(&[&a]));
+    assert_eq!(r.foreign_key_quarantined, 1, "{r:?}");
+    assert_eq!(count(&db, "SELECT count(*) FROM child"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM _ferry_quarantine WHERE kind = 'foreign_key'"), 1);
+    let c = conn(&db);
+    let broken: i64 = c.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).expect("fk");
+    assert_eq!(broken, 0);
+    assert!(read_conflicts(&c).expect("c").iter().any(|c| c.kind == "foreign_key"));
+}
+
+#[test]
+fn an_entry_the_database_refuses_is_quarantined_not_dropped() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    a.insert(1, 1, &[("a", Value::Null)]);
+    a.insert(2, 2, &[("a", text("fine"))]);
+    let db = target(dir.path(), "db.sqlite3", "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT NOT NULL);");
+    let r = run(&db, &[a.bundle(dir.path(), &[(1, 2)], None)], &trust(&[&a]));
+    assert_eq!(r.totals.quarantined, 1);
+    assert_eq!(dump(&db), "table t\n[2,\"fine\"]\n");
+    let entry: String = conn(&db)
+        .query_row("SELECT entry FROM _ferry_quarantine WHERE kind = 'constraint'", [], |r| r.get(0))
+        .expect("quarantined");
+    assert!(entry.contains("\"seq\":1"), "{entry}");
+    // Re-applying does not quarantine it twice.
+    run(&db, &[a.bundle(dir.path(), &[(1, 2)], None)], &trust(&[&a]));
+    assert_eq!(count(&db, "SELECT count(*) FROM _ferry_quarantine"), 1);
+}
+
+#[test]
+fn values_are_bound_and_hostile_names_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    a.insert(1, 1, &[("a", text("'); DROP TABLE t; --"))]);
+    a.push(2, ferry::journal::Op::Insert, "t\"; DROP TABLE t; --", id_row(2), Some(row(&[("a", text("x"))])));
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    let trust = trust(&[&a]);
+    run(&db, &[a.bundle(dir.path(), &[(1, 1)], None)], &trust);
+    assert_eq!(dump(&db), "table t\n[1,\"'); DROP TABLE t; --\",7]\n");
+    let r = run(&db, &[a.bundle(dir.path(), &[(2, 2)], None)], &trust);
+    assert_eq!(r.refused, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM t"), 1);
+}
+
+#[test]
+fn ledger_tables_do_not_change_the_schema_fingerprint() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    a.insert(1, 1, &[("a", text("x"))]);
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    let before = ferry::schema::fingerprint(&conn(&db)).expect("fp");
+    run(&db, &[a.bundle(dir.path(), &[(1, 1)], None)], &trust(&[&a]));
+    assert_eq!(ferry::schema::fingerprint(&conn(&db)).expect("fp"), before);
+}
+
+#[test]
+fn rows_that_broke_a_foreign_key_before_the_apply_are_left_alone() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    a.push(1, ferry::journal::Op::Insert, "parent", id_row(1), Some(row(&[("name", text("p"))])));
+    let db = target(dir.path(), "db.sqlite3", FK);
+    conn(&db)
+        .execute_batch("PRAGMA foreign_keys = OFF; INSERT INTO child VALUES (5, 42, 'the app''s own orphan')")
+        .expect("orphan");
+    let r = run(&db, &[a.bundle(dir.path(), &[(1, 1)], None)], &trust(&[&a]));
+    assert_eq!(r.foreign_key_quarantined, 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM child"), 1, "ferry does not remove the app's rows");
+    assert_eq!(count(&db, "SELECT count(*) FROM parent"), 1);
+}

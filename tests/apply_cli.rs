@@ -1,0 +1,137 @@
+//! The apply commands through the real binary: `bundle apply`, `conflicts`,
+//! `status --db`, `bundle verify --against`; exit codes and JSON shapes
+//! (deserialised with `deny_unknown_fields`).
+
+mod apply_support;
+mod common;
+
+use apply_support::*;
+use ferry::apply::status::{Conflict, DbStatus};
+use ferry::apply::ApplyReport;
+use ferry::value::Value;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    home: std::path::PathBuf,
+    a: Origin,
+    b: Origin,
+    db: std::path::PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = Origin::new(dir.path(), "a");
+    let b = Origin::new(dir.path(), "b");
+    let home = common::init_node(dir.path(), "central", None);
+    common::trust(&home, &dir.path().join("a"), "a", &["origin"]);
+    common::trust(&home, &dir.path().join("b"), "b", &["origin"]);
+    let db = target(dir.path(), "central.sqlite3", SIMPLE);
+    Setup { dir, home, a, b, db }
+}
+
+#[test]
+fn apply_json_reports_counts_and_a_second_run_skips_everything() {
+    let mut s = setup();
+    s.a.insert(10, 1, &[("a", text("x"))]);
+    s.a.update(20, 1, &[("b", Value::Integer(2))]);
+    let inbox = s.dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    s.a.bundle(&inbox, &[(1, 2)], None);
+    let run = || {
+        let o = common::ferry(&s.home)
+            .args(["bundle", "apply", "--json", "--db"])
+            .arg(&s.db)
+            .arg(&inbox)
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<ApplyReport>(&o.stdout).expect("report shape")
+    };
+    let r = run();
+    assert_eq!((r.totals.applied, r.totals.skipped), (2, 0));
+    let r = run();
+    assert_eq!((r.totals.applied, r.totals.skipped), (0, 2));
+}
+
+#[test]
+fn a_refused_bundle_exits_1_and_names_the_column() {
+    let mut s = setup();
+    s.a.insert(10, 1, &[("missing_col", text("x"))]);
+    let f = s.a.bundle(s.dir.path(), &[(1, 1)], None);
+    let o = common::ferry(&s.home).args(["bundle", "apply", "--db"]).arg(&s.db).arg(&f).output().expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("REFUSED") && text.contains("missing_col") && text.contains("seq 1"), "{text}");
+}
+
+#[test]
+fn apply_to_a_missing_database_is_an_error() {
+    let mut s = setup();
+    s.a.insert(10, 1, &[("a", text("x"))]);
+    let f = s.a.bundle(s.dir.path(), &[(1, 1)], None);
+    let o = common::ferry(&s.home)
+        .args(["bundle", "apply", "--db"])
+        .arg(s.dir.path().join("nope.sqlite3"))
+        .arg(&f)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("migrations"));
+}
+
+#[test]
+fn conflicts_and_status_list_what_happened() {
+    let mut s = setup();
+    s.a.insert(10, 1, &[("a", text("from a"))]);
+    s.a.insert(11, 2, &[("a", text("x"))]);
+    s.a.insert(12, 3, &[("a", text("x"))]);
+    s.b.update(20, 1, &[("a", text("from b"))]);
+    s.b.update(21, 77, &[("a", text("waits"))]);
+    let f1 = s.a.bundle(s.dir.path(), &[(1, 1)], None);
+    let f3 = s.a.bundle(s.dir.path(), &[(3, 3)], None);
+    let fb = s.b.bundle(s.dir.path(), &[(1, 2)], None);
+    common::ferry(&s.home).args(["bundle", "apply", "--db"]).arg(&s.db).args([&fb, &f1, &f3]).assert().success();
+
+    let o = common::ferry(&s.home).args(["conflicts", "--json", "--db"]).arg(&s.db).output().expect("run");
+    assert!(o.status.success());
+    let list: Vec<Conflict> = serde_json::from_slice(&o.stdout).expect("conflicts shape");
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].kind, "overwritten");
+    assert_eq!(list[0].loser_value.as_deref(), Some("\"from a\""));
+    let o = common::ferry(&s.home).args(["conflicts", "--db"]).arg(&s.db).output().expect("run");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("overwritten"));
+
+    let o = common::ferry(&s.home).args(["status", "--json", "--db"]).arg(&s.db).output().expect("run");
+    assert!(o.status.success());
+    let st: DbStatus = serde_json::from_slice(&o.stdout).expect("status shape");
+    let a = st.origins.iter().find(|o| o.origin == s.a.id()).expect("origin a");
+    assert_eq!(a.applied, vec![(1, 1), (3, 3)]);
+    assert_eq!(a.missing, vec![(2, 2)]);
+    assert_eq!(st.parked, 1);
+    let o = common::ferry(&s.home).args(["status", "--db"]).arg(&s.db).output().expect("run");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("missing   2"), "{text}");
+}
+
+#[test]
+fn verify_against_says_whether_a_bundle_would_apply() {
+    let mut s = setup();
+    s.a.insert(10, 1, &[("a", text("x"))]);
+    s.b.insert(10, 1, &[("zzz", text("x"))]);
+    let good = s.a.bundle(s.dir.path(), &[(1, 1)], None);
+    let bad = s.b.bundle(s.dir.path(), &[(1, 1)], None);
+    common::ferry(&s.home).args(["bundle", "verify", "--against"]).arg(&s.db).arg(&good).assert().success();
+    let o = common::ferry(&s.home).args(["bundle", "verify", "--against"]).arg(&s.db).arg(&bad).output().expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"zzz\""));
+    let drift = s.a.bundle(s.dir.path(), &[(1, 1)], Some("feed"));
+    let o =
+        common::ferry(&s.home).args(["bundle", "verify", "--against"]).arg(&s.db).arg(&drift).output().expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("schema"));
+    assert_eq!(
+        count(&s.db, "SELECT count(*) FROM sqlite_schema WHERE name LIKE '\\_ferry%' ESCAPE '\\'"),
+        0,
+        "verify writes nothing"
+    );
+}
