@@ -374,22 +374,7 @@ impl<R: Read> EntryLines<'_, R> {
         self.buf.clear();
         let read = io::Read::take(&mut self.lines, MAX_LINE as u64 + 1).read_until(b'\n', &mut self.buf);
         let member = self.descriptor.member_name();
-        let n = match read.map_err(from_io) {
-            Ok(n) => n,
-            Err(BundleError::Io(e)) => {
-                // A decoder error on bytes that differ from the signed ones is
-                // reported as what it is: a hash mismatch.
-                self.done = true;
-                let compressed = self.lines.get_mut().inner.get_mut().get_mut();
-                if let Err(h @ BundleError::HashMismatch { .. }) =
-                    io::copy(compressed, &mut io::sink()).map_err(from_io)
-                {
-                    return Err(h);
-                }
-                return Err(BundleError::Corrupt { member, reason: e.to_string() });
-            }
-            Err(other) => return Err(other),
-        };
+        let n = read.map_err(|e| self.read_failed(e))?;
         if n == 0 {
             self.done = true;
             self.check_end()?;
@@ -417,29 +402,33 @@ impl<R: Read> EntryLines<'_, R> {
         if self.done {
             return Ok(0);
         }
-        let read = io::Read::read(&mut self.lines, buf);
-        let member = self.descriptor.member_name();
-        match read.map_err(from_io) {
+        match io::Read::read(&mut self.lines, buf) {
             Ok(0) => {
                 self.done = true;
                 self.check_end()?;
                 Ok(0)
             }
             Ok(n) => Ok(n),
-            Err(BundleError::Io(e)) => {
-                self.done = true;
+            Err(e) => Err(self.read_failed(e)),
+        }
+    }
+
+    /// Turns a failed read into the error to report, and ends the stream. A
+    /// decoder error on bytes that differ from the signed ones is reported as
+    /// what it is: a hash mismatch (found by draining the member).
+    fn read_failed(&mut self, e: io::Error) -> BundleError {
+        self.done = true;
+        match from_io(e) {
+            BundleError::Io(e) => {
                 let compressed = self.lines.get_mut().inner.get_mut().get_mut();
                 if let Err(h @ BundleError::HashMismatch { .. }) =
                     io::copy(compressed, &mut io::sink()).map_err(from_io)
                 {
-                    return Err(h);
+                    return h;
                 }
-                Err(BundleError::Corrupt { member, reason: e.to_string() })
+                BundleError::Corrupt { member: self.descriptor.member_name(), reason: e.to_string() }
             }
-            Err(other) => {
-                self.done = true;
-                Err(other)
-            }
+            other => other,
         }
     }
 

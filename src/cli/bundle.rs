@@ -221,13 +221,7 @@ fn inspect_cmd(a: InspectArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome>
             s.ts_max
         ))?;
         for (t, c) in &s.tables {
-            out(format!(
-                "    {:<30} insert {:>7}  update {:>7}  delete {:>7}",
-                sanitize(t),
-                c.insert,
-                c.update,
-                c.delete
-            ))?;
+            out(super::output::table_counts(t, c))?;
         }
         if s.hops.is_empty() {
             out("    hops: none (straight from the origin)")?;

@@ -73,6 +73,11 @@ pub fn out(line: impl std::fmt::Display) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One table's operation counts, indented under a segment or an origin.
+pub fn table_counts(table: &str, c: &ferry::bundle::OpCounts) -> String {
+    format!("    {:<30} insert {:>7}  update {:>7}  delete {:>7}", ferry::sanitize(table), c.insert, c.update, c.delete)
+}
+
 /// Writes a value as one JSON document on stdout.
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let mut o = std::io::stdout().lock();

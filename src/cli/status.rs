@@ -55,13 +55,7 @@ fn human(s: &LedgerStatus, ui: &Ui) -> anyhow::Result<()> {
             out(format!("    missing   seq {} (not carried by this node)", gaps.join(", ")))?;
         }
         for (t, c) in &o.tables {
-            out(format!(
-                "    {:<30} insert {:>7}  update {:>7}  delete {:>7}",
-                sanitize(t),
-                c.insert,
-                c.update,
-                c.delete
-            ))?;
+            out(super::output::table_counts(t, c))?;
         }
         for c in &o.segments {
             out(format!(
