@@ -263,7 +263,7 @@ fn main() {
         .expect("tmp");
     // FERRY_BENCH_KEEP=1 keeps the bundles and node home (to profile the child).
     let dir = if std::env::var_os("FERRY_BENCH_KEEP").is_some() {
-        let kept = dir.into_path();
+        let kept = dir.keep();
         println!("keeping {}", kept.display());
         KeptDir::Kept(kept)
     } else {
