@@ -14,8 +14,11 @@
 //! is recorded in `_ferry_conflicts`; entries the database refuses
 //! (constraints) go to `_ferry_quarantine`.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
 
 use rusqlite::{params, params_from_iter, Connection, ErrorCode};
 
@@ -56,6 +59,8 @@ pub struct TableInfo {
     pub defaults: HashMap<String, Value>,
     /// `"k1" = ?1 AND "k2" = ?2`.
     pub key_where: String,
+    /// `DELETE FROM "t" WHERE <key_where>`.
+    delete_sql: String,
 }
 
 impl TableInfo {
@@ -106,9 +111,11 @@ pub fn load_tables(conn: &Connection) -> rusqlite::Result<HashMap<String, TableI
             };
             defaults.insert(col, v);
         }
+        let delete_sql = format!("DELETE FROM {} WHERE {key_where}", quote(&t.name));
         out.insert(
             t.name.clone(),
             TableInfo {
+                delete_sql,
                 quoted: quote(&t.name),
                 name: t.name.clone(),
                 key,
@@ -157,6 +164,57 @@ pub struct Engine<'c> {
     /// The node id of the segment being applied.
     pub current_origin: String,
     now: String,
+    sql: SqlTexts,
+}
+
+/// What a cached SQL text does (see [`SqlTexts`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum SqlKind {
+    Insert,
+    Update,
+}
+
+/// SQL texts built once per table and column list: building them per entry
+/// (quoting, joining) cost more than running some of the statements.
+#[derive(Default)]
+struct SqlTexts(RefCell<HashMap<u64, Vec<SqlText>>>);
+
+/// A cached text: kind, table, column list, SQL.
+type SqlText = (SqlKind, String, Vec<String>, Rc<str>);
+
+/// At most this many texts are kept (a bundle could use many column lists).
+const SQL_TEXTS_MAX: usize = 1024;
+
+impl SqlTexts {
+    fn get<'a>(
+        &self,
+        kind: SqlKind,
+        table: &str,
+        cols: impl Iterator<Item = &'a str> + Clone,
+        build: impl FnOnce() -> String,
+    ) -> Rc<str> {
+        let mut h = std::hash::DefaultHasher::new();
+        (kind, table).hash(&mut h);
+        for c in cols.clone() {
+            c.hash(&mut h);
+        }
+        let hash = h.finish();
+        let mut map = self.0.borrow_mut();
+        if let Some(bucket) = map.get(&hash) {
+            if let Some(hit) = bucket
+                .iter()
+                .find(|(k, t, cs, _)| *k == kind && t == table && cs.iter().map(String::as_str).eq(cols.clone()))
+            {
+                return hit.3.clone();
+            }
+        }
+        if map.values().map(Vec::len).sum::<usize>() >= SQL_TEXTS_MAX {
+            map.clear();
+        }
+        let sql: Rc<str> = build().into();
+        map.entry(hash).or_default().push((kind, table.to_owned(), cols.map(str::to_owned).collect(), sql.clone()));
+        sql
+    }
 }
 
 /// One entry being applied, with its version.
@@ -224,6 +282,7 @@ impl<'c> Engine<'c> {
             counts: Counts::default(),
             current_origin: String::new(),
             now: crate::journal::Timestamp::now().to_rfc3339(),
+            sql: SqlTexts::default(),
         })
     }
 
@@ -544,8 +603,7 @@ impl<'c> Engine<'c> {
             Some(st) => st,
             None => {
                 // A row from outside ferry, or one not yet arrived: tombstone either way.
-                let sql = format!("DELETE FROM {} WHERE {}", t.quoted, t.key_where);
-                conn.prepare_cached(&sql)?.execute(params_from_iter(cx.key_vals.iter()))?;
+                conn.prepare_cached(&t.delete_sql)?.execute(params_from_iter(cx.key_vals.iter()))?;
                 let st = RowState { del: Some(cx.v), ..RowState::default() };
                 ledger::save_row(conn, tname, &cx.lkey, &st)?;
                 return Ok(());
@@ -589,8 +647,7 @@ impl<'c> Engine<'c> {
                     st.parked = true;
                 }
                 let t = self.table(tname);
-                let sql = format!("DELETE FROM {} WHERE {}", t.quoted, t.key_where);
-                conn.prepare_cached(&sql)?.execute(params_from_iter(cx.key_vals.iter()))?;
+                conn.prepare_cached(&t.delete_sql)?.execute(params_from_iter(cx.key_vals.iter()))?;
                 st.present = false;
                 st.cols.clear();
             } else {
@@ -719,20 +776,19 @@ impl<'c> Engine<'c> {
 
     fn physical_insert(&self, cx: &Ctx) -> Result<Written, Fail> {
         let t = self.table(&cx.e.table);
-        let mut cols: Vec<&str> = t.key.iter().map(String::as_str).collect();
-        let mut vals: Vec<&Value> = cx.key_vals.iter().collect();
-        for (c, v) in self.fields(cx) {
-            cols.push(c);
-            vals.push(v);
-        }
-        let names: Vec<String> = cols.iter().map(|c| if *c == "rowid" { "rowid".into() } else { quote(c) }).collect();
-        let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
-            t.quoted,
-            names.join(", "),
-            marks.join(", ")
-        );
+        let fields = self.fields(cx);
+        let cols = t.key.iter().map(String::as_str).chain(fields.iter().map(|f| f.0.as_str()));
+        let sql = self.sql.get(SqlKind::Insert, &t.name, cols.clone(), || {
+            let names: Vec<String> = cols.map(|c| if c == "rowid" { "rowid".into() } else { quote(c) }).collect();
+            let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+            format!(
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
+                t.quoted,
+                names.join(", "),
+                marks.join(", ")
+            )
+        });
+        let vals = cx.key_vals.iter().chain(fields.iter().map(|f| &f.1));
         let r = self.conn.prepare_cached(&sql).and_then(|mut s| s.execute(params_from_iter(vals)));
         written(r)
     }
@@ -747,9 +803,11 @@ impl<'c> Engine<'c> {
             return Ok(Written::Done(n as usize));
         }
         let n = cx.key_vals.len();
-        let sets: Vec<String> =
-            fields.iter().enumerate().map(|(i, (c, _))| format!("{} = ?{}", quote(c), n + i + 1)).collect();
-        let sql = format!("UPDATE {} SET {} WHERE {}", t.quoted, sets.join(", "), t.key_where);
+        let sql = self.sql.get(SqlKind::Update, &t.name, fields.iter().map(|f| f.0.as_str()), || {
+            let sets: Vec<String> =
+                fields.iter().enumerate().map(|(i, (c, _))| format!("{} = ?{}", quote(c), n + i + 1)).collect();
+            format!("UPDATE {} SET {} WHERE {}", t.quoted, sets.join(", "), t.key_where)
+        });
         let r = self
             .conn
             .prepare_cached(&sql)

@@ -333,7 +333,7 @@ fn apply_segment<R: std::io::Read + Send>(
             eng.counts.skipped += 1;
             return Ok(());
         }
-        let r = eng.check(&origin, &entry).and_then(|()| eng.apply(oid, &entry, line));
+        let r = eng.check(&origin, entry).and_then(|()| eng.apply(oid, entry, line));
         if let Err(f) = r {
             stop = Some(f);
             return Err(VerifyError::Custody("apply stopped".into()));

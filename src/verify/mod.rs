@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::bundle::format::{hop_message, Summary, HOP_PREFIX, MANIFEST_PREFIX, SEGMENT_PREFIX};
 use crate::bundle::{BundleError, BundleReader, SegmentDescriptor, SegmentMember};
 use crate::chain::ChainHash;
-use crate::journal::{Entry, Timestamp, MAX_LINE};
+use crate::journal::{Entry, Op, Row, Timestamp, MAX_LINE};
 use crate::keys::{self, KeyError, NodeId, Role, TrustStore};
 use crate::progress::Progress;
 
@@ -187,7 +187,12 @@ pub fn check_entries<R: Read + Send>(
     progress: &mut dyn Progress,
     mut each: impl FnMut(Entry, &[u8]) -> Result<(), VerifyError>,
 ) -> Result<(), VerifyError> {
-    check_entries_chained(member, progress, |entry, line, _| each(entry, line))
+    pipeline(member, progress, &mut |entry, line, _| {
+        // A placeholder that allocates nothing takes the entry's place.
+        let placeholder =
+            Entry { seq: 0, ts: Timestamp(0), op: Op::Insert, table: String::new(), pk: Row::default(), fields: None };
+        each(std::mem::replace(entry, placeholder), line)
+    })
 }
 
 /// [`check_entries`] that also hands over the chain hash up to and including
@@ -195,11 +200,23 @@ pub fn check_entries<R: Read + Send>(
 /// on a second thread; `each` runs on the caller's thread, in order, on
 /// entries that passed every check so far (a later entry or the segment's
 /// totals may still fail: the caller keeps its writes revocable until this
-/// returns `Ok`). Memory is bounded by a few batches in flight.
+/// returns `Ok`). Memory is bounded by a few batches in flight. Entries are
+/// lent, not given, so they are freed on the thread that made them.
 pub fn check_entries_chained<R: Read + Send>(
     member: SegmentMember<'_, R>,
     progress: &mut dyn Progress,
-    mut each: impl FnMut(Entry, &[u8], &ChainHash) -> Result<(), VerifyError>,
+    mut each: impl FnMut(&Entry, &[u8], &ChainHash) -> Result<(), VerifyError>,
+) -> Result<(), VerifyError> {
+    pipeline(member, progress, &mut |entry, line, chain| each(entry, line, chain))
+}
+
+type EachParsed<'a> = &'a mut dyn FnMut(&mut Entry, &[u8], &ChainHash) -> Result<(), VerifyError>;
+
+/// The two threads of [`check_entries_chained`].
+fn pipeline<R: Read + Send>(
+    member: SegmentMember<'_, R>,
+    progress: &mut dyn Progress,
+    each: EachParsed<'_>,
 ) -> Result<(), VerifyError> {
     let d = member.descriptor().clone();
     let name = d.member_name();
@@ -251,7 +268,8 @@ pub fn check_entries_chained<R: Read + Send>(
                         parse(&rest[..at], &mut batch)?;
                         rest = &rest[at + 1..];
                         if batch.items.len() >= BATCH {
-                            let next = recycle_rx.try_recv().unwrap_or_default();
+                            let mut next = recycle_rx.try_recv().unwrap_or_default();
+                            next.items.clear();
                             if tx.send(std::mem::replace(&mut batch, next)).is_err() {
                                 return Ok(()); // the caller stopped
                             }
@@ -279,8 +297,8 @@ pub fn check_entries_chained<R: Read + Send>(
             checker.finish()
         });
         for mut batch in rx {
-            for (entry, start, end, chain) in batch.items.drain(..) {
-                each(entry, &batch.bytes[start..end], &chain)?;
+            for (entry, start, end, chain) in batch.items.iter_mut() {
+                each(entry, &batch.bytes[*start..*end], chain)?;
             }
             progress.advance(batch.advanced);
             batch.bytes.clear();
