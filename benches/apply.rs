@@ -1,7 +1,7 @@
 //! `cargo bench --bench apply`: ferry's apply throughput against a plain
 //! prepared-statement loop doing the same row changes (same run, same
 //! durability), against Django's `loaddata` per row, and its peak memory as
-//! the input grows 10x. Prints figures; see `docs/perf/apply.md`.
+//! the input grows 10x. Prints figures; see `docs/PERFORMANCE.md`.
 //!
 //! Environment: `FERRY_BENCH_ENTRIES` (default 1000000), `FERRY_PYTHON`
 //! (a python with Django installed, e.g. /work/venv/bin/python).
@@ -232,6 +232,20 @@ print(time.perf_counter() - t)
     String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|e| format!("{e}"))
 }
 
+enum KeptDir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl KeptDir {
+    fn path(&self) -> &Path {
+        match self {
+            KeptDir::Temp(t) => t.path(),
+            KeptDir::Kept(p) => p,
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--child") {
@@ -247,6 +261,14 @@ fn main() {
     let n: u64 = std::env::var("FERRY_BENCH_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = tempfile::tempdir_in(std::env::var_os("FERRY_BENCH_DIR").unwrap_or_else(|| std::env::temp_dir().into()))
         .expect("tmp");
+    // FERRY_BENCH_KEEP=1 keeps the bundles and node home (to profile the child).
+    let dir = if std::env::var_os("FERRY_BENCH_KEEP").is_some() {
+        let kept = dir.keep();
+        println!("keeping {}", kept.display());
+        KeptDir::Kept(kept)
+    } else {
+        KeptDir::Temp(dir)
+    };
     let home = dir.path().join("origin");
     let node = Node::init(&home, "bench", None).expect("node");
     println!("ferry apply benchmark: {n} entries (60% insert, 30% update, 10% delete), one origin");

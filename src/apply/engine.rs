@@ -14,10 +14,12 @@
 //! is recorded in `_ferry_conflicts`; entries the database refuses
 //! (constraints) go to `_ferry_quarantine`.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
-use rusqlite::{params, params_from_iter, Connection, ErrorCode};
+use rusqlite::{params, params_from_iter, Connection, ErrorCode, Statement};
 
 use super::ledger::{self, RowState, Ver};
 use crate::journal::{Entry, Op, Row};
@@ -56,6 +58,8 @@ pub struct TableInfo {
     pub defaults: HashMap<String, Value>,
     /// `"k1" = ?1 AND "k2" = ?2`.
     pub key_where: String,
+    /// `DELETE FROM "t" WHERE <key_where>`.
+    delete_sql: String,
 }
 
 impl TableInfo {
@@ -106,9 +110,11 @@ pub fn load_tables(conn: &Connection) -> rusqlite::Result<HashMap<String, TableI
             };
             defaults.insert(col, v);
         }
+        let delete_sql = format!("DELETE FROM {} WHERE {key_where}", quote(&t.name));
         out.insert(
             t.name.clone(),
             TableInfo {
+                delete_sql,
                 quoted: quote(&t.name),
                 name: t.name.clone(),
                 key,
@@ -157,6 +163,66 @@ pub struct Engine<'c> {
     /// The node id of the segment being applied.
     pub current_origin: String,
     now: String,
+    sql: SqlTexts<'c>,
+    rows: ledger::Rows<'c>,
+}
+
+/// What a cached SQL text does (see [`SqlTexts`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum SqlKind {
+    Insert,
+    Update,
+}
+
+/// Statements built once per table and column list: building their text
+/// per entry (quoting, joining) cost more than running some of them.
+#[derive(Default)]
+struct SqlTexts<'c>(RefCell<HashMap<u64, Vec<SqlText<'c>>>>);
+
+/// A prepared statement: kind, table, column list, statement. Held here
+/// rather than in rusqlite's statement cache, whose lookups by SQL text
+/// cost a tenth of the apply thread's time.
+type SqlText<'c> = (SqlKind, String, Vec<String>, Statement<'c>);
+
+/// At most this many texts are kept (a bundle could use many column lists).
+const SQL_TEXTS_MAX: usize = 1024;
+
+impl<'c> SqlTexts<'c> {
+    /// Runs `f` on the statement for `kind`, `table` and `cols`, prepared
+    /// from `build()` on first use.
+    #[allow(clippy::too_many_arguments)]
+    fn with<'a, T>(
+        &self,
+        conn: &'c Connection,
+        kind: SqlKind,
+        table: &str,
+        cols: impl Iterator<Item = &'a str> + Clone,
+        build: impl FnOnce() -> String,
+        f: impl FnOnce(&mut Statement<'c>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let mut h = std::hash::DefaultHasher::new();
+        (kind, table).hash(&mut h);
+        for c in cols.clone() {
+            c.hash(&mut h);
+        }
+        let hash = h.finish();
+        let mut map = self.0.borrow_mut();
+        if let Some(bucket) = map.get_mut(&hash) {
+            if let Some(hit) = bucket
+                .iter_mut()
+                .find(|(k, t, cs, _)| *k == kind && t == table && cs.iter().map(String::as_str).eq(cols.clone()))
+            {
+                return f(&mut hit.3);
+            }
+        }
+        if map.values().map(Vec::len).sum::<usize>() >= SQL_TEXTS_MAX {
+            map.clear();
+        }
+        let mut stmt = conn.prepare(&build())?;
+        let out = f(&mut stmt);
+        map.entry(hash).or_default().push((kind, table.to_owned(), cols.map(str::to_owned).collect(), stmt));
+        out
+    }
 }
 
 /// One entry being applied, with its version.
@@ -224,6 +290,8 @@ impl<'c> Engine<'c> {
             counts: Counts::default(),
             current_origin: String::new(),
             now: crate::journal::Timestamp::now().to_rfc3339(),
+            sql: SqlTexts::default(),
+            rows: ledger::Rows::new(conn)?,
         })
     }
 
@@ -260,7 +328,7 @@ impl<'c> Engine<'c> {
         let tname = t.name.clone();
         let quoted = t.quoted.clone();
         let row_json = serde_json::to_string(&row).unwrap_or_default();
-        let mut st = ledger::load_row(self.conn, &tname, &lkey)?.unwrap_or_default();
+        let mut st = self.rows.load_row(&tname, &lkey)?.unwrap_or_default();
         let detail = format!("row references a missing row in {parent:?}; moved to quarantine");
         self.conflict_raw(FOREIGN_KEY, &tname, &key, None, st.ins, Some(row_json.clone()), None, &detail)?;
         let origin = st.ins.map(|v| self.name(v.origin).to_owned()).unwrap_or_default();
@@ -274,7 +342,7 @@ impl<'c> Engine<'c> {
         self.conn.execute(&format!("DELETE FROM {quoted} WHERE rowid = ?1"), [rowid])?;
         st.present = false;
         st.cols.clear();
-        ledger::save_row(self.conn, &tname, &lkey, &st)?;
+        self.rows.save_row(&tname, &lkey, &st)?;
         Ok(true)
     }
 
@@ -357,7 +425,6 @@ impl<'c> Engine<'c> {
     }
 
     fn insert(&mut self, cx: &Ctx) -> Result<(), Fail> {
-        let conn = self.conn;
         let tname = cx.e.table.as_str();
         // Fast path: a key the ledger has never seen (most inserts). Claim it
         // in the ledger first; if it was there after all, take the full path.
@@ -368,7 +435,7 @@ impl<'c> Engine<'c> {
             cols: self.fields(cx).iter().map(|(c, _)| (c.clone(), cx.v)).collect(),
             parked: false,
         };
-        if ledger::insert_new_row(conn, tname, &cx.lkey, &fresh)? {
+        if self.rows.insert_new_row(tname, &cx.lkey, &fresh)? {
             return match self.physical_insert(cx)? {
                 Written::Done(1) => Ok(()),
                 Written::Done(_) => {
@@ -376,12 +443,12 @@ impl<'c> Engine<'c> {
                     self.insert_into_present(cx, st, true)
                 }
                 Written::Refused(m) => {
-                    ledger::forget_row(conn, tname, &cx.lkey)?;
+                    self.rows.forget_row(tname, &cx.lkey)?;
                     self.quarantine(cx.e, cx.line, CONSTRAINT, &m)
                 }
             };
         }
-        match ledger::load_row(conn, tname, &cx.lkey)? {
+        match self.rows.load_row(tname, &cx.lkey)? {
             Some(st) if st.present => self.insert_into_present(cx, st, false),
             Some(mut st) => {
                 if let Some(d) = st.del.filter(|d| self.cmp(cx.v, *d) == Ordering::Less) {
@@ -398,7 +465,7 @@ impl<'c> Engine<'c> {
                     }
                     if self.newer(cx.v, st.ins) {
                         st.ins = Some(cx.v);
-                        ledger::save_row(conn, tname, &cx.lkey, &st)?;
+                        self.rows.save_row(tname, &cx.lkey, &st)?;
                     }
                     return Ok(());
                 }
@@ -412,7 +479,7 @@ impl<'c> Engine<'c> {
                         if st.parked {
                             self.replay_parked(tname, &cx.lkey, &cx.key_vals, &mut st)?;
                         }
-                        ledger::save_row(conn, tname, &cx.lkey, &st)?;
+                        self.rows.save_row(tname, &cx.lkey, &st)?;
                         Ok(())
                     }
                     Written::Done(_) => {
@@ -431,7 +498,7 @@ impl<'c> Engine<'c> {
                         cols: self.fields(cx).iter().map(|(c, _)| (c.clone(), cx.v)).collect(),
                         parked: false,
                     };
-                    ledger::save_row(conn, tname, &cx.lkey, &st)?;
+                    self.rows.save_row(tname, &cx.lkey, &st)?;
                     Ok(())
                 }
                 Written::Done(_) => {
@@ -469,15 +536,14 @@ impl<'c> Engine<'c> {
         let fields = self.fields(cx);
         match self.write_fields(cx, &mut st, &fields, false)? {
             Some(reason) => self.quarantine(cx.e, cx.line, CONSTRAINT, &reason),
-            None => Ok(ledger::save_row(self.conn, &cx.e.table, &cx.lkey, &st)?),
+            None => Ok(self.rows.save_row(&cx.e.table, &cx.lkey, &st)?),
         }
     }
 
     fn update(&mut self, cx: &Ctx) -> Result<(), Fail> {
-        let conn = self.conn;
         let tname = cx.e.table.as_str();
         let fields = self.fields(cx);
-        match ledger::load_row(conn, tname, &cx.lkey)? {
+        match self.rows.load_row(tname, &cx.lkey)? {
             None => {
                 // Never seen: a row from outside ferry, or one still to come.
                 let mut st = RowState::default();
@@ -494,7 +560,7 @@ impl<'c> Engine<'c> {
                     }
                     Written::Refused(m) => return self.quarantine(cx.e, cx.line, CONSTRAINT, &m),
                 }
-                ledger::save_row(conn, tname, &cx.lkey, &st)?;
+                self.rows.save_row(tname, &cx.lkey, &st)?;
                 Ok(())
             }
             Some(mut st) => {
@@ -525,12 +591,12 @@ impl<'c> Engine<'c> {
                         )?;
                     }
                     self.park(cx, &fields, &mut st)?;
-                    ledger::save_row(conn, tname, &cx.lkey, &st)?;
+                    self.rows.save_row(tname, &cx.lkey, &st)?;
                     return Ok(());
                 }
                 match self.write_fields(cx, &mut st, &fields, true)? {
                     Some(reason) => self.quarantine(cx.e, cx.line, CONSTRAINT, &reason),
-                    None => Ok(ledger::save_row(conn, tname, &cx.lkey, &st)?),
+                    None => Ok(self.rows.save_row(tname, &cx.lkey, &st)?),
                 }
             }
         }
@@ -540,14 +606,13 @@ impl<'c> Engine<'c> {
         let conn = self.conn;
         let tname = cx.e.table.as_str();
         let t = self.table(tname);
-        let mut st = match ledger::load_row(conn, tname, &cx.lkey)? {
+        let mut st = match self.rows.load_row(tname, &cx.lkey)? {
             Some(st) => st,
             None => {
                 // A row from outside ferry, or one not yet arrived: tombstone either way.
-                let sql = format!("DELETE FROM {} WHERE {}", t.quoted, t.key_where);
-                conn.prepare_cached(&sql)?.execute(params_from_iter(cx.key_vals.iter()))?;
+                conn.prepare_cached(&t.delete_sql)?.execute(params_from_iter(cx.key_vals.iter()))?;
                 let st = RowState { del: Some(cx.v), ..RowState::default() };
-                ledger::save_row(conn, tname, &cx.lkey, &st)?;
+                self.rows.save_row(tname, &cx.lkey, &st)?;
                 return Ok(());
             }
         };
@@ -589,8 +654,7 @@ impl<'c> Engine<'c> {
                     st.parked = true;
                 }
                 let t = self.table(tname);
-                let sql = format!("DELETE FROM {} WHERE {}", t.quoted, t.key_where);
-                conn.prepare_cached(&sql)?.execute(params_from_iter(cx.key_vals.iter()))?;
+                conn.prepare_cached(&t.delete_sql)?.execute(params_from_iter(cx.key_vals.iter()))?;
                 st.present = false;
                 st.cols.clear();
             } else {
@@ -648,7 +712,7 @@ impl<'c> Engine<'c> {
             }
             st.parked = left > 0;
         }
-        ledger::save_row(conn, tname, &cx.lkey, &st)?;
+        self.rows.save_row(tname, &cx.lkey, &st)?;
         Ok(())
     }
 
@@ -719,21 +783,23 @@ impl<'c> Engine<'c> {
 
     fn physical_insert(&self, cx: &Ctx) -> Result<Written, Fail> {
         let t = self.table(&cx.e.table);
-        let mut cols: Vec<&str> = t.key.iter().map(String::as_str).collect();
-        let mut vals: Vec<&Value> = cx.key_vals.iter().collect();
-        for (c, v) in self.fields(cx) {
-            cols.push(c);
-            vals.push(v);
-        }
-        let names: Vec<String> = cols.iter().map(|c| if *c == "rowid" { "rowid".into() } else { quote(c) }).collect();
-        let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
-            t.quoted,
-            names.join(", "),
-            marks.join(", ")
-        );
-        let r = self.conn.prepare_cached(&sql).and_then(|mut s| s.execute(params_from_iter(vals)));
+        let fields = self.fields(cx);
+        let cols = t.key.iter().map(String::as_str).chain(fields.iter().map(|f| f.0.as_str()));
+        let vals = cx.key_vals.iter().chain(fields.iter().map(|f| &f.1));
+        let names_of = cols.clone();
+        let build = || {
+            let names: Vec<String> = names_of.map(|c| if c == "rowid" { "rowid".into() } else { quote(c) }).collect();
+            let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+            format!(
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
+                t.quoted,
+                names.join(", "),
+                marks.join(", ")
+            )
+        };
+        let r = self
+            .sql
+            .with(self.conn, SqlKind::Insert, &t.name, cols.clone(), build, |s| s.execute(params_from_iter(vals)));
         written(r)
     }
 
@@ -747,13 +813,15 @@ impl<'c> Engine<'c> {
             return Ok(Written::Done(n as usize));
         }
         let n = cx.key_vals.len();
-        let sets: Vec<String> =
-            fields.iter().enumerate().map(|(i, (c, _))| format!("{} = ?{}", quote(c), n + i + 1)).collect();
-        let sql = format!("UPDATE {} SET {} WHERE {}", t.quoted, sets.join(", "), t.key_where);
-        let r = self
-            .conn
-            .prepare_cached(&sql)
-            .and_then(|mut s| s.execute(params_from_iter(cx.key_vals.iter().chain(fields.iter().map(|(_, v)| v)))));
+        let build = || {
+            let sets: Vec<String> =
+                fields.iter().enumerate().map(|(i, (c, _))| format!("{} = ?{}", quote(c), n + i + 1)).collect();
+            format!("UPDATE {} SET {} WHERE {}", t.quoted, sets.join(", "), t.key_where)
+        };
+        let vals = cx.key_vals.iter().chain(fields.iter().map(|(_, v)| v));
+        let r = self.sql.with(self.conn, SqlKind::Update, &t.name, fields.iter().map(|f| f.0.as_str()), build, |s| {
+            s.execute(params_from_iter(vals))
+        });
         written(r)
     }
 

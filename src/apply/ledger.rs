@@ -3,7 +3,7 @@
 //! of write versions. Every ledger write happens in the same transaction as
 //! the data it describes.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Statement};
 
 use crate::value::Value;
 
@@ -151,80 +151,138 @@ impl RowState {
     }
 }
 
-/// `cols` encoding: per column, a u16 name length, the name, a version.
-pub fn encode_cols(cols: &[(String, Ver)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(cols.len() * (VER_LEN + 12));
+/// Set in a column's length field when its version is the row's insert
+/// version (`ins`), which is then not repeated: a freshly inserted row's
+/// columns cost their names only.
+const SAME_AS_INS: u16 = 0x8000;
+
+/// `cols` encoding: per column, a u16 name length (its top bit
+/// [`SAME_AS_INS`]), the name, and, unless the top bit is set, a version.
+pub fn encode_cols(cols: &[(String, Ver)], ins: Option<Ver>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(cols.len() * 8);
     for (name, v) in cols {
-        let n = name.len().min(u16::MAX as usize);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
+        let n = name.len().min((SAME_AS_INS - 1) as usize);
+        let same = ins == Some(*v);
+        out.extend_from_slice(&(n as u16 | if same { SAME_AS_INS } else { 0 }).to_be_bytes());
         out.extend_from_slice(&name.as_bytes()[..n]);
-        v.encode_into(&mut out);
+        if !same {
+            v.encode_into(&mut out);
+        }
     }
     out
 }
 
-pub fn decode_cols(mut b: &[u8]) -> Option<Vec<(String, Ver)>> {
+pub fn decode_cols(mut b: &[u8], ins: Option<Ver>) -> Option<Vec<(String, Ver)>> {
     let mut out = Vec::new();
     while !b.is_empty() {
-        let n = u16::from_be_bytes(b.get(0..2)?.try_into().ok()?) as usize;
+        let head = u16::from_be_bytes(b.get(0..2)?.try_into().ok()?);
+        let n = (head & !SAME_AS_INS) as usize;
         let name = std::str::from_utf8(b.get(2..2 + n)?).ok()?.to_owned();
-        let v = Ver::decode(b.get(2 + n..)?)?;
+        let (v, used) = if head & SAME_AS_INS != 0 { (ins?, 0) } else { (Ver::decode(b.get(2 + n..)?)?, VER_LEN) };
         out.push((name, v));
-        b = &b[2 + n + VER_LEN..];
+        b = &b[2 + n + used..];
     }
     Some(out)
 }
 
 pub fn load_row(conn: &Connection, tbl: &str, key: &Value) -> rusqlite::Result<Option<RowState>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT present, ins, del, cols, parked FROM _ferry_rows WHERE tbl = ?1 AND key = ?2")?;
-    stmt.query_row(params![tbl, key], |r| {
-        let ins: Option<Vec<u8>> = r.get(1)?;
-        let del: Option<Vec<u8>> = r.get(2)?;
-        let cols: Vec<u8> = r.get(3)?;
-        Ok(RowState {
-            present: r.get::<_, i64>(0)? != 0,
-            ins: ins.as_deref().and_then(Ver::decode),
-            del: del.as_deref().and_then(Ver::decode),
-            cols: decode_cols(&cols).unwrap_or_default(),
-            parked: r.get::<_, i64>(4)? != 0,
-        })
-    })
-    .optional()
+    conn.prepare_cached(LOAD_ROW)?.query_row(params![tbl, key], read_row).optional()
 }
 
 pub fn save_row(conn: &Connection, tbl: &str, key: &Value, st: &RowState) -> rusqlite::Result<()> {
     // Most saves change a key the ledger already holds: an in-place UPDATE
     // is cheaper than REPLACE (delete + insert).
-    let cols = encode_cols(&st.cols);
+    let cols = encode_cols(&st.cols, st.ins);
     let (ins, del) = (st.ins.map(|v| v.encode()), st.del.map(|v| v.encode()));
-    let n = conn
-        .prepare_cached(
-            "UPDATE _ferry_rows SET present = ?3, ins = ?4, del = ?5, cols = ?6, parked = ?7 WHERE tbl = ?1 AND key = ?2",
-        )?
-        .execute(params![tbl, key, st.present, ins, del, cols, st.parked])?;
-    if n == 0 {
-        conn.prepare_cached("INSERT INTO _ferry_rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
-            .execute(params![tbl, key, st.present, ins, del, cols, st.parked])?;
+    if conn.prepare_cached(UPDATE_ROW)?.execute(params![tbl, key, st.present, ins, del, cols, st.parked])? == 0 {
+        conn.prepare_cached(INSERT_ROW)?.execute(params![tbl, key, st.present, ins, del, cols, st.parked])?;
     }
     Ok(())
 }
 
+/// The `_ferry_rows` statements apply runs for nearly every entry,
+/// prepared once per run (lookups in rusqlite's statement cache by SQL text
+/// cost more than some of these statements).
+pub struct Rows<'c> {
+    conn: &'c Connection,
+    stmts: std::cell::RefCell<RowStmts<'c>>,
+}
+
+struct RowStmts<'c> {
+    load: Statement<'c>,
+    update: Statement<'c>,
+    insert: Statement<'c>,
+    claim: Statement<'c>,
+}
+
+impl<'c> Rows<'c> {
+    /// Prepares the statements (the ledger tables must exist).
+    pub fn new(conn: &'c Connection) -> rusqlite::Result<Rows<'c>> {
+        Ok(Rows {
+            conn,
+            stmts: std::cell::RefCell::new(RowStmts {
+                load: conn.prepare(LOAD_ROW)?,
+                update: conn.prepare(UPDATE_ROW)?,
+                insert: conn.prepare(INSERT_ROW)?,
+                claim: conn.prepare(CLAIM_ROW)?,
+            }),
+        })
+    }
+
+    /// [`load_row`].
+    pub fn load_row(&self, tbl: &str, key: &Value) -> rusqlite::Result<Option<RowState>> {
+        let mut s = self.stmts.borrow_mut();
+        s.load.query_row(params![tbl, key], read_row).optional()
+    }
+
+    /// [`save_row`].
+    pub fn save_row(&self, tbl: &str, key: &Value, st: &RowState) -> rusqlite::Result<()> {
+        let mut s = self.stmts.borrow_mut();
+        let cols = encode_cols(&st.cols, st.ins);
+        let (ins, del) = (st.ins.map(|v| v.encode()), st.del.map(|v| v.encode()));
+        if s.update.execute(params![tbl, key, st.present, ins, del, cols, st.parked])? == 0 {
+            s.insert.execute(params![tbl, key, st.present, ins, del, cols, st.parked])?;
+        }
+        Ok(())
+    }
+
+    /// [`insert_new_row`].
+    pub fn insert_new_row(&self, tbl: &str, key: &Value, st: &RowState) -> rusqlite::Result<bool> {
+        let mut s = self.stmts.borrow_mut();
+        let (ins, del) = (st.ins.map(|v| v.encode()), st.del.map(|v| v.encode()));
+        let n = s.claim.execute(params![tbl, key, st.present, ins, del, encode_cols(&st.cols, st.ins), st.parked])?;
+        Ok(n == 1)
+    }
+
+    /// [`forget_row`].
+    pub fn forget_row(&self, tbl: &str, key: &Value) -> rusqlite::Result<()> {
+        forget_row(self.conn, tbl, key)
+    }
+}
+
+const LOAD_ROW: &str = "SELECT present, ins, del, cols, parked FROM _ferry_rows WHERE tbl = ?1 AND key = ?2";
+const UPDATE_ROW: &str =
+    "UPDATE _ferry_rows SET present = ?3, ins = ?4, del = ?5, cols = ?6, parked = ?7 WHERE tbl = ?1 AND key = ?2";
+const INSERT_ROW: &str = "INSERT INTO _ferry_rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const CLAIM_ROW: &str = "INSERT INTO _ferry_rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (tbl, key) DO NOTHING";
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowState> {
+    let ins = r.get_ref(1)?.as_blob_or_null()?.and_then(Ver::decode);
+    let del = r.get_ref(2)?.as_blob_or_null()?.and_then(Ver::decode);
+    Ok(RowState {
+        present: r.get::<_, i64>(0)? != 0,
+        ins,
+        del,
+        cols: decode_cols(r.get_ref(3)?.as_blob()?, ins).unwrap_or_default(),
+        parked: r.get::<_, i64>(4)? != 0,
+    })
+}
+
 /// Records the state of a key the ledger has not seen; false when it has.
 pub fn insert_new_row(conn: &Connection, tbl: &str, key: &Value, st: &RowState) -> rusqlite::Result<bool> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO _ferry_rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (tbl, key) DO NOTHING",
-    )?;
-    let n = stmt.execute(params![
-        tbl,
-        key,
-        st.present,
-        st.ins.map(|v| v.encode()),
-        st.del.map(|v| v.encode()),
-        encode_cols(&st.cols),
-        st.parked
-    ])?;
-    Ok(n == 1)
+    let (ins, del) = (st.ins.map(|v| v.encode()), st.del.map(|v| v.encode()));
+    let cols = encode_cols(&st.cols, st.ins);
+    Ok(conn.prepare_cached(CLAIM_ROW)?.execute(params![tbl, key, st.present, ins, del, cols, st.parked])? == 1)
 }
 
 pub fn forget_row(conn: &Connection, tbl: &str, key: &Value) -> rusqlite::Result<()> {
@@ -270,8 +328,13 @@ mod tests {
             ("a".to_owned(), Ver { ts: -5, origin: 1, seq: 7 }),
             ("wé\"ird".to_owned(), Ver { ts: i64::MAX, origin: u32::MAX, seq: u64::MAX }),
         ];
-        assert_eq!(decode_cols(&encode_cols(&cols)), Some(cols));
-        assert_eq!(decode_cols(&[0, 5, b'a']), None, "truncated input is refused, not a panic");
+        assert_eq!(decode_cols(&encode_cols(&cols, None), None), Some(cols.clone()));
+        assert_eq!(decode_cols(&[0, 5, b'a'], None), None, "truncated input is refused, not a panic");
+        let ins = Some(cols[1].1);
+        let short = encode_cols(&cols, ins);
+        assert_eq!(short.len(), 2 + 1 + VER_LEN + 2 + "wé\"ird".len(), "the insert version is not repeated");
+        assert_eq!(decode_cols(&short, ins), Some(cols));
+        assert_eq!(decode_cols(&short, None), None, "a column at the insert version needs one");
     }
 
     #[test]

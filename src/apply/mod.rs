@@ -32,7 +32,7 @@ use crate::crashpoint;
 use crate::keys::TrustStore;
 use crate::progress::Progress;
 use crate::schema;
-use crate::verify::{check_entries, check_signatures, error_chain, VerifyError};
+use crate::verify::{check_entries, check_entries_chained, check_signatures, error_chain, VerifyError};
 pub use engine::Counts;
 use engine::{Engine, Fail};
 
@@ -309,8 +309,9 @@ fn apply_segment<R: std::io::Read + Send>(
     let mut checkpoints: Vec<(u64, ChainHash)> = Vec::new();
     let mut stop: Option<Fail> = None;
     let mut n = 0u64;
-    let verified = check_entries(member, progress, |entry, line| {
-        chain = chain.next(line);
+    // The checking thread computes the chain; apply keeps it for fork checks.
+    let verified = check_entries_chained(member, progress, |entry, line, after| {
+        chain = *after;
         let seq = entry.seq;
         if fork.is_none() {
             if let Some(h) = known.get(&seq).filter(|h| h.as_slice() != chain.0) {
@@ -332,7 +333,7 @@ fn apply_segment<R: std::io::Read + Send>(
             eng.counts.skipped += 1;
             return Ok(());
         }
-        let r = eng.check(&origin, &entry).and_then(|()| eng.apply(oid, &entry, line));
+        let r = eng.check(&origin, entry).and_then(|()| eng.apply(oid, entry, line));
         if let Err(f) = r {
             stop = Some(f);
             return Err(VerifyError::Custody("apply stopped".into()));

@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use crate::bundle::format::{hop_message, Summary, HOP_PREFIX, MANIFEST_PREFIX, SEGMENT_PREFIX};
 use crate::bundle::{BundleError, BundleReader, SegmentDescriptor, SegmentMember};
-use crate::journal::{Entry, Timestamp, MAX_LINE};
+use crate::chain::ChainHash;
+use crate::journal::{Entry, Op, Row, Timestamp, MAX_LINE};
 use crate::keys::{self, KeyError, NodeId, Role, TrustStore};
 use crate::progress::Progress;
 
@@ -186,29 +187,36 @@ pub fn check_entries<R: Read + Send>(
     progress: &mut dyn Progress,
     mut each: impl FnMut(Entry, &[u8]) -> Result<(), VerifyError>,
 ) -> Result<(), VerifyError> {
-    walk(member, progress, Some(&mut each))
+    pipeline(member, progress, &mut |entry, line, _| {
+        // A placeholder that allocates nothing takes the entry's place.
+        let placeholder =
+            Entry { seq: 0, ts: Timestamp(0), op: Op::Insert, table: String::new(), pk: Row::default(), fields: None };
+        each(std::mem::replace(entry, placeholder), line)
+    })
 }
 
-/// [`check_entries`] without building the entries: what `bundle verify` runs.
-pub fn check_segment<R: Read + Send>(
+/// [`check_entries`] that also hands over the chain hash up to and including
+/// each entry. Reading, hashing, decompressing, checking and parsing all run
+/// on a second thread; `each` runs on the caller's thread, in order, on
+/// entries that passed every check so far (a later entry or the segment's
+/// totals may still fail: the caller keeps its writes revocable until this
+/// returns `Ok`). Memory is bounded by a few batches in flight. Entries are
+/// lent, not given, so they are freed on the thread that made them.
+pub fn check_entries_chained<R: Read + Send>(
     member: SegmentMember<'_, R>,
     progress: &mut dyn Progress,
+    mut each: impl FnMut(&Entry, &[u8], &ChainHash) -> Result<(), VerifyError>,
 ) -> Result<(), VerifyError> {
-    walk(member, progress, None)
+    pipeline(member, progress, &mut |entry, line, chain| each(entry, line, chain))
 }
 
-type EachEntry<'a> = &'a mut dyn FnMut(Entry, &[u8]) -> Result<(), VerifyError>;
+type EachParsed<'a> = &'a mut dyn FnMut(&mut Entry, &[u8], &ChainHash) -> Result<(), VerifyError>;
 
-/// Bytes handed from the decompressing thread to the checking thread at a time.
-const CHUNK: usize = 1 << 20;
-
-/// Two threads: one reads, hashes and decompresses (in [`EntryLines`]), the
-/// other splits lines, parses them and extends the chain. Memory is bounded
-/// by a few chunks in flight.
-fn walk<R: Read + Send>(
+/// The two threads of [`check_entries_chained`].
+fn pipeline<R: Read + Send>(
     member: SegmentMember<'_, R>,
     progress: &mut dyn Progress,
-    each: Option<EachEntry<'_>>,
+    each: EachParsed<'_>,
 ) -> Result<(), VerifyError> {
     let d = member.descriptor().clone();
     let name = d.member_name();
@@ -216,7 +224,124 @@ fn walk<R: Read + Send>(
         .chain_before()
         .ok_or_else(|| VerifyError::Descriptor { member: name.clone(), message: "bad chain_before".into() })?;
     let mut lines = member.entries()?;
-    let mut checker = Checker { d: &d, name: &name, summary: Summary::new(chain_before), index: 0, each, progress };
+    std::thread::scope(|scope| -> Result<(), VerifyError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(4);
+        let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Batch>();
+        let (d, name) = (&d, &name);
+        let producer = scope.spawn(move || -> Result<(), VerifyError> {
+            let mut checker = Checker { d, name, summary: Summary::new(chain_before), index: 0 };
+            let mut batch = Batch::default();
+            let size = usize::try_from(d.entries_len).unwrap_or(CHUNK).clamp(1, CHUNK);
+            let mut buf = vec![0u8; size];
+            let mut carry: Vec<u8> = Vec::new();
+            let mut parse = |line: &[u8], batch: &mut Batch| -> Result<(), VerifyError> {
+                checker.line(line)?;
+                let entry = Entry::parse(line).map_err(|m| checker.err(m))?;
+                let start = batch.bytes.len();
+                batch.bytes.extend_from_slice(line);
+                batch.items.push((entry, start, batch.bytes.len(), checker.summary.chain));
+                batch.advanced += line.len() as u64 + 1;
+                Ok(())
+            };
+            let result = (|| -> Result<(), VerifyError> {
+                loop {
+                    let used = lines.read_raw(&mut buf)?;
+                    if used == 0 {
+                        break;
+                    }
+                    let mut rest = &buf[..used];
+                    if !carry.is_empty() {
+                        match memchr::memchr(b'\n', rest) {
+                            Some(at) => {
+                                carry.extend_from_slice(&rest[..at]);
+                                parse(&carry, &mut batch)?;
+                                carry.clear();
+                                rest = &rest[at + 1..];
+                            }
+                            None => {
+                                carry.extend_from_slice(rest);
+                                rest = &[];
+                            }
+                        }
+                    }
+                    while let Some(at) = memchr::memchr(b'\n', rest) {
+                        parse(&rest[..at], &mut batch)?;
+                        rest = &rest[at + 1..];
+                        if batch.items.len() >= BATCH {
+                            let mut next = recycle_rx.try_recv().unwrap_or_default();
+                            next.items.clear();
+                            if tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                                return Ok(()); // the caller stopped
+                            }
+                        }
+                    }
+                    carry.extend_from_slice(rest);
+                    if carry.len() > MAX_LINE {
+                        return Err(VerifyError::Bundle(BundleError::Corrupt {
+                            member: name.clone(),
+                            reason: format!("an entry line is longer than {MAX_LINE} bytes"),
+                        }));
+                    }
+                }
+                if !carry.is_empty() {
+                    return Err(VerifyError::Bundle(BundleError::Corrupt {
+                        member: name.clone(),
+                        reason: "the last entry line has no newline".into(),
+                    }));
+                }
+                Ok(())
+            })();
+            // Entries before a failure still reach the caller, in order.
+            let _ = tx.send(batch);
+            result?;
+            checker.finish()
+        });
+        for mut batch in rx {
+            for (entry, start, end, chain) in batch.items.iter_mut() {
+                each(entry, &batch.bytes[*start..*end], chain)?;
+            }
+            progress.advance(batch.advanced);
+            batch.bytes.clear();
+            batch.advanced = 0;
+            let _ = recycle_tx.send(batch);
+        }
+        producer.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// Entries handed from the checking thread to the caller at a time.
+const BATCH: usize = 256;
+
+/// Parsed entries, their bytes (`start..end` of `bytes`) and chain hashes.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    items: Vec<(Entry, usize, usize, ChainHash)>,
+    advanced: u64,
+}
+
+/// [`check_entries`] without building the entries: what `bundle verify` runs.
+pub fn check_segment<R: Read + Send>(
+    member: SegmentMember<'_, R>,
+    progress: &mut dyn Progress,
+) -> Result<(), VerifyError> {
+    walk(member, progress)
+}
+
+/// Bytes handed from the decompressing thread to the checking thread at a time.
+const CHUNK: usize = 1 << 20;
+
+/// Two threads: one reads, hashes and decompresses (in [`EntryLines`]), the
+/// other splits lines, parses them and extends the chain. Memory is bounded
+/// by a few chunks in flight.
+fn walk<R: Read + Send>(member: SegmentMember<'_, R>, progress: &mut dyn Progress) -> Result<(), VerifyError> {
+    let d = member.descriptor().clone();
+    let name = d.member_name();
+    let chain_before = d
+        .chain_before()
+        .ok_or_else(|| VerifyError::Descriptor { member: name.clone(), message: "bad chain_before".into() })?;
+    let mut lines = member.entries()?;
+    let mut checker = Checker { d: &d, name: &name, summary: Summary::new(chain_before), index: 0 };
     std::thread::scope(|scope| -> Result<(), VerifyError> {
         // Chunks travel as (buffer, bytes used); buffers come back for reuse,
         // so each is allocated (and zeroed) once, at most a segment's size.
@@ -246,6 +371,7 @@ fn walk<R: Read + Send>(
                 match memchr::memchr(b'\n', rest) {
                     Some(at) => {
                         carry.extend_from_slice(&rest[..at]);
+                        progress.advance(carry.len() as u64 + 1);
                         checker.line(&carry)?;
                         carry.clear();
                         rest = &rest[at + 1..];
@@ -257,6 +383,7 @@ fn walk<R: Read + Send>(
                 }
             }
             while let Some(at) = memchr::memchr(b'\n', rest) {
+                progress.advance(at as u64 + 1);
                 checker.line(&rest[..at])?;
                 rest = &rest[at + 1..];
             }
@@ -280,38 +407,27 @@ fn walk<R: Read + Send>(
     checker.finish()
 }
 
-/// The checking half of [`walk`].
-struct Checker<'a, 'e> {
+/// The checking half of [`walk`] and [`check_entries_chained`].
+struct Checker<'a> {
     d: &'a SegmentDescriptor,
     name: &'a str,
     summary: Summary,
     index: u64,
-    each: Option<EachEntry<'e>>,
-    progress: &'a mut dyn Progress,
 }
 
-impl Checker<'_, '_> {
+impl Checker<'_> {
     fn err(&self, message: String) -> VerifyError {
         VerifyError::Entry { member: self.name.to_owned(), index: self.index, message }
     }
 
     fn line(&mut self, line: &[u8]) -> Result<(), VerifyError> {
         self.index += 1;
-        self.progress.advance(line.len() as u64 + 1);
         let head = Entry::parse_head(line).map_err(|m| self.err(m))?;
         if self.index == 1 && head.seq != self.d.first_seq {
             return Err(self.err(format!("seq {} but the segment starts at {}", head.seq, self.d.first_seq)));
         }
         if let Err(expected) = self.summary.push(&head, line) {
             return Err(self.err(format!("seq {} where {expected} was due", head.seq)));
-        }
-        if let Some(each) = self.each.as_mut() {
-            let entry = Entry::parse(line).map_err(|m| VerifyError::Entry {
-                member: self.name.to_owned(),
-                index: self.index,
-                message: m,
-            })?;
-            each(entry, line)?;
         }
         Ok(())
     }
