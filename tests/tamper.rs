@@ -233,3 +233,41 @@ fn every_value_type_round_trips_through_create_and_inspect() {
         assert!(got.same_as(v), "{name}: {v:?} came back as {got:?}");
     }
 }
+
+#[test]
+fn deep_verification_catches_an_origin_that_signs_malformed_entries() {
+    // A buggy origin signs a line that is not a valid entry. Every byte is
+    // what it signed, so the default (byte-level) check passes; --deep and
+    // apply re-validate entries and refuse it.
+    let w = world();
+    let mut b = SegmentBuilder::new(w.a.id().clone(), ChainHash::GENESIS, &w.root).expect("builder");
+    let good = entry(1, Op::Insert, Some(vec![("v", Value::Integer(1))]));
+    b.push(&good, &good.to_line()).expect("push");
+    let head = ferry::journal::EntryHead { seq: 2, ts: good.ts, op: Op::Insert, table: "t".into() };
+    b.push_head(&head, b"{\"seq\":2,\"not\":\"an entry\"}").expect("push");
+    let built = b.finish(None, w.a.signing_key()).expect("finish");
+    let d = built.descriptor.clone();
+    let f = write_bundle(&w.root.join("buggy"), vec![built.record.clone()], &[d], w.a.signing_key(), |_, out| {
+        copy_file(&built.file, out)
+    })
+    .expect("write")
+    .path;
+    use ferry::verify::{verify_file_to, Depth};
+    assert!(verify_file_to(&f, &w.trust, Depth::Bytes, &mut Silent).ok);
+    let deep = verify_file_to(&f, &w.trust, Depth::Entries, &mut Silent);
+    assert!(deep.error.as_deref().is_some_and(|e| e.contains("entry 2")), "{:?}", deep.error);
+}
+
+#[test]
+fn byte_level_verification_still_catches_every_changed_byte() {
+    use ferry::verify::{verify_file_to, Depth};
+    let w = world();
+    let good = std::fs::read(small_bundle(&w)).expect("read");
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] ^= 0x01;
+        let p = w.root.join("probe-bytes.tar");
+        std::fs::write(&p, &bad).expect("write");
+        assert!(!verify_file_to(&p, &w.trust, Depth::Bytes, &mut Silent).ok, "flipping byte {i} went unnoticed");
+    }
+}

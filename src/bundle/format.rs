@@ -186,6 +186,13 @@ impl Summary {
         }
     }
 
+    /// Adds the next entry known only by its bytes (counted and chained, not
+    /// parsed: seqs, times and tables stay as they were).
+    pub fn push_unparsed(&mut self, bytes: &[u8]) {
+        self.count += 1;
+        self.chain = self.chain.next(bytes);
+    }
+
     /// Adds the next entry. Returns the seq it expected when `entry` breaks
     /// the run (seqs must follow each other without gaps).
     pub fn push(&mut self, entry: &EntryHead<'_>, bytes: &[u8]) -> Result<(), u64> {

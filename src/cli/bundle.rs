@@ -9,7 +9,7 @@ use ferry::bundle::inspect::inspect;
 use ferry::bundle::{find_bundles, BundleReader};
 use ferry::node::Node;
 use ferry::sanitize;
-use ferry::verify::{verify_file, BundleReport};
+use ferry::verify::{verify_file_to, BundleReport, Depth};
 
 use super::output::{json, out};
 use super::{home_dir, Outcome, Ui};
@@ -72,6 +72,10 @@ pub struct VerifyArgs {
     /// Also check the bundles would apply to this database: schema fingerprint, tables and columns.
     #[arg(long, value_name = "TARGET")]
     pub against: Option<PathBuf>,
+    /// Also re-validate every entry (its form, seqs, time range, per-table counts), not only that
+    /// every byte is what the origin signed.
+    #[arg(long)]
+    pub deep: bool,
 }
 
 #[derive(Debug, Args)]
@@ -137,7 +141,8 @@ fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
                     let mut progress = ui.progress();
                     let total = std::fs::metadata(&f).map(|m| m.len()).ok();
                     progress.start("verifying", total);
-                    reports.push(verify_file(&f, &trust, progress.as_mut()));
+                    let depth = if a.deep { Depth::Entries } else { Depth::Bytes };
+                    reports.push(verify_file_to(&f, &trust, depth, progress.as_mut()));
                     progress.finish();
                 }
             }

@@ -229,7 +229,7 @@ fn pipeline<R: Read + Send>(
         let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Batch>();
         let (d, name) = (&d, &name);
         let producer = scope.spawn(move || -> Result<(), VerifyError> {
-            let mut checker = Checker { d, name, summary: Summary::new(chain_before), index: 0 };
+            let mut checker = Checker { d, name, summary: Summary::new(chain_before), index: 0, deep: true };
             let mut batch = Batch::default();
             let size = usize::try_from(d.entries_len).unwrap_or(CHUNK).clamp(1, CHUNK);
             let mut buf = vec![0u8; size];
@@ -320,12 +320,26 @@ struct Batch {
     advanced: u64,
 }
 
-/// [`check_entries`] without building the entries: what `bundle verify` runs.
+/// How far `bundle verify` looks into the entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Depth {
+    /// Every byte: lengths, both SHA-256 hashes, the chain hash over every
+    /// line, the entry count. Proves the entries are exactly what the origin
+    /// signed (and ferry validates every entry before it signs).
+    #[default]
+    Bytes,
+    /// Also re-validates every entry against `docs/JOURNAL.md` and the
+    /// descriptor's claims: seqs, time range, per-table counts (`--deep`).
+    Entries,
+}
+
+/// Checks one segment to `depth`, without building entries.
 pub fn check_segment<R: Read + Send>(
     member: SegmentMember<'_, R>,
+    depth: Depth,
     progress: &mut dyn Progress,
 ) -> Result<(), VerifyError> {
-    walk(member, progress)
+    walk(member, depth, progress)
 }
 
 /// Bytes handed from the decompressing thread to the checking thread at a time.
@@ -334,14 +348,19 @@ const CHUNK: usize = 1 << 20;
 /// Two threads: one reads, hashes and decompresses (in [`EntryLines`]), the
 /// other splits lines, parses them and extends the chain. Memory is bounded
 /// by a few chunks in flight.
-fn walk<R: Read + Send>(member: SegmentMember<'_, R>, progress: &mut dyn Progress) -> Result<(), VerifyError> {
+fn walk<R: Read + Send>(
+    member: SegmentMember<'_, R>,
+    depth: Depth,
+    progress: &mut dyn Progress,
+) -> Result<(), VerifyError> {
     let d = member.descriptor().clone();
     let name = d.member_name();
     let chain_before = d
         .chain_before()
         .ok_or_else(|| VerifyError::Descriptor { member: name.clone(), message: "bad chain_before".into() })?;
     let mut lines = member.entries()?;
-    let mut checker = Checker { d: &d, name: &name, summary: Summary::new(chain_before), index: 0 };
+    let deep = depth == Depth::Entries;
+    let mut checker = Checker { d: &d, name: &name, summary: Summary::new(chain_before), index: 0, deep };
     std::thread::scope(|scope| -> Result<(), VerifyError> {
         // Chunks travel as (buffer, bytes used); buffers come back for reuse,
         // so each is allocated (and zeroed) once, at most a segment's size.
@@ -413,6 +432,8 @@ struct Checker<'a> {
     name: &'a str,
     summary: Summary,
     index: u64,
+    /// Parse and check every entry, not only its bytes.
+    deep: bool,
 }
 
 impl Checker<'_> {
@@ -422,6 +443,10 @@ impl Checker<'_> {
 
     fn line(&mut self, line: &[u8]) -> Result<(), VerifyError> {
         self.index += 1;
+        if !self.deep {
+            self.summary.push_unparsed(line);
+            return Ok(());
+        }
         let head = Entry::parse_head(line).map_err(|m| self.err(m))?;
         if self.index == 1 && head.seq != self.d.first_seq {
             return Err(self.err(format!("seq {} but the segment starts at {}", head.seq, self.d.first_seq)));
@@ -435,6 +460,15 @@ impl Checker<'_> {
     fn finish(self) -> Result<(), VerifyError> {
         let (d, summary) = (self.d, &self.summary);
         let mismatch = |message: String| VerifyError::Descriptor { member: self.name.to_owned(), message };
+        if !self.deep {
+            if summary.count != d.count {
+                return Err(mismatch(format!("holds {} entries, descriptor says {}", summary.count, d.count)));
+            }
+            if summary.chain.to_hex() != d.chain_after {
+                return Err(mismatch("chain hash at the last entry differs from chain_after".into()));
+            }
+            return Ok(());
+        }
         if summary.count != d.count || summary.last_seq != d.last_seq {
             return Err(mismatch(format!(
                 "holds {} entries up to seq {}, descriptor says {} up to {}",
@@ -454,8 +488,13 @@ impl Checker<'_> {
     }
 }
 
-/// Fully verifies one bundle file.
+/// Fully verifies one bundle file, entries included ([`Depth::Entries`]).
 pub fn verify_file(path: &Path, trust: &TrustStore, progress: &mut dyn Progress) -> BundleReport {
+    verify_file_to(path, trust, Depth::Entries, progress)
+}
+
+/// Verifies one bundle file to `depth`: what `bundle verify` runs.
+pub fn verify_file_to(path: &Path, trust: &TrustStore, depth: Depth, progress: &mut dyn Progress) -> BundleReport {
     let mut report =
         BundleReport { file: path.to_path_buf(), ok: false, error: None, sealed_by: None, segments: Vec::new() };
     let result = (|| -> Result<(), VerifyError> {
@@ -463,7 +502,7 @@ pub fn verify_file(path: &Path, trust: &TrustStore, progress: &mut dyn Progress)
         report.sealed_by = Some(reader.manifest().sealed_by.clone());
         report.segments = check_signatures(&reader, trust)?;
         while let Some(member) = reader.next_segment()? {
-            check_segment(member, progress)?;
+            check_segment(member, depth, progress)?;
         }
         reader.finish()?;
         Ok(())
