@@ -233,7 +233,7 @@ fn pipeline<R: Read + Send>(
             let mut batch = Batch::default();
             let size = usize::try_from(d.entries_len).unwrap_or(CHUNK).clamp(1, CHUNK);
             let mut buf = vec![0u8; size];
-            let mut carry: Vec<u8> = Vec::new();
+            let mut splitter = LineSplitter::new(name);
             let mut parse = |line: &[u8], batch: &mut Batch| -> Result<(), VerifyError> {
                 checker.line(line)?;
                 let entry = Entry::parse(line).map_err(|m| checker.err(m))?;
@@ -249,46 +249,25 @@ fn pipeline<R: Read + Send>(
                     if used == 0 {
                         break;
                     }
-                    let mut rest = &buf[..used];
-                    if !carry.is_empty() {
-                        match memchr::memchr(b'\n', rest) {
-                            Some(at) => {
-                                carry.extend_from_slice(&rest[..at]);
-                                parse(&carry, &mut batch)?;
-                                carry.clear();
-                                rest = &rest[at + 1..];
-                            }
-                            None => {
-                                carry.extend_from_slice(rest);
-                                rest = &[];
-                            }
+                    let mut stopped = false;
+                    splitter.feed(&buf[..used], |line| {
+                        if stopped {
+                            return Ok(());
                         }
-                    }
-                    while let Some(at) = memchr::memchr(b'\n', rest) {
-                        parse(&rest[..at], &mut batch)?;
-                        rest = &rest[at + 1..];
+                        parse(line, &mut batch)?;
                         if batch.items.len() >= BATCH {
                             let mut next = recycle_rx.try_recv().unwrap_or_default();
                             next.items.clear();
-                            if tx.send(std::mem::replace(&mut batch, next)).is_err() {
-                                return Ok(()); // the caller stopped
-                            }
+                            // A closed channel means the caller stopped.
+                            stopped = tx.send(std::mem::replace(&mut batch, next)).is_err();
                         }
-                    }
-                    carry.extend_from_slice(rest);
-                    if carry.len() > MAX_LINE {
-                        return Err(VerifyError::Bundle(BundleError::Corrupt {
-                            member: name.clone(),
-                            reason: format!("an entry line is longer than {MAX_LINE} bytes"),
-                        }));
+                        Ok(())
+                    })?;
+                    if stopped {
+                        return Ok(());
                     }
                 }
-                if !carry.is_empty() {
-                    return Err(VerifyError::Bundle(BundleError::Corrupt {
-                        member: name.clone(),
-                        reason: "the last entry line has no newline".into(),
-                    }));
-                }
+                splitter.finish()?;
                 Ok(())
             })();
             // Entries before a failure still reach the caller, in order.
@@ -382,48 +361,80 @@ fn walk<R: Read + Send>(
                 }
             }
         });
-        let mut carry: Vec<u8> = Vec::new();
+        let mut splitter = LineSplitter::new(&name);
         for chunk in rx {
             let (chunk, used) = chunk?;
-            let mut rest = &chunk[..used];
-            if !carry.is_empty() {
-                match memchr::memchr(b'\n', rest) {
-                    Some(at) => {
-                        carry.extend_from_slice(&rest[..at]);
-                        progress.advance(carry.len() as u64 + 1);
-                        checker.line(&carry)?;
-                        carry.clear();
-                        rest = &rest[at + 1..];
-                    }
-                    None => {
-                        carry.extend_from_slice(rest);
-                        rest = &[];
-                    }
-                }
-            }
-            while let Some(at) = memchr::memchr(b'\n', rest) {
-                progress.advance(at as u64 + 1);
-                checker.line(&rest[..at])?;
-                rest = &rest[at + 1..];
-            }
-            carry.extend_from_slice(rest);
-            if carry.len() > MAX_LINE {
-                return Err(VerifyError::Bundle(BundleError::Corrupt {
-                    member: name.clone(),
-                    reason: format!("an entry line is longer than {MAX_LINE} bytes"),
-                }));
-            }
+            splitter.feed(&chunk[..used], |line| {
+                progress.advance(line.len() as u64 + 1);
+                checker.line(line)
+            })?;
             let _ = recycle_tx.send(chunk);
         }
-        if !carry.is_empty() {
-            return Err(VerifyError::Bundle(BundleError::Corrupt {
-                member: name.clone(),
-                reason: "the last entry line has no newline".into(),
-            }));
-        }
+        splitter.finish()?;
         Ok(())
     })?;
     checker.finish()
+}
+
+/// Splits a stream of chunks into lines (without their `\n`), carrying a
+/// line cut by a chunk boundary over to the next chunk; refuses lines longer
+/// than [`MAX_LINE`] and a last line without its newline.
+struct LineSplitter<'a> {
+    member: &'a str,
+    carry: Vec<u8>,
+}
+
+impl<'a> LineSplitter<'a> {
+    fn new(member: &'a str) -> Self {
+        LineSplitter { member, carry: Vec::new() }
+    }
+
+    fn corrupt(&self, reason: String) -> VerifyError {
+        VerifyError::Bundle(BundleError::Corrupt { member: self.member.to_owned(), reason })
+    }
+
+    /// Calls `line` for every complete line in `chunk`.
+    fn feed(
+        &mut self,
+        chunk: &[u8],
+        mut line: impl FnMut(&[u8]) -> Result<(), VerifyError>,
+    ) -> Result<(), VerifyError> {
+        let mut rest = chunk;
+        if !self.carry.is_empty() {
+            match memchr::memchr(b'\n', rest) {
+                Some(at) => {
+                    self.carry.extend_from_slice(&rest[..at]);
+                    line(&self.carry)?;
+                    self.carry.clear();
+                    rest = &rest[at + 1..];
+                }
+                None => {
+                    rest = {
+                        self.carry.extend_from_slice(rest);
+                        &[]
+                    }
+                }
+            }
+        }
+        while let Some(at) = memchr::memchr(b'\n', rest) {
+            line(&rest[..at])?;
+            rest = &rest[at + 1..];
+        }
+        self.carry.extend_from_slice(rest);
+        if self.carry.len() > MAX_LINE {
+            return Err(self.corrupt(format!("an entry line is longer than {MAX_LINE} bytes")));
+        }
+        Ok(())
+    }
+
+    /// The stream ended: nothing may be left over.
+    fn finish(self) -> Result<(), VerifyError> {
+        if self.carry.is_empty() {
+            Ok(())
+        } else {
+            Err(self.corrupt("the last entry line has no newline".into()))
+        }
+    }
 }
 
 /// The checking half of [`walk`] and [`check_entries_chained`].
