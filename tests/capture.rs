@@ -411,16 +411,8 @@ fn cli_track_status_bundle_and_untrack() {
     common::ferry(&home).args(["track", "--status"]).arg(&db).assert().success();
     Connection::open(&db).expect("db").execute_batch("INSERT INTO a (v) VALUES ('x')").expect("insert");
     let out = dir.path().join("out");
-    let o = common::ferry(&home)
-        .args(["bundle", "create", "--json", "--db"])
-        .arg(&db)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let file = v["file"].as_str().expect("file");
+    let bundle = common::create_bundle_db(&home, &db, &out).expect("a bundle");
+    let file = bundle.to_str().expect("utf-8 path");
     common::ferry(&home).args(["bundle", "verify", file]).assert().success();
     let o = common::ferry(&home).args(["bundle", "inspect", "--entries", file]).output().expect("run");
     let text = String::from_utf8_lossy(&o.stdout);

@@ -78,16 +78,8 @@ fn django_orm_writes_are_captured_exactly() {
     let ended = ferry::journal::Timestamp::now();
 
     let out = dir.path().join("out");
-    let o = common::ferry(&home)
-        .args(["bundle", "create", "--json", "--db"])
-        .arg(&db)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let file = report["file"].as_str().expect("a bundle");
+    let bundle = common::create_bundle_db(&home, &db, &out).expect("a bundle");
+    let file = bundle.to_str().expect("utf-8 path");
     common::ferry(&home).args(["bundle", "verify", file]).assert().success();
     let o = common::ferry(&home).args(["bundle", "inspect", "--entries", file]).output().expect("run");
     assert!(o.status.success());
@@ -141,19 +133,9 @@ fn django_migration_makes_capture_stale_until_tracked_again() {
                   h.phone = '+254 700 000000'\n\
                   h.save()\n";
     run_python(&db, &["manage.py", "shell", "-v", "0", "-c", script]);
-    let o = common::ferry(&home)
-        .args(["bundle", "create", "--json", "--db"])
-        .arg(&db)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let o = common::ferry(&home)
-        .args(["bundle", "inspect", "--entries", report["file"].as_str().expect("file")])
-        .output()
-        .expect("run");
+    let bundle = common::create_bundle_db(&home, &db, &out).expect("a bundle");
+    let file = bundle.to_str().expect("utf-8 path");
+    let o = common::ferry(&home).args(["bundle", "inspect", "--entries", file]).output().expect("run");
     let last = o.stdout.split(|b| *b == b'\n').rev().find(|l| !l.is_empty()).expect("entries");
     assert_eq!(
         without_ts(last),

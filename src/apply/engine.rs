@@ -453,16 +453,7 @@ impl<'c> Engine<'c> {
             Some(mut st) => {
                 if let Some(d) = st.del.filter(|d| self.cmp(cx.v, *d) == Ordering::Less) {
                     // Older than the tombstone: the row was deleted after this insert.
-                    if d.origin != cx.v.origin {
-                        self.conflict(
-                            ROW_MISSING,
-                            cx,
-                            None,
-                            None,
-                            Some(d),
-                            "insert older than a delete by another origin",
-                        )?;
-                    }
+                    self.lost_to_delete(cx, d, None, "insert older than a delete by another origin")?;
                     if self.newer(cx.v, st.ins) {
                         st.ins = Some(cx.v);
                         self.rows.save_row(tname, &cx.lkey, &st)?;
@@ -515,9 +506,7 @@ impl<'c> Engine<'c> {
     /// fields then merge by last-writer-wins like an update's.
     fn insert_into_present(&mut self, cx: &Ctx, mut st: RowState, local: bool) -> Result<(), Fail> {
         if let Some(d) = st.del.filter(|d| self.cmp(cx.v, *d) == Ordering::Less) {
-            if d.origin != cx.v.origin {
-                self.conflict(ROW_MISSING, cx, None, None, Some(d), "insert older than a delete by another origin")?;
-            }
+            self.lost_to_delete(cx, d, None, "insert older than a delete by another origin")?;
             return Ok(());
         }
         let creator = st.ins;
@@ -565,30 +554,19 @@ impl<'c> Engine<'c> {
             }
             Some(mut st) => {
                 if let Some(d) = st.del.filter(|d| self.cmp(cx.v, *d) == Ordering::Less) {
-                    if d.origin != cx.v.origin {
-                        let value = serde_json::to_string(&cx.e.fields).ok();
-                        self.conflict(
-                            ROW_MISSING,
-                            cx,
-                            None,
-                            value,
-                            Some(d),
-                            "update older than a delete by another origin",
-                        )?;
-                    }
+                    self.lost_to_delete(
+                        cx,
+                        d,
+                        serde_json::to_string(&cx.e.fields).ok(),
+                        "update older than a delete by another origin",
+                    )?;
                     return Ok(());
                 }
                 if !st.present {
-                    if let Some(d) = st.del.filter(|d| d.origin != cx.v.origin) {
+                    if let Some(d) = st.del {
                         let value = serde_json::to_string(&cx.e.fields).ok();
-                        self.conflict(
-                            ROW_MISSING,
-                            cx,
-                            None,
-                            value,
-                            Some(d),
-                            "update of a row another origin deleted; parked until the row is inserted again",
-                        )?;
+                        let why = "update of a row another origin deleted; parked until the row is inserted again";
+                        self.lost_to_delete(cx, d, value, why)?;
                     }
                     self.park(cx, &fields, &mut st)?;
                     self.rows.save_row(tname, &cx.lkey, &st)?;
@@ -967,6 +945,15 @@ impl<'c> Engine<'c> {
         detail: &str,
     ) -> Result<(), Fail> {
         self.conflict_raw(kind, &cx.e.table, &cx.key(), col, Some(cx.v), value, winner, detail)
+    }
+
+    /// Records that this entry lost to another origin's delete `d` (a row
+    /// missing conflict); a delete by the entry's own origin is no conflict.
+    fn lost_to_delete(&mut self, cx: &Ctx, d: Ver, value: Option<String>, detail: &str) -> Result<(), Fail> {
+        if d.origin == cx.v.origin {
+            return Ok(());
+        }
+        self.conflict(ROW_MISSING, cx, None, value, Some(d), detail)
     }
 
     fn quarantine(&mut self, e: &Entry, line: &[u8], kind: &str, reason: &str) -> Result<(), Fail> {

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::bundle::format::{hop_message, Summary, HOP_PREFIX, MANIFEST_PREFIX, SEGMENT_PREFIX};
-use crate::bundle::{BundleError, BundleReader, SegmentDescriptor, SegmentMember};
+use crate::bundle::{BundleError, BundleReader, EntryLines, SegmentDescriptor, SegmentMember};
 use crate::chain::ChainHash;
-use crate::journal::{Entry, Op, Row, Timestamp, MAX_LINE};
+use crate::journal::{Entry, EntryHead, Op, Row, Timestamp, MAX_LINE};
 use crate::keys::{self, KeyError, NodeId, Role, TrustStore};
 use crate::progress::Progress;
 
@@ -212,18 +212,25 @@ pub fn check_entries_chained<R: Read + Send>(
 
 type EachParsed<'a> = &'a mut dyn FnMut(&mut Entry, &[u8], &ChainHash) -> Result<(), VerifyError>;
 
+/// A segment's descriptor, member name, starting chain hash and entry stream.
+fn open_segment<R: Read>(
+    member: SegmentMember<'_, R>,
+) -> Result<(SegmentDescriptor, String, ChainHash, EntryLines<'_, R>), VerifyError> {
+    let d = member.descriptor().clone();
+    let name = d.member_name();
+    let chain_before = d
+        .chain_before()
+        .ok_or_else(|| VerifyError::Descriptor { member: name.clone(), message: "bad chain_before".into() })?;
+    Ok((d, name, chain_before, member.entries()?))
+}
+
 /// The two threads of [`check_entries_chained`].
 fn pipeline<R: Read + Send>(
     member: SegmentMember<'_, R>,
     progress: &mut dyn Progress,
     each: EachParsed<'_>,
 ) -> Result<(), VerifyError> {
-    let d = member.descriptor().clone();
-    let name = d.member_name();
-    let chain_before = d
-        .chain_before()
-        .ok_or_else(|| VerifyError::Descriptor { member: name.clone(), message: "bad chain_before".into() })?;
-    let mut lines = member.entries()?;
+    let (d, name, chain_before, mut lines) = open_segment(member)?;
     std::thread::scope(|scope| -> Result<(), VerifyError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(4);
         let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Batch>();
@@ -235,8 +242,9 @@ fn pipeline<R: Read + Send>(
             let mut buf = vec![0u8; size];
             let mut splitter = LineSplitter::new(name);
             let mut parse = |line: &[u8], batch: &mut Batch| -> Result<(), VerifyError> {
-                checker.line(line)?;
+                checker.index += 1;
                 let entry = Entry::parse(line).map_err(|m| checker.err(m))?;
+                checker.accept(&entry.head(), line)?;
                 let start = batch.bytes.len();
                 batch.bytes.extend_from_slice(line);
                 batch.items.push((entry, start, batch.bytes.len(), checker.summary.chain));
@@ -332,12 +340,7 @@ fn walk<R: Read + Send>(
     depth: Depth,
     progress: &mut dyn Progress,
 ) -> Result<(), VerifyError> {
-    let d = member.descriptor().clone();
-    let name = d.member_name();
-    let chain_before = d
-        .chain_before()
-        .ok_or_else(|| VerifyError::Descriptor { member: name.clone(), message: "bad chain_before".into() })?;
-    let mut lines = member.entries()?;
+    let (d, name, chain_before, mut lines) = open_segment(member)?;
     let deep = depth == Depth::Entries;
     let mut checker = Checker { d: &d, name: &name, summary: Summary::new(chain_before), index: 0, deep };
     std::thread::scope(|scope| -> Result<(), VerifyError> {
@@ -459,10 +462,15 @@ impl Checker<'_> {
             return Ok(());
         }
         let head = Entry::parse_head(line).map_err(|m| self.err(m))?;
+        self.accept(&head, line)
+    }
+
+    /// Checks the entry numbered `self.index` (already counted), known by its head.
+    fn accept(&mut self, head: &EntryHead<'_>, line: &[u8]) -> Result<(), VerifyError> {
         if self.index == 1 && head.seq != self.d.first_seq {
             return Err(self.err(format!("seq {} but the segment starts at {}", head.seq, self.d.first_seq)));
         }
-        if let Err(expected) = self.summary.push(&head, line) {
+        if let Err(expected) = self.summary.push(head, line) {
             return Err(self.err(format!("seq {} where {expected} was due", head.seq)));
         }
         Ok(())

@@ -66,9 +66,18 @@ pub fn simple_journal(path: &Path, n: u64) {
 
 /// `ferry bundle create --journal J --out OUT --json` for `home`; returns the bundle path.
 pub fn create_bundle(home: &Path, journal: &Path, out: &Path) -> Option<PathBuf> {
+    create_bundle_from(home, "--journal", journal, out)
+}
+
+/// `ferry bundle create --db DB --out OUT --json` for `home`; returns the bundle path.
+pub fn create_bundle_db(home: &Path, db: &Path, out: &Path) -> Option<PathBuf> {
+    create_bundle_from(home, "--db", db, out)
+}
+
+fn create_bundle_from(home: &Path, source_flag: &str, source: &Path, out: &Path) -> Option<PathBuf> {
     let o = ferry(home)
-        .args(["bundle", "create", "--json", "--journal"])
-        .arg(journal)
+        .args(["bundle", "create", "--json", source_flag])
+        .arg(source)
         .arg("--out")
         .arg(out)
         .output()
