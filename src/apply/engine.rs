@@ -60,7 +60,14 @@ pub struct TableInfo {
     pub key_where: String,
     /// `DELETE FROM "t" WHERE <key_where>`.
     delete_sql: String,
+    /// Column → its number in ledger row states ([`ledger::column_numbers`];
+    /// filled in by [`Engine::new`]).
+    numbers: Vec<(String, u32)>,
 }
+
+/// The number of a column that has none (never happens once the ledger is
+/// prepared: [`Engine::new`] checks every column of the target has one).
+const UNNUMBERED: u32 = u32::MAX;
 
 impl TableInfo {
     fn has_column(&self, c: &str) -> bool {
@@ -68,6 +75,14 @@ impl TableInfo {
     }
     fn is_key(&self, c: &str) -> bool {
         self.key.iter().any(|k| k == c)
+    }
+    /// The ledger number of column `c`.
+    fn no(&self, c: &str) -> u32 {
+        self.numbers.iter().find(|(n, _)| n == c).map_or(UNNUMBERED, |(_, no)| *no)
+    }
+    /// The column with ledger number `no`, if the table still has it.
+    fn name_of(&self, no: u32) -> Option<&str> {
+        self.numbers.iter().find(|(_, x)| *x == no).map(|(n, _)| n.as_str())
     }
 }
 
@@ -121,6 +136,7 @@ pub fn load_tables(conn: &Connection) -> rusqlite::Result<HashMap<String, TableI
                 columns: t.columns.iter().map(|c| c.name.clone()).collect(),
                 defaults,
                 key_where,
+                numbers: Vec::new(),
             },
         );
     }
@@ -276,7 +292,17 @@ fn written(r: rusqlite::Result<usize>) -> Result<Written, Fail> {
 
 impl<'c> Engine<'c> {
     pub fn new(conn: &'c Connection) -> rusqlite::Result<Engine<'c>> {
-        let tables = load_tables(conn)?;
+        let mut tables = load_tables(conn)?;
+        let mut numbers = ledger::column_numbers(conn)?;
+        for t in tables.values_mut() {
+            t.numbers = numbers.remove(&t.name).unwrap_or_default();
+            if let Some(c) = t.columns.iter().find(|c| t.no(c) == UNNUMBERED) {
+                return Err(rusqlite::Error::InvalidColumnName(format!(
+                    "{}.{c} has no number in _ferry_columns (the ledger was not prepared)",
+                    t.name
+                )));
+            }
+        }
         let mut origin_names = HashMap::new();
         let mut stmt = conn.prepare("SELECT id, node FROM _ferry_origins")?;
         for r in stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))? {
@@ -418,6 +444,12 @@ impl<'c> Engine<'c> {
         &self.tables[name]
     }
 
+    /// The column versions of a row this insert creates.
+    fn fresh_cols(&self, cx: &Ctx) -> ledger::Cols {
+        let t = self.table(&cx.e.table);
+        self.fields(cx).iter().map(|(c, _)| (t.no(c), cx.v)).collect()
+    }
+
     /// Non-key fields of an entry.
     fn fields<'e>(&self, cx: &Ctx<'e>) -> Vec<&'e (String, Value)> {
         let t = self.table(&cx.e.table);
@@ -428,13 +460,7 @@ impl<'c> Engine<'c> {
         let tname = cx.e.table.as_str();
         // Fast path: a key the ledger has never seen (most inserts). Claim it
         // in the ledger first; if it was there after all, take the full path.
-        let fresh = RowState {
-            present: true,
-            ins: Some(cx.v),
-            del: None,
-            cols: self.fields(cx).iter().map(|(c, _)| (c.clone(), cx.v)).collect(),
-            parked: false,
-        };
+        let fresh = RowState { present: true, ins: Some(cx.v), del: None, cols: self.fresh_cols(cx), parked: false };
         if self.rows.insert_new_row(tname, &cx.lkey, &fresh)? {
             return match self.physical_insert(cx)? {
                 Written::Done(1) => Ok(()),
@@ -466,7 +492,7 @@ impl<'c> Engine<'c> {
                         if self.newer(cx.v, st.ins) {
                             st.ins = Some(cx.v);
                         }
-                        st.cols = self.fields(cx).iter().map(|(c, _)| (c.clone(), cx.v)).collect();
+                        st.cols = self.fresh_cols(cx);
                         if st.parked {
                             self.replay_parked(tname, &cx.lkey, &cx.key_vals, &mut st)?;
                         }
@@ -486,7 +512,7 @@ impl<'c> Engine<'c> {
                         present: true,
                         ins: Some(cx.v),
                         del: None,
-                        cols: self.fields(cx).iter().map(|(c, _)| (c.clone(), cx.v)).collect(),
+                        cols: self.fresh_cols(cx),
                         parked: false,
                     };
                     self.rows.save_row(tname, &cx.lkey, &st)?;
@@ -543,8 +569,9 @@ impl<'c> Engine<'c> {
                     }
                     Written::Done(_) => {
                         st.present = true;
+                        let t = self.table(tname);
                         for (c, _) in &fields {
-                            st.set_col(c, cx.v);
+                            st.set_col(t.no(c), cx.v);
                         }
                     }
                     Written::Refused(m) => return self.quarantine(cx.e, cx.line, CONSTRAINT, &m),
@@ -602,8 +629,14 @@ impl<'c> Engine<'c> {
             if st.ins.map_or(true, |i| self.cmp(i, cx.v) == Ordering::Less) {
                 // The delete ends the row's current life. Writes newer than
                 // the delete survive as parked updates (a later insert revives them).
-                let survivors: Vec<(String, Ver)> =
-                    st.cols.iter().filter(|(_, v)| self.cmp(*v, cx.v) == Ordering::Greater).cloned().collect();
+                // (A column the target no longer has is gone with its values.)
+                let t = self.table(tname);
+                let survivors: Vec<(String, Ver)> = st
+                    .cols
+                    .iter()
+                    .filter(|(_, v)| self.cmp(*v, cx.v) == Ordering::Greater)
+                    .filter_map(|(no, v)| Some((t.name_of(*no)?.to_owned(), *v)))
+                    .collect();
                 if !survivors.is_empty() {
                     let values = self.read_columns(tname, &cx.key_vals, survivors.iter().map(|(c, _)| c.as_str()))?;
                     let mut by_ver: Vec<(Ver, Vec<(String, Value)>)> = Vec::new();
@@ -638,10 +671,14 @@ impl<'c> Engine<'c> {
             } else {
                 // The row was inserted again after this delete: only values
                 // written before the delete are gone (back to the default).
-                let stale: Vec<(String, Ver)> =
-                    st.cols.iter().filter(|(_, v)| self.cmp(*v, cx.v) == Ordering::Less).cloned().collect();
+                let t = self.table(tname);
+                let stale: Vec<(String, Ver)> = st
+                    .cols
+                    .iter()
+                    .filter(|(_, v)| self.cmp(*v, cx.v) == Ordering::Less)
+                    .filter_map(|(no, v)| Some((t.name_of(*no)?.to_owned(), *v)))
+                    .collect();
                 if !stale.is_empty() {
-                    let t = self.table(tname);
                     let n = cx.key_vals.len();
                     let sets: Vec<String> =
                         stale.iter().enumerate().map(|(i, (c, _))| format!("{} = ?{}", quote(c), n + i + 1)).collect();
@@ -704,10 +741,15 @@ impl<'c> Engine<'c> {
         record: bool,
     ) -> Result<Option<String>, Fail> {
         let mut winners: Vec<&(String, Value)> = Vec::with_capacity(fields.len());
+        let mut won: smallvec::SmallVec<[u32; 8]> = smallvec::SmallVec::new();
         for f in fields {
             let (c, val) = (&f.0, &f.1);
-            match st.col(c) {
-                None => winners.push(f),
+            let no = self.table(&cx.e.table).no(c);
+            match st.col(no) {
+                None => {
+                    winners.push(f);
+                    won.push(no);
+                }
                 Some(cur) => match self.cmp(cx.v, cur) {
                     Ordering::Greater => {
                         if record && cur.origin != cx.v.origin {
@@ -725,6 +767,7 @@ impl<'c> Engine<'c> {
                             )?;
                         }
                         winners.push(f);
+                        won.push(no);
                     }
                     Ordering::Less => {
                         if record && cur.origin != cx.v.origin {
@@ -751,8 +794,8 @@ impl<'c> Engine<'c> {
         match self.physical_update(cx, &winners)? {
             Written::Refused(m) => Ok(Some(m)),
             Written::Done(_) => {
-                for (c, _) in &winners {
-                    st.set_col(c, cx.v);
+                for no in won {
+                    st.set_col(no, cx.v);
                 }
                 Ok(None)
             }

@@ -3,14 +3,25 @@
 //! of write versions. Every ledger write happens in the same transaction as
 //! the data it describes.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use integer_encoding::VarInt;
 use rusqlite::{params, Connection, OptionalExtension, Statement};
+use smallvec::SmallVec;
 
 use crate::value::Value;
 
-/// Ledger DDL. `_ferry_rows` holds one row per key ferry has seen: whether it
-/// is present, the newest insert and delete versions (the delete is the
-/// tombstone), and the version of every column's current value. `key` has
-/// no type affinity: an integer for single-integer keys, else JSON text.
+/// Ledger DDL (ledger version [`LEDGER_VERSION`]). What ferry knows about
+/// each row key lives in a *row ledger*: for a single-integer key, in
+/// `_ferry_rows_<id>` (one rowid table per target table, registered in
+/// `_ferry_row_tables`, see [`prepare`]), keyed by the integer itself; for
+/// any other key, in `_ferry_rows`, keyed by the table name and the key's
+/// JSON text. Both hold `flags` ([`RowState`]'s booleans) and `st`, the
+/// versions in the compact encoding of [`encode_state`], which names
+/// columns by their number in `_ferry_columns` (numbered per table in order
+/// of first sight, never reused, so a migration that adds or drops columns
+/// renumbers nothing).
 pub const DDL: &str = "
 CREATE TABLE IF NOT EXISTS _ferry_origins (
     id          INTEGER PRIMARY KEY,
@@ -30,14 +41,25 @@ CREATE TABLE IF NOT EXISTS _ferry_chain (
     hash        BLOB NOT NULL,
     PRIMARY KEY (origin, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _ferry_meta (
+    key         TEXT PRIMARY KEY,
+    value
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _ferry_row_tables (
+    id          INTEGER PRIMARY KEY,
+    tbl         TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS _ferry_columns (
+    tbl         TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    no          INTEGER NOT NULL,
+    PRIMARY KEY (tbl, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _ferry_rows (
     tbl         TEXT NOT NULL,
     key         NOT NULL,
-    present     INTEGER NOT NULL,
-    ins         BLOB,
-    del         BLOB,
-    cols        BLOB NOT NULL,
-    parked      INTEGER NOT NULL,
+    flags       INTEGER NOT NULL,
+    st          BLOB NOT NULL,
     PRIMARY KEY (tbl, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _ferry_parked (
@@ -93,6 +115,112 @@ CREATE TABLE IF NOT EXISTS _ferry_refused (
 );
 ";
 
+/// The ledger layout this version of ferry reads and writes, recorded in
+/// `_ferry_meta` under `ledger_version`. Version 1 (no `_ferry_meta`; one
+/// `_ferry_rows` table with fixed-width versions) is migrated by [`prepare`].
+pub const LEDGER_VERSION: i64 = 2;
+
+/// The ledger version recorded in a target: `None` when it has no ledger,
+/// `Some(1)` for the first layout (which recorded no version).
+pub fn version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    if table_exists(conn, "_ferry_meta")? {
+        let v: Option<i64> = conn
+            .query_row("SELECT value FROM _ferry_meta WHERE key = 'ledger_version'", [], |r| r.get(0))
+            .optional()?;
+        return Ok(Some(v.unwrap_or(1)));
+    }
+    Ok(table_exists(conn, "_ferry_rows")?.then_some(1))
+}
+
+fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1", [name], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n > 0)
+}
+
+/// Makes the ledger of a target current, inside the apply run's
+/// transaction: creates the ledger tables, a row ledger and column numbers
+/// for each of the target's `tables` (so nothing is created mid-run, where a
+/// savepoint rollback could take it away again), and migrates a version 1
+/// ledger. The caller has checked [`version`] is at most [`LEDGER_VERSION`].
+pub fn prepare(conn: &Connection, tables: &[crate::schema::Table]) -> rusqlite::Result<()> {
+    let v1 = version(conn)? == Some(1);
+    if v1 {
+        conn.execute_batch("ALTER TABLE _ferry_rows RENAME TO _ferry_rows_v1")?;
+    }
+    conn.execute_batch(DDL)?;
+    conn.execute("INSERT OR REPLACE INTO _ferry_meta VALUES ('ledger_version', ?1)", [LEDGER_VERSION])?;
+    for t in tables {
+        row_table(conn, &t.name)?;
+        for c in &t.columns {
+            column_number(conn, &t.name, &c.name)?;
+        }
+    }
+    if v1 {
+        v1::migrate(conn)?;
+        conn.execute_batch("DROP TABLE _ferry_rows_v1")?;
+    }
+    Ok(())
+}
+
+/// The name of the row ledger for single-integer keys of `tbl`, created
+/// and registered on first use.
+fn row_table(conn: &Connection, tbl: &str) -> rusqlite::Result<String> {
+    conn.execute("INSERT OR IGNORE INTO _ferry_row_tables (tbl) VALUES (?1)", [tbl])?;
+    let id: i64 = conn.query_row("SELECT id FROM _ferry_row_tables WHERE tbl = ?1", [tbl], |r| r.get(0))?;
+    let name = format!("_ferry_rows_{id}");
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {name} (key INTEGER PRIMARY KEY, flags INTEGER NOT NULL, st BLOB NOT NULL)"
+    ))?;
+    Ok(name)
+}
+
+/// The number of column `name` of `tbl` in row states, assigned on first use.
+fn column_number(conn: &Connection, tbl: &str, name: &str) -> rusqlite::Result<u32> {
+    let get = "SELECT no FROM _ferry_columns WHERE tbl = ?1 AND name = ?2";
+    if let Some(no) = conn.query_row(get, [tbl, name], |r| r.get(0)).optional()? {
+        return Ok(no);
+    }
+    conn.execute(
+        "INSERT INTO _ferry_columns SELECT ?1, ?2, coalesce(max(no) + 1, 0) FROM _ferry_columns WHERE tbl = ?1",
+        [tbl, name],
+    )?;
+    conn.query_row(get, [tbl, name], |r| r.get(0))
+}
+
+/// Column numbers of every table: table → (column name, number).
+pub fn column_numbers(conn: &Connection) -> rusqlite::Result<HashMap<String, Vec<(String, u32)>>> {
+    let mut out: HashMap<String, Vec<(String, u32)>> = HashMap::new();
+    let mut stmt = conn.prepare("SELECT tbl, name, no FROM _ferry_columns ORDER BY tbl, no")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.entry(r.get(0)?).or_default().push((r.get(1)?, r.get(2)?));
+    }
+    Ok(out)
+}
+
+/// Every row ledger: (target table, ledger table).
+pub fn row_tables(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    if !table_exists(conn, "_ferry_row_tables")? {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare("SELECT tbl, id FROM _ferry_row_tables ORDER BY id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, format!("_ferry_rows_{}", r.get::<_, i64>(1)?))))?;
+    rows.collect()
+}
+
+/// How many keys have a tombstone but were never inserted here (deletes
+/// waiting for their row), over every row ledger.
+pub fn tombstones_waiting(conn: &Connection) -> rusqlite::Result<u64> {
+    let waiting = format!("flags & {} = {HAS_DEL}", PRESENT | HAS_INS | HAS_DEL);
+    let mut n: i64 = conn.query_row(&format!("SELECT count(*) FROM _ferry_rows WHERE {waiting}"), [], |r| r.get(0))?;
+    for (_, table) in row_tables(conn)? {
+        n += conn.query_row(&format!("SELECT count(*) FROM {table} WHERE {waiting}"), [], |r| r.get::<_, i64>(0))?;
+    }
+    Ok(n as u64)
+}
+
 /// The version of a write: `(ts, origin, seq)`. `origin` is the local id of
 /// the origin in `_ferry_origins`; comparisons use the origin's node id text
 /// (see [`super::engine`]), so the order is the same in every database.
@@ -103,191 +231,294 @@ pub struct Ver {
     pub seq: u64,
 }
 
-const VER_LEN: usize = 20;
-
 impl Ver {
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.ts.to_be_bytes());
-        out.extend_from_slice(&self.origin.to_be_bytes());
-        out.extend_from_slice(&self.seq.to_be_bytes());
+    /// Three varints: `ts` (zigzag), `origin`, `seq`; 11–13 bytes for
+    /// today's timestamps.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.ts);
+        put_varint(out, self.origin);
+        put_varint(out, self.seq);
     }
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(VER_LEN);
-        self.encode_into(&mut v);
-        v
-    }
-    pub fn decode(b: &[u8]) -> Option<Ver> {
-        if b.len() < VER_LEN {
-            return None;
-        }
-        Some(Ver {
-            ts: i64::from_be_bytes(b[0..8].try_into().ok()?),
-            origin: u32::from_be_bytes(b[8..12].try_into().ok()?),
-            seq: u64::from_be_bytes(b[12..20].try_into().ok()?),
-        })
+    fn decode(b: &mut &[u8]) -> Option<Ver> {
+        Some(Ver { ts: take_varint(b)?, origin: take_varint(b)?, seq: take_varint(b)? })
     }
 }
 
+fn put_varint<T: VarInt>(out: &mut Vec<u8>, v: T) {
+    let mut buf = [0u8; 10];
+    let n = v.encode_var(&mut buf);
+    out.extend_from_slice(&buf[..n]);
+}
+
+fn take_varint<T: VarInt>(b: &mut &[u8]) -> Option<T> {
+    let (v, n) = T::decode_var(b)?;
+    *b = &b[n..];
+    Some(v)
+}
+
 /// What the ledger knows about one key of one table.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RowState {
     pub present: bool,
     pub ins: Option<Ver>,
     pub del: Option<Ver>,
-    /// Column → version of its current value (only columns ferry wrote).
-    pub cols: Vec<(String, Ver)>,
+    /// Column number (see [`column_numbers`]) → version of its current
+    /// value (only columns ferry wrote).
+    pub cols: Cols,
     pub parked: bool,
 }
 
+/// A row's column versions; rows rarely have more columns than fit inline.
+pub type Cols = SmallVec<[(u32, Ver); 8]>;
+
 impl RowState {
-    pub fn col(&self, name: &str) -> Option<Ver> {
-        self.cols.iter().find(|(c, _)| c == name).map(|(_, v)| *v)
+    pub fn col(&self, no: u32) -> Option<Ver> {
+        self.cols.iter().find(|(c, _)| *c == no).map(|(_, v)| *v)
     }
-    pub fn set_col(&mut self, name: &str, v: Ver) {
-        match self.cols.iter_mut().find(|(c, _)| c == name) {
+    pub fn set_col(&mut self, no: u32, v: Ver) {
+        match self.cols.iter_mut().find(|(c, _)| *c == no) {
             Some(slot) => slot.1 = v,
-            None => self.cols.push((name.to_owned(), v)),
+            None => self.cols.push((no, v)),
         }
     }
 }
 
-/// Set in a column's length field when its version is the row's insert
-/// version (`ins`), which is then not repeated: a freshly inserted row's
-/// columns cost their names only.
-const SAME_AS_INS: u16 = 0x8000;
+/// `flags` bits.
+const PRESENT: i64 = 1;
+const PARKED: i64 = 2;
+const HAS_INS: i64 = 4;
+const HAS_DEL: i64 = 8;
 
-/// `cols` encoding: per column, a u16 name length (its top bit
-/// [`SAME_AS_INS`]), the name, and, unless the top bit is set, a version.
-pub fn encode_cols(cols: &[(String, Ver)], ins: Option<Ver>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(cols.len() * 8);
-    for (name, v) in cols {
-        let n = name.len().min((SAME_AS_INS - 1) as usize);
-        let same = ins == Some(*v);
-        out.extend_from_slice(&(n as u16 | if same { SAME_AS_INS } else { 0 }).to_be_bytes());
-        out.extend_from_slice(&name.as_bytes()[..n]);
-        if !same {
-            v.encode_into(&mut out);
-        }
+/// How a column's version is stored in `st`, in the low two bits of the
+/// varint that also holds the length of its name.
+const COL_OWN: u64 = 0;
+const COL_INS: u64 = 1;
+const COL_PREV: u64 = 2;
+
+/// Encodes a row state as `(flags, st)`. `st` is the insert version (when
+/// `flags` has [`HAS_INS`]), the delete version (with [`HAS_DEL`]), then per
+/// column a varint `number << 2 | how` and, when `how` is [`COL_OWN`], the
+/// version; [`COL_INS`] means the insert version and [`COL_PREV`] the
+/// previous column's, so a freshly inserted row costs one version and a
+/// byte per column, and an update of several columns one version more.
+pub fn encode_state(st: &RowState, out: &mut Vec<u8>) -> i64 {
+    out.clear();
+    let mut flags = 0;
+    if st.present {
+        flags |= PRESENT;
     }
-    out
+    if st.parked {
+        flags |= PARKED;
+    }
+    if let Some(v) = st.ins {
+        flags |= HAS_INS;
+        v.encode_into(out);
+    }
+    if let Some(v) = st.del {
+        flags |= HAS_DEL;
+        v.encode_into(out);
+    }
+    let mut prev: Option<Ver> = None;
+    for (no, v) in &st.cols {
+        let how = if st.ins == Some(*v) {
+            COL_INS
+        } else if prev == Some(*v) {
+            COL_PREV
+        } else {
+            COL_OWN
+        };
+        put_varint(out, u64::from(*no) << 2 | how);
+        if how == COL_OWN {
+            v.encode_into(out);
+        }
+        prev = Some(*v);
+    }
+    flags
 }
 
-pub fn decode_cols(mut b: &[u8], ins: Option<Ver>) -> Option<Vec<(String, Ver)>> {
-    let mut out = Vec::new();
+/// The inverse of [`encode_state`]; `None` for bytes it did not write.
+pub fn decode_state(flags: i64, mut b: &[u8]) -> Option<RowState> {
+    let b = &mut b;
+    let ins = if flags & HAS_INS != 0 { Some(Ver::decode(b)?) } else { None };
+    let del = if flags & HAS_DEL != 0 { Some(Ver::decode(b)?) } else { None };
+    let mut cols = Cols::new();
+    let mut prev: Option<Ver> = None;
     while !b.is_empty() {
-        let head = u16::from_be_bytes(b.get(0..2)?.try_into().ok()?);
-        let n = (head & !SAME_AS_INS) as usize;
-        let name = std::str::from_utf8(b.get(2..2 + n)?).ok()?.to_owned();
-        let (v, used) = if head & SAME_AS_INS != 0 { (ins?, 0) } else { (Ver::decode(b.get(2 + n..)?)?, VER_LEN) };
-        out.push((name, v));
-        b = &b[2 + n + used..];
+        let head: u64 = take_varint(b)?;
+        let no = u32::try_from(head >> 2).ok()?;
+        let v = match head & 3 {
+            COL_OWN => Ver::decode(b)?,
+            COL_INS => ins?,
+            COL_PREV => prev?,
+            _ => return None,
+        };
+        cols.push((no, v));
+        prev = Some(v);
     }
-    Some(out)
+    Some(RowState { present: flags & PRESENT != 0, ins, del, cols, parked: flags & PARKED != 0 })
 }
 
-pub fn load_row(conn: &Connection, tbl: &str, key: &Value) -> rusqlite::Result<Option<RowState>> {
-    conn.prepare_cached(LOAD_ROW)?.query_row(params![tbl, key], read_row).optional()
+/// The error for a ledger row this version cannot read (never written by
+/// ferry: the ledger was edited by hand or the file is damaged).
+fn undecodable() -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        1,
+        rusqlite::types::Type::Blob,
+        "a ledger row state ferry cannot decode (was the ledger edited by hand?)".into(),
+    )
 }
 
-pub fn save_row(conn: &Connection, tbl: &str, key: &Value, st: &RowState) -> rusqlite::Result<()> {
-    // Most saves change a key the ledger already holds: an in-place UPDATE
-    // is cheaper than REPLACE (delete + insert).
-    let cols = encode_cols(&st.cols, st.ins);
-    let (ins, del) = (st.ins.map(|v| v.encode()), st.del.map(|v| v.encode()));
-    if conn.prepare_cached(UPDATE_ROW)?.execute(params![tbl, key, st.present, ins, del, cols, st.parked])? == 0 {
-        conn.prepare_cached(INSERT_ROW)?.execute(params![tbl, key, st.present, ins, del, cols, st.parked])?;
-    }
-    Ok(())
-}
-
-/// The `_ferry_rows` statements apply runs for nearly every entry,
-/// prepared once per run (lookups in rusqlite's statement cache by SQL text
-/// cost more than some of these statements).
+/// Reads and writes row states. Statements are prepared once per run
+/// (looking them up in rusqlite's cache by SQL text costs more than some
+/// of them take to run). Single-integer keys go to their table's rowid
+/// ledger, every other key to `_ferry_rows`; both statement sets bind the
+/// same parameters (`?1` the table name, unused by a rowid ledger, `?2`
+/// the key, `?3` flags, `?4` st).
 pub struct Rows<'c> {
-    conn: &'c Connection,
-    stmts: std::cell::RefCell<RowStmts<'c>>,
+    generic: RefCell<RowStmts<'c>>,
+    by_table: HashMap<String, RefCell<RowStmts<'c>>>,
+    buf: RefCell<Vec<u8>>,
 }
 
 struct RowStmts<'c> {
     load: Statement<'c>,
-    update: Statement<'c>,
-    insert: Statement<'c>,
+    save: Statement<'c>,
     claim: Statement<'c>,
+    forget: Statement<'c>,
+}
+
+impl<'c> RowStmts<'c> {
+    fn new(conn: &'c Connection, table: &str, key: &str) -> rusqlite::Result<RowStmts<'c>> {
+        let cols = if key == "key" { "key, flags, st" } else { "tbl, key, flags, st" };
+        let vals = if key == "key" { "?2, ?3, ?4" } else { "?1, ?2, ?3, ?4" };
+        let wher = if key == "key" { "key = ?2" } else { "tbl = ?1 AND key = ?2" };
+        Ok(RowStmts {
+            load: conn.prepare(&format!("SELECT flags, st FROM {table} WHERE {wher}"))?,
+            save: conn.prepare(&format!(
+                "INSERT INTO {table} ({cols}) VALUES ({vals}) \
+                 ON CONFLICT ({key}) DO UPDATE SET flags = excluded.flags, st = excluded.st"
+            ))?,
+            claim: conn.prepare(&format!("INSERT INTO {table} ({cols}) VALUES ({vals}) ON CONFLICT DO NOTHING"))?,
+            forget: conn.prepare(&format!("DELETE FROM {table} WHERE {wher}"))?,
+        })
+    }
 }
 
 impl<'c> Rows<'c> {
-    /// Prepares the statements (the ledger tables must exist).
+    /// Prepares the statements ([`prepare`] must have run).
     pub fn new(conn: &'c Connection) -> rusqlite::Result<Rows<'c>> {
+        let mut by_table = HashMap::new();
+        for (tbl, table) in row_tables(conn)? {
+            by_table.insert(tbl, RefCell::new(RowStmts::new(conn, &table, "key")?));
+        }
         Ok(Rows {
-            conn,
-            stmts: std::cell::RefCell::new(RowStmts {
-                load: conn.prepare(LOAD_ROW)?,
-                update: conn.prepare(UPDATE_ROW)?,
-                insert: conn.prepare(INSERT_ROW)?,
-                claim: conn.prepare(CLAIM_ROW)?,
-            }),
+            generic: RefCell::new(RowStmts::new(conn, "_ferry_rows", "tbl, key")?),
+            by_table,
+            buf: RefCell::new(Vec::with_capacity(64)),
         })
     }
 
-    /// [`load_row`].
-    pub fn load_row(&self, tbl: &str, key: &Value) -> rusqlite::Result<Option<RowState>> {
-        let mut s = self.stmts.borrow_mut();
-        s.load.query_row(params![tbl, key], read_row).optional()
+    fn stmts(&self, tbl: &str, key: &Value) -> &RefCell<RowStmts<'c>> {
+        match key {
+            Value::Integer(_) => self.by_table.get(tbl).unwrap_or(&self.generic),
+            _ => &self.generic,
+        }
     }
 
-    /// [`save_row`].
+    /// The state of a key, `None` when the ledger has never seen it.
+    pub fn load_row(&self, tbl: &str, key: &Value) -> rusqlite::Result<Option<RowState>> {
+        let mut s = self.stmts(tbl, key).borrow_mut();
+        let found = s
+            .load
+            .query_row(params![tbl, key], |r| decode_state(r.get(0)?, r.get_ref(1)?.as_blob()?).ok_or_else(undecodable))
+            .optional()?;
+        Ok(found)
+    }
+
+    /// Records the state of a key.
     pub fn save_row(&self, tbl: &str, key: &Value, st: &RowState) -> rusqlite::Result<()> {
-        let mut s = self.stmts.borrow_mut();
-        let cols = encode_cols(&st.cols, st.ins);
-        let (ins, del) = (st.ins.map(|v| v.encode()), st.del.map(|v| v.encode()));
-        if s.update.execute(params![tbl, key, st.present, ins, del, cols, st.parked])? == 0 {
-            s.insert.execute(params![tbl, key, st.present, ins, del, cols, st.parked])?;
-        }
+        let mut buf = self.buf.borrow_mut();
+        let flags = encode_state(st, &mut buf);
+        self.stmts(tbl, key).borrow_mut().save.execute(params![tbl, key, flags, buf.as_slice()])?;
         Ok(())
     }
 
-    /// [`insert_new_row`].
+    /// Records the state of a key the ledger has not seen; false when it has
+    /// (and then changes nothing).
     pub fn insert_new_row(&self, tbl: &str, key: &Value, st: &RowState) -> rusqlite::Result<bool> {
-        let mut s = self.stmts.borrow_mut();
-        let (ins, del) = (st.ins.map(|v| v.encode()), st.del.map(|v| v.encode()));
-        let n = s.claim.execute(params![tbl, key, st.present, ins, del, encode_cols(&st.cols, st.ins), st.parked])?;
+        let mut buf = self.buf.borrow_mut();
+        let flags = encode_state(st, &mut buf);
+        let n = self.stmts(tbl, key).borrow_mut().claim.execute(params![tbl, key, flags, buf.as_slice()])?;
         Ok(n == 1)
     }
 
-    /// [`forget_row`].
+    /// Forgets a key.
     pub fn forget_row(&self, tbl: &str, key: &Value) -> rusqlite::Result<()> {
-        forget_row(self.conn, tbl, key)
+        self.stmts(tbl, key).borrow_mut().forget.execute(params![tbl, key])?;
+        Ok(())
     }
 }
 
-const LOAD_ROW: &str = "SELECT present, ins, del, cols, parked FROM _ferry_rows WHERE tbl = ?1 AND key = ?2";
-const UPDATE_ROW: &str =
-    "UPDATE _ferry_rows SET present = ?3, ins = ?4, del = ?5, cols = ?6, parked = ?7 WHERE tbl = ?1 AND key = ?2";
-const INSERT_ROW: &str = "INSERT INTO _ferry_rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-const CLAIM_ROW: &str = "INSERT INTO _ferry_rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (tbl, key) DO NOTHING";
+/// The first ledger layout (no `_ferry_meta`): `_ferry_rows (tbl, key,
+/// present, ins, del, cols, parked)` with 20-byte big-endian versions.
+mod v1 {
+    use rusqlite::Connection;
 
-fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowState> {
-    let ins = r.get_ref(1)?.as_blob_or_null()?.and_then(Ver::decode);
-    let del = r.get_ref(2)?.as_blob_or_null()?.and_then(Ver::decode);
-    Ok(RowState {
-        present: r.get::<_, i64>(0)? != 0,
-        ins,
-        del,
-        cols: decode_cols(r.get_ref(3)?.as_blob()?, ins).unwrap_or_default(),
-        parked: r.get::<_, i64>(4)? != 0,
-    })
-}
+    use super::{column_number, row_table, Cols, RowState, Rows, Ver};
+    use crate::value::Value;
 
-/// Records the state of a key the ledger has not seen; false when it has.
-pub fn insert_new_row(conn: &Connection, tbl: &str, key: &Value, st: &RowState) -> rusqlite::Result<bool> {
-    let (ins, del) = (st.ins.map(|v| v.encode()), st.del.map(|v| v.encode()));
-    let cols = encode_cols(&st.cols, st.ins);
-    Ok(conn.prepare_cached(CLAIM_ROW)?.execute(params![tbl, key, st.present, ins, del, cols, st.parked])? == 1)
-}
+    const VER_LEN: usize = 20;
+    const SAME_AS_INS: u16 = 0x8000;
 
-pub fn forget_row(conn: &Connection, tbl: &str, key: &Value) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM _ferry_rows WHERE tbl = ?1 AND key = ?2")?.execute(params![tbl, key])?;
-    Ok(())
+    fn ver(b: &[u8]) -> Option<Ver> {
+        Some(Ver {
+            ts: i64::from_be_bytes(b.get(0..8)?.try_into().ok()?),
+            origin: u32::from_be_bytes(b.get(8..12)?.try_into().ok()?),
+            seq: u64::from_be_bytes(b.get(12..VER_LEN)?.try_into().ok()?),
+        })
+    }
+
+    fn cols(mut b: &[u8], ins: Option<Ver>) -> Option<Vec<(String, Ver)>> {
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let head = u16::from_be_bytes(b.get(0..2)?.try_into().ok()?);
+            let n = (head & !SAME_AS_INS) as usize;
+            let name = std::str::from_utf8(b.get(2..2 + n)?).ok()?.to_owned();
+            let (v, used) = if head & SAME_AS_INS != 0 { (ins?, 0) } else { (ver(b.get(2 + n..)?)?, VER_LEN) };
+            out.push((name, v));
+            b = &b[2 + n + used..];
+        }
+        Some(out)
+    }
+
+    /// Copies every row of `_ferry_rows_v1` into the current layout.
+    pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+        let mut tables = conn.prepare("SELECT DISTINCT tbl FROM _ferry_rows_v1")?;
+        for t in tables.query_map([], |r| r.get::<_, String>(0))? {
+            row_table(conn, &t?)?;
+        }
+        let rows = Rows::new(conn)?;
+        let mut stmt = conn.prepare("SELECT tbl, key, present, ins, del, cols, parked FROM _ferry_rows_v1")?;
+        let mut it = stmt.query([])?;
+        while let Some(r) = it.next()? {
+            let tbl: String = r.get(0)?;
+            let key = Value::from(r.get::<_, rusqlite::types::Value>(1)?);
+            let ins = r.get_ref(3)?.as_blob_or_null()?.and_then(ver);
+            let mut numbered = Cols::new();
+            for (name, v) in cols(r.get_ref(5)?.as_blob()?, ins).ok_or_else(super::undecodable)? {
+                numbered.push((column_number(conn, &tbl, &name)?, v));
+            }
+            let st = RowState {
+                present: r.get::<_, i64>(2)? != 0,
+                ins,
+                del: r.get_ref(4)?.as_blob_or_null()?.and_then(ver),
+                cols: numbered,
+                parked: r.get::<_, i64>(6)? != 0,
+            };
+            rows.save_row(&tbl, &key, &st)?;
+        }
+        Ok(())
+    }
 }
 
 /// The applied seq ranges of one origin, sorted.
@@ -322,19 +553,93 @@ pub fn add_range(conn: &Connection, origin: u32, first: u64, last: u64) -> rusql
 mod tests {
     use super::*;
 
+    fn round_trip(st: &RowState) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let flags = encode_state(st, &mut buf);
+        assert_eq!(decode_state(flags, &buf).as_ref(), Some(st));
+        buf
+    }
+
     #[test]
-    fn cols_round_trip() {
-        let cols = vec![
-            ("a".to_owned(), Ver { ts: -5, origin: 1, seq: 7 }),
-            ("wé\"ird".to_owned(), Ver { ts: i64::MAX, origin: u32::MAX, seq: u64::MAX }),
-        ];
-        assert_eq!(decode_cols(&encode_cols(&cols, None), None), Some(cols.clone()));
-        assert_eq!(decode_cols(&[0, 5, b'a'], None), None, "truncated input is refused, not a panic");
-        let ins = Some(cols[1].1);
-        let short = encode_cols(&cols, ins);
-        assert_eq!(short.len(), 2 + 1 + VER_LEN + 2 + "wé\"ird".len(), "the insert version is not repeated");
-        assert_eq!(decode_cols(&short, ins), Some(cols));
-        assert_eq!(decode_cols(&short, None), None, "a column at the insert version needs one");
+    fn row_states_round_trip_and_repeat_no_version() {
+        let v = |ts, origin, seq| Ver { ts, origin, seq };
+        let ins = v(1_790_000_000_000_000, 1, 70_000);
+        let fresh = RowState {
+            present: true,
+            ins: Some(ins),
+            del: None,
+            cols: [(1, ins), (2, ins)].into_iter().collect(),
+            parked: false,
+        };
+        let one_version = round_trip(&RowState { cols: Cols::new(), ..fresh.clone() }).len();
+        assert_eq!(round_trip(&fresh).len(), one_version + 2, "columns at the insert version cost a byte each");
+        let upd = v(1_790_000_000_000_001, 2, 5);
+        let updated = RowState { cols: [(1, upd), (2, upd), (3, ins)].into_iter().collect(), ..fresh.clone() };
+        let n = round_trip(&updated).len();
+        assert!(n < 2 * one_version + 10, "two columns of one update share a version ({n} bytes)");
+        let extremes = RowState {
+            present: false,
+            ins: None,
+            del: Some(v(i64::MIN, u32::MAX, u64::MAX)),
+            cols: [(u32::MAX, v(-5, 0, 0)), (0, v(i64::MAX, 7, 1))].into_iter().collect(),
+            parked: true,
+        };
+        round_trip(&extremes);
+        round_trip(&RowState::default());
+    }
+
+    #[test]
+    fn undecodable_states_are_refused_not_a_panic() {
+        let mut buf = Vec::new();
+        let flags =
+            encode_state(&RowState { ins: Some(Ver { ts: 9, origin: 1, seq: 2 }), ..Default::default() }, &mut buf);
+        assert_eq!(decode_state(flags, &buf[..buf.len() - 1]), None, "truncated version");
+        assert_eq!(decode_state(0, &[1 << 2 | COL_OWN as u8, 0x80]), None, "a version cut short");
+        assert_eq!(decode_state(0, &[1 << 2 | COL_INS as u8]), None, "no insert version to refer to");
+        assert_eq!(decode_state(0, &[1 << 2 | COL_PREV as u8]), None, "no previous column to refer to");
+        assert_eq!(decode_state(0, &[1 << 2 | 3]), None, "unknown column kind");
+    }
+
+    #[test]
+    fn a_v1_ledger_is_migrated_to_row_ledgers() {
+        let c = Connection::open_in_memory().expect("db");
+        c.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, a, b);
+             CREATE TABLE _ferry_rows (tbl TEXT NOT NULL, key NOT NULL, present INTEGER NOT NULL, ins BLOB,
+                 del BLOB, cols BLOB NOT NULL, parked INTEGER NOT NULL, PRIMARY KEY (tbl, key)) WITHOUT ROWID;",
+        )
+        .expect("v1");
+        let ins = Ver { ts: 1_790_000_000_000_000, origin: 1, seq: 3 };
+        let upd = Ver { ts: 1_790_000_000_000_009, origin: 2, seq: 8 };
+        let be = |v: Ver| [&v.ts.to_be_bytes()[..], &v.origin.to_be_bytes(), &v.seq.to_be_bytes()].concat();
+        let mut cols = vec![0x80, 1, b'a', 0, 1, b'b'];
+        cols.extend(be(upd));
+        c.execute("INSERT INTO _ferry_rows VALUES ('t', 42, 1, ?1, NULL, ?2, 0)", rusqlite::params![be(ins), cols])
+            .expect("row");
+        c.execute("INSERT INTO _ferry_rows VALUES ('t', '[\"k\",1]', 0, NULL, ?1, X'', 1)", [be(upd)]).expect("row");
+        assert_eq!(version(&c).expect("version"), Some(1));
+        prepare(&c, &crate::schema::tables(&c).expect("tables")).expect("migrate");
+        assert_eq!(version(&c).expect("version"), Some(LEDGER_VERSION));
+        let rows = Rows::new(&c).expect("rows");
+        let st = rows.load_row("t", &Value::Integer(42)).expect("load").expect("migrated");
+        assert_eq!(
+            st,
+            RowState {
+                present: true,
+                ins: Some(ins),
+                del: None,
+                cols: [(1, ins), (2, upd)].into_iter().collect(),
+                parked: false
+            }
+        );
+        let tomb = rows.load_row("t", &Value::Text("[\"k\",1]".into())).expect("load").expect("migrated");
+        assert_eq!(tomb, RowState { del: Some(upd), parked: true, ..Default::default() });
+        assert_eq!(tombstones_waiting(&c).expect("count"), 1);
+        let n: i64 = c.query_row("SELECT count(*) FROM _ferry_rows_1", [], |r| r.get(0)).expect("count");
+        assert_eq!(n, 1, "the integer key went to t's rowid ledger");
+        assert!(!table_exists(&c, "_ferry_rows_v1").expect("exists"), "the old table is gone");
+        let numbers = column_numbers(&c).expect("numbers");
+        assert_eq!(numbers["t"], [("id".to_owned(), 0), ("a".to_owned(), 1), ("b".to_owned(), 2)]);
     }
 
     #[test]

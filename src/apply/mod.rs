@@ -58,6 +58,12 @@ pub enum ApplyError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error(
+        "{} holds a ferry ledger of version {version}, newer than this ferry understands ({}): upgrade ferry",
+        path.display(),
+        ledger::LEDGER_VERSION
+    )]
+    NewerLedger { path: PathBuf, version: i64 },
     #[error("foreign keys still broken in {table} after quarantining the rows that broke them")]
     ForeignKeys { table: String },
 }
@@ -158,7 +164,14 @@ pub fn apply(
     let sql_err = |source| ApplyError::Sqlite { path: db.to_path_buf(), source };
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err)?;
     tx.execute_batch("PRAGMA defer_foreign_keys = ON;").map_err(sql_err)?;
-    tx.execute_batch(ledger::DDL).map_err(sql_err)?;
+    match ledger::version(&tx).map_err(sql_err)? {
+        Some(v) if v > ledger::LEDGER_VERSION => {
+            return Err(ApplyError::NewerLedger { path: db.to_path_buf(), version: v })
+        }
+        _ => {}
+    }
+    let target_tables = schema::tables(&tx).map_err(sql_err)?;
+    ledger::prepare(&tx, &target_tables).map_err(sql_err)?;
     // Capture triggers skip ferry's own writes (no echoes); see docs/CAPTURE.md.
     crate::capture::suppress(&tx, true).map_err(sql_err)?;
     let fingerprint = schema::fingerprint(&tx).map_err(sql_err)?;
@@ -303,7 +316,14 @@ fn apply_segment<R: std::io::Read + Send>(
     if let Some(h) = known.get(&before_first).filter(|h| h.as_slice() != chain_before.0) {
         fork = Some(fork_at(before_first, h, &chain_before));
     }
-    conn.execute_batch("SAVEPOINT ferry_segment")?;
+    // A fork shows once a chain hash differs from a known one. Only when
+    // one is known past the segment's start can that happen after entries
+    // were applied, and only then does the segment need its own savepoint
+    // (pages written under a savepoint are copied to its journal first).
+    let guarded = known.range(d.first_seq..).next().is_some();
+    if guarded {
+        conn.execute_batch("SAVEPOINT ferry_segment")?;
+    }
     let mut chain = chain_before;
     let mut runs: Vec<(u64, u64)> = Vec::new();
     let mut checkpoints: Vec<(u64, ChainHash)> = Vec::new();
@@ -354,7 +374,9 @@ fn apply_segment<R: std::io::Read + Send>(
     verified.map_err(refuse)?;
     let mut counts = eng.counts;
     if let Some(f) = &fork {
-        conn.execute_batch("ROLLBACK TO ferry_segment; RELEASE ferry_segment")?;
+        if guarded {
+            conn.execute_batch("ROLLBACK TO ferry_segment; RELEASE ferry_segment")?;
+        }
         eng.reload_origins()?;
         counts = Counts::default();
         conn.execute(
@@ -385,7 +407,9 @@ fn apply_segment<R: std::io::Read + Send>(
             params![oid, d.ts_max.0, crate::journal::Timestamp::now().to_rfc3339()],
         )?;
         crashpoint::hit("apply: segment done");
-        conn.execute_batch("RELEASE ferry_segment")?;
+        if guarded {
+            conn.execute_batch("RELEASE ferry_segment")?;
+        }
     }
     eng.counts = counts_before;
     eng.counts.add(&counts);

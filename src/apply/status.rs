@@ -141,7 +141,12 @@ pub fn read_status(conn: &Connection, db: &str) -> rusqlite::Result<DbStatus> {
     }
     s.conflicts = count(conn, "SELECT count(*) FROM _ferry_conflicts")?;
     s.parked = count(conn, "SELECT count(*) FROM _ferry_parked")?;
-    s.tombstones_waiting = count(conn, "SELECT count(*) FROM _ferry_rows WHERE present = 0 AND ins IS NULL")?;
+    s.tombstones_waiting = if super::ledger::version(conn)? == Some(1) {
+        // A ledger the next apply will migrate.
+        count(conn, "SELECT count(*) FROM _ferry_rows WHERE present = 0 AND ins IS NULL AND del IS NOT NULL")?
+    } else {
+        super::ledger::tombstones_waiting(conn)?
+    };
     s.quarantined = count(conn, "SELECT count(*) FROM _ferry_quarantine")?;
     s.forks = count(conn, "SELECT count(*) FROM _ferry_forks")?;
     s.refused_bundles = count(conn, "SELECT count(*) FROM _ferry_refused")?;
