@@ -135,3 +135,23 @@ fn verify_against_says_whether_a_bundle_would_apply() {
         "verify writes nothing"
     );
 }
+
+#[test]
+fn a_ledger_newer_than_this_ferry_is_refused_untouched() {
+    let mut s = setup();
+    s.a.insert(10, 1, &[("a", text("x"))]);
+    let first = s.a.bundle(s.dir.path(), &[(1, 1)], None);
+    common::ferry(&s.home).args(["bundle", "apply", "--db"]).arg(&s.db).arg(&first).assert().success();
+    let c = rusqlite::Connection::open(&s.db).expect("db");
+    c.execute("UPDATE _ferry_meta SET value = 99 WHERE key = 'ledger_version'", []).expect("bump");
+    drop(c);
+    s.a.insert(11, 2, &[("a", text("y"))]);
+    let second = s.a.bundle(s.dir.path(), &[(2, 2)], None);
+    let o = common::ferry(&s.home).args(["bundle", "apply", "--db"]).arg(&s.db).arg(&second).output().expect("run");
+    assert_eq!(o.status.code(), Some(2), "an error, not a verdict");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ledger of version 99") && err.contains("upgrade ferry"), "{err}");
+    let c = rusqlite::Connection::open(&s.db).expect("db");
+    let rows: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).expect("count");
+    assert_eq!(rows, 1, "nothing of the second bundle was applied");
+}
