@@ -439,3 +439,36 @@ fn rows_that_broke_a_foreign_key_before_the_apply_are_left_alone() {
     assert_eq!(count(&db, "SELECT count(*) FROM child"), 1, "ferry does not remove the app's rows");
     assert_eq!(count(&db, "SELECT count(*) FROM parent"), 1);
 }
+
+#[test]
+fn a_dropped_column_loses_its_versions_and_later_deletes_still_apply() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    let mut b = Origin::new(dir.path(), "b");
+    a.insert(8, 1, &[("a", text("x")), ("b", Value::Integer(1))]);
+    a.update(10, 1, &[("a", text("newer than the delete"))]);
+    b.delete(9, 1);
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    let trust = trust(&[&a, &b]);
+    run(&db, &[a.bundle(dir.path(), &[(1, 2)], None)], &trust);
+    conn(&db).execute_batch("ALTER TABLE t DROP COLUMN a").expect("migration drops a");
+    // The delete is older than a's update of `a`, which would survive it as
+    // a parked write, but the column is gone: the delete must not try to
+    // read it back.
+    let opts = ApplyOptions { allow_schema_drift: true };
+    let r = apply(&db, &[b.bundle(dir.path(), &[(1, 1)], None)], &trust, &opts, &mut Silent).expect("apply");
+    assert_eq!((r.totals.applied, r.refused), (1, 0));
+    assert_eq!(dump(&db), "table t\n");
+}
+
+#[test]
+fn a_key_holding_only_a_parked_update_is_not_a_waiting_tombstone() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    a.update(10, 1, &[("a", text("early"))]);
+    a.delete(11, 2);
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    run(&db, &[a.bundle(dir.path(), &[(1, 2)], None)], &trust(&[&a]));
+    let s = read_status(&conn(&db), "db").expect("status");
+    assert_eq!((s.parked, s.tombstones_waiting), (1, 1), "key 1 is parked, key 2 a tombstone waiting for its row");
+}

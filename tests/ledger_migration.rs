@@ -240,3 +240,20 @@ fn reapplying_both_rounds_to_a_migrated_ledger_changes_nothing() {
     assert_eq!(conflicts(&home, &migrated), confl);
     assert_eq!(status(&home, &migrated), stat);
 }
+
+/// `status` and `conflicts` are read-only: on a v1 database they read the old
+/// layout and leave the file as it was (the next `bundle apply` migrates it).
+#[test]
+fn status_and_conflicts_read_a_v1_ledger_without_touching_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let home = home_trusting_fixture(dir.path());
+    let db = dir.path().join("v1.sqlite3");
+    std::fs::copy(fixture("target-v1.sqlite3"), &db).expect("copy fixture");
+    let before = std::fs::read(&db).expect("read");
+    let s = command_json(&home, &["status"], &db);
+    assert_eq!(s["parked"], 1, "{s}");
+    assert_eq!(s["tombstones_waiting"], 1, "visit k9/9 waits for its row; item 50 holds only a parked update: {s}");
+    assert_eq!(s["conflicts"], 5, "{s}");
+    assert_eq!(conflicts(&home, &db).as_array().map(Vec::len), Some(5));
+    assert_eq!(std::fs::read(&db).expect("read"), before, "read-only");
+}

@@ -123,13 +123,29 @@ pub const LEDGER_VERSION: i64 = 2;
 /// The ledger version recorded in a target: `None` when it has no ledger,
 /// `Some(1)` for the first layout (which recorded no version).
 pub fn version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    use rusqlite::types::Value as V;
     if table_exists(conn, "_ferry_meta")? {
-        let v: Option<i64> = conn
+        let v: Option<V> = conn
             .query_row("SELECT value FROM _ferry_meta WHERE key = 'ledger_version'", [], |r| r.get(0))
             .optional()?;
-        return Ok(Some(v.unwrap_or(1)));
+        return match v {
+            Some(V::Integer(n)) => Ok(Some(n)),
+            Some(V::Text(t)) if t.trim().parse::<i64>().is_ok() => Ok(t.trim().parse().ok()),
+            _ => Err(damaged("_ferry_meta holds no readable ledger_version".into())),
+        };
     }
-    Ok(table_exists(conn, "_ferry_rows")?.then_some(1))
+    if !table_exists(conn, "_ferry_rows")? {
+        return Ok(None);
+    }
+    let v1: bool =
+        conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('_ferry_rows') WHERE name = 'present'", [], |r| {
+            r.get(0)
+        })?;
+    if v1 {
+        Ok(Some(1))
+    } else {
+        Err(damaged("_ferry_rows is not a version 1 ledger, and _ferry_meta is missing".into()))
+    }
 }
 
 fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
@@ -147,7 +163,9 @@ fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
 pub fn prepare(conn: &Connection, tables: &[crate::schema::Table]) -> rusqlite::Result<()> {
     let v1 = version(conn)? == Some(1);
     if v1 {
-        conn.execute_batch("ALTER TABLE _ferry_rows RENAME TO _ferry_rows_v1")?;
+        // Not ALTER TABLE … RENAME: that re-checks every view and trigger of
+        // the app's schema and fails on one the app left broken.
+        conn.execute_batch("CREATE TABLE _ferry_rows_v1 AS SELECT * FROM _ferry_rows; DROP TABLE _ferry_rows;")?;
     }
     conn.execute_batch(DDL)?;
     conn.execute("INSERT OR REPLACE INTO _ferry_meta VALUES ('ledger_version', ?1)", [LEDGER_VERSION])?;
@@ -179,14 +197,14 @@ fn row_table(conn: &Connection, tbl: &str) -> rusqlite::Result<String> {
 /// The number of column `name` of `tbl` in row states, assigned on first use.
 fn column_number(conn: &Connection, tbl: &str, name: &str) -> rusqlite::Result<u32> {
     let get = "SELECT no FROM _ferry_columns WHERE tbl = ?1 AND name = ?2";
-    if let Some(no) = conn.query_row(get, [tbl, name], |r| r.get(0)).optional()? {
+    if let Some(no) = conn.prepare_cached(get)?.query_row([tbl, name], |r| r.get(0)).optional()? {
         return Ok(no);
     }
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO _ferry_columns SELECT ?1, ?2, coalesce(max(no) + 1, 0) FROM _ferry_columns WHERE tbl = ?1",
-        [tbl, name],
-    )?;
-    conn.query_row(get, [tbl, name], |r| r.get(0))
+    )?
+    .execute([tbl, name])?;
+    conn.prepare_cached(get)?.query_row([tbl, name], |r| r.get(0))
 }
 
 /// Column numbers of every table: table → (column name, number).
@@ -290,7 +308,7 @@ const HAS_INS: i64 = 4;
 const HAS_DEL: i64 = 8;
 
 /// How a column's version is stored in `st`, in the low two bits of the
-/// varint that also holds the length of its name.
+/// varint that also holds its number.
 const COL_OWN: u64 = 0;
 const COL_INS: u64 = 1;
 const COL_PREV: u64 = 2;
@@ -360,11 +378,17 @@ pub fn decode_state(flags: i64, mut b: &[u8]) -> Option<RowState> {
 
 /// The error for a ledger row this version cannot read (never written by
 /// ferry: the ledger was edited by hand or the file is damaged).
-fn undecodable() -> rusqlite::Error {
+fn undecodable(tbl: &str, key: &Value) -> rusqlite::Error {
+    let key = serde_json::to_string(key).unwrap_or_default();
+    damaged(format!("the ledger state of key {key} of table {tbl:?} cannot be decoded"))
+}
+
+/// An error for a ledger that ferry did not write (edited by hand, damaged).
+fn damaged(what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
-        1,
+        0,
         rusqlite::types::Type::Blob,
-        "a ledger row state ferry cannot decode (was the ledger edited by hand?)".into(),
+        format!("{what} (was the ledger edited by hand?)").into(),
     )
 }
 
@@ -430,7 +454,9 @@ impl<'c> Rows<'c> {
         let mut s = self.stmts(tbl, key).borrow_mut();
         let found = s
             .load
-            .query_row(params![tbl, key], |r| decode_state(r.get(0)?, r.get_ref(1)?.as_blob()?).ok_or_else(undecodable))
+            .query_row(params![tbl, key], |r| {
+                decode_state(r.get(0)?, r.get_ref(1)?.as_blob()?).ok_or_else(|| undecodable(tbl, key))
+            })
             .optional()?;
         Ok(found)
     }
@@ -464,7 +490,9 @@ impl<'c> Rows<'c> {
 mod v1 {
     use rusqlite::Connection;
 
-    use super::{column_number, row_table, Cols, RowState, Rows, Ver};
+    use std::collections::HashMap;
+
+    use super::{column_number, damaged, row_table, Cols, RowState, Rows, Ver};
     use crate::value::Value;
 
     const VER_LEN: usize = 20;
@@ -491,27 +519,51 @@ mod v1 {
         Some(out)
     }
 
-    /// Copies every row of `_ferry_rows_v1` into the current layout.
+    /// Copies every row of `_ferry_rows_v1` into the current layout. Rows
+    /// it cannot decode stop the migration (and so the apply run) with an
+    /// error naming the table and key: guessing would change what wins.
     pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         let mut tables = conn.prepare("SELECT DISTINCT tbl FROM _ferry_rows_v1")?;
         for t in tables.query_map([], |r| r.get::<_, String>(0))? {
+            // Tables the target no longer has keep their keys too.
             row_table(conn, &t?)?;
         }
         let rows = Rows::new(conn)?;
+        let mut numbers: HashMap<(String, String), u32> = HashMap::new();
         let mut stmt = conn.prepare("SELECT tbl, key, present, ins, del, cols, parked FROM _ferry_rows_v1")?;
         let mut it = stmt.query([])?;
         while let Some(r) = it.next()? {
             let tbl: String = r.get(0)?;
             let key = Value::from(r.get::<_, rusqlite::types::Value>(1)?);
-            let ins = r.get_ref(3)?.as_blob_or_null()?.and_then(ver);
+            let bad = |what: &str| {
+                let key = serde_json::to_string(&key).unwrap_or_default();
+                damaged(format!("the version 1 ledger row of key {key} of table {tbl:?} has a bad {what}"))
+            };
+            let version = |i: usize, what: &str| -> rusqlite::Result<Option<Ver>> {
+                match r.get_ref(i)?.as_blob_or_null().map_err(|_| bad(what))? {
+                    None => Ok(None),
+                    Some(b) if b.len() == VER_LEN => Ok(ver(b)),
+                    Some(_) => Err(bad(what)),
+                }
+            };
+            let (ins, del) = (version(3, "insert version")?, version(4, "delete version")?);
+            let blob = r.get_ref(5)?.as_blob().map_err(|_| bad("column list"))?;
             let mut numbered = Cols::new();
-            for (name, v) in cols(r.get_ref(5)?.as_blob()?, ins).ok_or_else(super::undecodable)? {
-                numbered.push((column_number(conn, &tbl, &name)?, v));
+            for (name, v) in cols(blob, ins).ok_or_else(|| bad("column list"))? {
+                let no = match numbers.get(&(tbl.clone(), name.clone())) {
+                    Some(no) => *no,
+                    None => {
+                        let no = column_number(conn, &tbl, &name)?;
+                        numbers.insert((tbl.clone(), name), no);
+                        no
+                    }
+                };
+                numbered.push((no, v));
             }
             let st = RowState {
                 present: r.get::<_, i64>(2)? != 0,
                 ins,
-                del: r.get_ref(4)?.as_blob_or_null()?.and_then(ver),
+                del,
                 cols: numbered,
                 parked: r.get::<_, i64>(6)? != 0,
             };
@@ -586,6 +638,9 @@ mod tests {
         };
         round_trip(&extremes);
         round_trip(&RowState::default());
+        let both = RowState { present: true, ins: Some(upd), del: Some(ins), ..fresh.clone() };
+        round_trip(&both);
+        round_trip(&RowState { ins: Some(ins), del: Some(upd), ..both });
     }
 
     #[test]
@@ -605,6 +660,7 @@ mod tests {
         let c = Connection::open_in_memory().expect("db");
         c.execute_batch(
             "CREATE TABLE t (id INTEGER PRIMARY KEY, a, b);
+             CREATE TABLE scratch (x); CREATE VIEW broken AS SELECT x FROM scratch; DROP TABLE scratch;
              CREATE TABLE _ferry_rows (tbl TEXT NOT NULL, key NOT NULL, present INTEGER NOT NULL, ins BLOB,
                  del BLOB, cols BLOB NOT NULL, parked INTEGER NOT NULL, PRIMARY KEY (tbl, key)) WITHOUT ROWID;",
         )
@@ -617,6 +673,7 @@ mod tests {
         c.execute("INSERT INTO _ferry_rows VALUES ('t', 42, 1, ?1, NULL, ?2, 0)", rusqlite::params![be(ins), cols])
             .expect("row");
         c.execute("INSERT INTO _ferry_rows VALUES ('t', '[\"k\",1]', 0, NULL, ?1, X'', 1)", [be(upd)]).expect("row");
+        c.execute("INSERT INTO _ferry_rows VALUES ('gone', 7, 1, ?1, NULL, X'', 0)", [be(ins)]).expect("row");
         assert_eq!(version(&c).expect("version"), Some(1));
         prepare(&c, &crate::schema::tables(&c).expect("tables")).expect("migrate");
         assert_eq!(version(&c).expect("version"), Some(LEDGER_VERSION));
@@ -635,11 +692,42 @@ mod tests {
         let tomb = rows.load_row("t", &Value::Text("[\"k\",1]".into())).expect("load").expect("migrated");
         assert_eq!(tomb, RowState { del: Some(upd), parked: true, ..Default::default() });
         assert_eq!(tombstones_waiting(&c).expect("count"), 1);
+        let gone = rows.load_row("gone", &Value::Integer(7)).expect("load").expect("migrated");
+        assert_eq!(gone.ins, Some(ins), "a table the target no longer has keeps its keys");
+        let n: i64 = c.query_row("SELECT count(*) FROM _ferry_rows_2", [], |r| r.get(0)).expect("count");
+        assert_eq!(n, 1, "…in its own rowid ledger, where they are found if the table comes back");
         let n: i64 = c.query_row("SELECT count(*) FROM _ferry_rows_1", [], |r| r.get(0)).expect("count");
         assert_eq!(n, 1, "the integer key went to t's rowid ledger");
         assert!(!table_exists(&c, "_ferry_rows_v1").expect("exists"), "the old table is gone");
         let numbers = column_numbers(&c).expect("numbers");
         assert_eq!(numbers["t"], [("id".to_owned(), 0), ("a".to_owned(), 1), ("b".to_owned(), 2)]);
+    }
+
+    #[test]
+    fn a_damaged_v1_row_stops_the_migration_naming_its_key() {
+        let c = Connection::open_in_memory().expect("db");
+        c.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, a);
+             CREATE TABLE _ferry_rows (tbl TEXT NOT NULL, key NOT NULL, present INTEGER NOT NULL, ins BLOB,
+                 del BLOB, cols BLOB NOT NULL, parked INTEGER NOT NULL, PRIMARY KEY (tbl, key)) WITHOUT ROWID;
+             INSERT INTO _ferry_rows VALUES ('t', 42, 1, X'0102', NULL, X'', 0);",
+        )
+        .expect("v1");
+        let err = prepare(&c, &crate::schema::tables(&c).expect("tables")).expect_err("refused").to_string();
+        assert!(err.contains("key 42 of table \"t\"") && err.contains("insert version"), "{err}");
+    }
+
+    #[test]
+    fn the_ledger_version_is_read_strictly() {
+        let c = Connection::open_in_memory().expect("db");
+        assert_eq!(version(&c).expect("none"), None, "no ledger");
+        c.execute_batch(DDL).expect("ddl");
+        assert!(version(&c).is_err(), "a _ferry_meta without a version is not guessed at");
+        c.execute("INSERT INTO _ferry_meta VALUES ('ledger_version', '2')", []).expect("text");
+        assert_eq!(version(&c).expect("text"), Some(2));
+        let c = Connection::open_in_memory().expect("db");
+        c.execute_batch("CREATE TABLE _ferry_rows (tbl, key, flags, st)").expect("ddl");
+        assert!(version(&c).is_err(), "a current layout without _ferry_meta is not taken for version 1");
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub enum StatusError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error(
+        "{path} holds a ferry ledger of version {version}, newer than this ferry understands ({known}): upgrade ferry"
+    )]
+    NewerLedger { path: String, version: i64, known: i64 },
 }
 
 /// One origin's state in a target database.
@@ -90,7 +94,21 @@ fn has_ledger(conn: &Connection) -> rusqlite::Result<bool> {
 pub fn db_status(path: &Path) -> Result<DbStatus, StatusError> {
     let conn = open(path)?;
     let err = |source| StatusError::Sqlite { path: path.display().to_string(), source };
+    refuse_newer(&conn, path)?;
     read_status(&conn, &path.display().to_string()).map_err(err)
+}
+
+/// A ledger newer than this ferry may mean other things than it reads.
+fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), StatusError> {
+    let err = |source| StatusError::Sqlite { path: path.display().to_string(), source };
+    match super::ledger::version(conn).map_err(err)? {
+        Some(v) if v > super::ledger::LEDGER_VERSION => Err(StatusError::NewerLedger {
+            path: path.display().to_string(),
+            version: v,
+            known: super::ledger::LEDGER_VERSION,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn count(conn: &Connection, sql: &str) -> rusqlite::Result<u64> {
@@ -157,6 +175,7 @@ pub fn read_status(conn: &Connection, db: &str) -> rusqlite::Result<DbStatus> {
 pub fn conflicts(path: &Path) -> Result<Vec<Conflict>, StatusError> {
     let conn = open(path)?;
     let err = |source| StatusError::Sqlite { path: path.display().to_string(), source };
+    refuse_newer(&conn, path)?;
     read_conflicts(&conn).map_err(err)
 }
 
