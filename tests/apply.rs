@@ -472,3 +472,30 @@ fn a_key_holding_only_a_parked_update_is_not_a_waiting_tombstone() {
     let s = read_status(&conn(&db), "db").expect("status");
     assert_eq!((s.parked, s.tombstones_waiting), (1, 1), "key 1 is parked, key 2 a tombstone waiting for its row");
 }
+
+#[test]
+fn one_text_key_written_as_integer_and_as_text_does_not_stop_later_runs() {
+    use ferry::journal::{Op, Row};
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    let mut b = Origin::new(dir.path(), "b");
+    let k = |v: Value| Row(vec![("k".into(), v)]);
+    // Key 5 (an integer) and key "5" are one row of a TEXT key column, but
+    // two keys to the ledger.
+    a.push(10, Op::Insert, "tt", k(Value::Integer(5)), Some(row(&[("a", text("x"))])));
+    a.push(13, Op::Update, "tt", k(Value::Integer(5)), Some(row(&[("a", text("y"))])));
+    b.push(11, Op::Delete, "tt", k(text("5")), None);
+    b.push(12, Op::Delete, "tt", k(Value::Integer(5)), None);
+    let db = target(dir.path(), "db.sqlite3", "CREATE TABLE tt (k TEXT PRIMARY KEY, a TEXT);");
+    let trust = trust(&[&a, &b]);
+    let files = [a.bundle(dir.path(), &[(1, 2)], None), b.bundle(dir.path(), &[(1, 2)], None)];
+    let r = apply(&db, &files, &trust, &ApplyOptions::default(), &mut Silent).expect("the run completes");
+    assert_eq!((r.totals.applied, r.refused), (4, 0));
+    let again = apply(&db, &files, &trust, &ApplyOptions::default(), &mut Silent).expect("and so does the next");
+    assert_eq!(again.totals.skipped, 4);
+    // As one key: inserted at 10, deleted at 11 and 12; the update at 13 is
+    // newer than the delete and waits for the row to come back.
+    assert_eq!(dump(&db), "table tt\n");
+    let s = read_status(&conn(&db), "db").expect("status");
+    assert_eq!(s.parked, 1);
+}

@@ -19,7 +19,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use rusqlite::{params, params_from_iter, Connection, ErrorCode, Statement};
+use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, Statement};
 
 use super::ledger::{self, RowState, Ver};
 use crate::journal::{Entry, Op, Row};
@@ -53,6 +53,8 @@ pub struct TableInfo {
     pub quoted: String,
     /// Key columns in key order; `rowid` for tables without a declared key.
     pub key: Vec<String>,
+    /// Their type affinities (see [`Affinity::key_value`]).
+    key_affinity: Vec<Affinity>,
     pub columns: Vec<String>,
     /// Column → default value (NULL when none or not a constant).
     pub defaults: HashMap<String, Value>,
@@ -86,13 +88,51 @@ impl TableInfo {
     }
 }
 
+/// A column's type affinity, by SQLite's rules (section 3.1 of "Datatypes In
+/// SQLite"), as far as keys need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Affinity {
+    Integer,
+    Text,
+    Other,
+}
+
+impl Affinity {
+    fn of(decl_type: &str) -> Affinity {
+        let t = decl_type.to_ascii_uppercase();
+        if t.contains("INT") {
+            Affinity::Integer
+        } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
+            Affinity::Text
+        } else {
+            Affinity::Other
+        }
+    }
+
+    /// The key value as the column stores it, so that one row is one ledger
+    /// key: SQLite stores the integer 5 as the text '5' in a TEXT column, and
+    /// the text '5' as the integer 5 in an INTEGER one.
+    fn key_value(self, v: &Value) -> Value {
+        match (self, v) {
+            (Affinity::Text, Value::Integer(i)) => Value::Text(i.to_string()),
+            (Affinity::Integer, Value::Text(s)) => match s.parse::<i64>() {
+                Ok(i) if i.to_string() == *s => Value::Integer(i),
+                _ => v.clone(),
+            },
+            _ => v.clone(),
+        }
+    }
+}
+
 /// Loads the target's tables (never ferry's or SQLite's own).
 pub fn load_tables(conn: &Connection) -> rusqlite::Result<HashMap<String, TableInfo>> {
     let mut out = HashMap::new();
     for t in schema::tables(conn)? {
         let mut key: Vec<String> = t.pk_columns().iter().map(|c| c.name.clone()).collect();
+        let mut key_affinity: Vec<Affinity> = t.pk_columns().iter().map(|c| Affinity::of(&c.decl_type)).collect();
         if key.is_empty() {
             key.push("rowid".into());
+            key_affinity.push(Affinity::Integer);
         }
         let key_where = key
             .iter()
@@ -133,6 +173,7 @@ pub fn load_tables(conn: &Connection) -> rusqlite::Result<HashMap<String, TableI
                 quoted: quote(&t.name),
                 name: t.name.clone(),
                 key,
+                key_affinity,
                 columns: t.columns.iter().map(|c| c.name.clone()).collect(),
                 defaults,
                 key_where,
@@ -424,13 +465,13 @@ impl<'c> Engine<'c> {
         let v = Ver { ts: e.ts.0, origin, seq: e.seq };
         let t = self.tables.get(&e.table).ok_or_else(|| Fail::Refused(format!("unknown table {:?}", e.table)))?;
         let mut key_vals = Vec::with_capacity(t.key.len());
-        for k in &t.key {
+        for (k, affinity) in t.key.iter().zip(&t.key_affinity) {
             match e.pk.get(k).or_else(|| e.fields.as_ref().and_then(|f| f.get(k))) {
                 Some(Value::Null) | None => {
                     let reason = format!("no value for key column {k:?}");
                     return self.quarantine(e, line, CONSTRAINT, &reason);
                 }
-                Some(val) => key_vals.push(val.clone()),
+                Some(val) => key_vals.push(affinity.key_value(val)),
             }
         }
         let lkey = ledger_key(&key_vals);
@@ -861,10 +902,13 @@ impl<'c> Engine<'c> {
         let sql = format!("SELECT {} FROM {} WHERE {}", names.join(", "), t.quoted, t.key_where);
         let n = names.len();
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let out = stmt.query_row(params_from_iter(key_vals.iter()), |r| {
-            (0..n).map(|i| r.get::<_, rusqlite::types::Value>(i).map(Value::from)).collect::<Result<Vec<_>, _>>()
-        })?;
-        Ok(out)
+        // No row (the ledger believed it present): there is nothing to read.
+        let out = stmt
+            .query_row(params_from_iter(key_vals.iter()), |r| {
+                (0..n).map(|i| r.get::<_, rusqlite::types::Value>(i).map(Value::from)).collect::<Result<Vec<_>, _>>()
+            })
+            .optional()?;
+        Ok(out.unwrap_or_default())
     }
 
     fn park(&mut self, cx: &Ctx, fields: &[&(String, Value)], st: &mut RowState) -> Result<(), Fail> {
