@@ -674,14 +674,7 @@ impl<'c> Engine<'c> {
             if st.ins.map_or(true, |i| self.cmp(i, cx.v) == Ordering::Less) {
                 // The delete ends the row's current life. Writes newer than
                 // the delete survive as parked updates (a later insert revives them).
-                // (A column the target no longer has is gone with its values.)
-                let t = self.table(tname);
-                let survivors: Vec<(String, Ver)> = st
-                    .cols
-                    .iter()
-                    .filter(|(_, v)| self.cmp(*v, cx.v) == Ordering::Greater)
-                    .filter_map(|(no, v)| Some((t.name_of(*no)?.to_owned(), *v)))
-                    .collect();
+                let survivors = self.columns_versioned(tname, &st, Ordering::Greater, cx.v);
                 if !survivors.is_empty() {
                     let values = self.read_columns(tname, &cx.key_vals, survivors.iter().map(|(c, _)| c.as_str()))?;
                     let mut by_ver: Vec<(Ver, Vec<(String, Value)>)> = Vec::new();
@@ -716,13 +709,8 @@ impl<'c> Engine<'c> {
             } else {
                 // The row was inserted again after this delete: only values
                 // written before the delete are gone (back to the default).
+                let stale = self.columns_versioned(tname, &st, Ordering::Less, cx.v);
                 let t = self.table(tname);
-                let stale: Vec<(String, Ver)> = st
-                    .cols
-                    .iter()
-                    .filter(|(_, v)| self.cmp(*v, cx.v) == Ordering::Less)
-                    .filter_map(|(no, v)| Some((t.name_of(*no)?.to_owned(), *v)))
-                    .collect();
                 if !stale.is_empty() {
                     let n = cx.key_vals.len();
                     let sets: Vec<String> =
@@ -774,6 +762,18 @@ impl<'c> Engine<'c> {
         }
         self.rows.save_row(tname, &cx.lkey, &st)?;
         Ok(())
+    }
+
+    /// The columns of `st` (by name, with their versions) whose version
+    /// compares to `v` as `ord`. A column the table no longer has is gone
+    /// with its values and is left out.
+    fn columns_versioned(&self, tname: &str, st: &RowState, ord: Ordering, v: Ver) -> Vec<(String, Ver)> {
+        let t = self.table(tname);
+        st.cols
+            .iter()
+            .filter(|(_, cv)| self.cmp(*cv, v) == ord)
+            .filter_map(|(no, cv)| Some((t.name_of(*no)?.to_owned(), *cv)))
+            .collect()
     }
 
     /// Writes the fields that win by last-writer-wins. Returns the reason

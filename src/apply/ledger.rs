@@ -120,6 +120,21 @@ CREATE TABLE IF NOT EXISTS _ferry_refused (
 /// `_ferry_rows` table with fixed-width versions) is migrated by [`prepare`].
 pub const LEDGER_VERSION: i64 = 2;
 
+/// A target whose ledger is newer than this ferry understands: what it
+/// records may mean more than this version reads, so nothing touches it.
+#[derive(Debug, thiserror::Error)]
+#[error("it holds a ferry ledger of version {0}, newer than this ferry understands ({LEDGER_VERSION}): upgrade ferry")]
+pub struct NewerLedger(pub i64);
+
+/// Refuses a ledger newer than [`LEDGER_VERSION`] (the outer `Err`; the
+/// inner one is a database failure).
+pub fn check_version(conn: &Connection) -> rusqlite::Result<Result<(), NewerLedger>> {
+    Ok(match version(conn)? {
+        Some(v) if v > LEDGER_VERSION => Err(NewerLedger(v)),
+        _ => Ok(()),
+    })
+}
+
 /// The ledger version recorded in a target: `None` when it has no ledger,
 /// `Some(1)` for the first layout (which recorded no version).
 pub fn version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
@@ -229,8 +244,13 @@ pub fn row_tables(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> 
 }
 
 /// How many keys have a tombstone but were never inserted here (deletes
-/// waiting for their row), over every row ledger.
+/// waiting for their row), over every row ledger (or in a version 1 ledger,
+/// which the next apply migrates).
 pub fn tombstones_waiting(conn: &Connection) -> rusqlite::Result<u64> {
+    if version(conn)? == Some(1) {
+        let sql = "SELECT count(*) FROM _ferry_rows WHERE present = 0 AND ins IS NULL AND del IS NOT NULL";
+        return conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64);
+    }
     let waiting = format!("flags & {} = {HAS_DEL}", PRESENT | HAS_INS | HAS_DEL);
     let mut n: i64 = conn.query_row(&format!("SELECT count(*) FROM _ferry_rows WHERE {waiting}"), [], |r| r.get(0))?;
     for (_, table) in row_tables(conn)? {
@@ -412,10 +432,13 @@ struct RowStmts<'c> {
 }
 
 impl<'c> RowStmts<'c> {
-    fn new(conn: &'c Connection, table: &str, key: &str) -> rusqlite::Result<RowStmts<'c>> {
-        let cols = if key == "key" { "key, flags, st" } else { "tbl, key, flags, st" };
-        let vals = if key == "key" { "?2, ?3, ?4" } else { "?1, ?2, ?3, ?4" };
-        let wher = if key == "key" { "key = ?2" } else { "tbl = ?1 AND key = ?2" };
+    /// `table` is a rowid ledger (keyed by `key`) or `_ferry_rows` (by `tbl, key`).
+    fn new(conn: &'c Connection, table: &str, rowid: bool) -> rusqlite::Result<RowStmts<'c>> {
+        let (key, cols, vals, wher) = if rowid {
+            ("key", "key, flags, st", "?2, ?3, ?4", "key = ?2")
+        } else {
+            ("tbl, key", "tbl, key, flags, st", "?1, ?2, ?3, ?4", "tbl = ?1 AND key = ?2")
+        };
         Ok(RowStmts {
             load: conn.prepare(&format!("SELECT flags, st FROM {table} WHERE {wher}"))?,
             save: conn.prepare(&format!(
@@ -433,10 +456,10 @@ impl<'c> Rows<'c> {
     pub fn new(conn: &'c Connection) -> rusqlite::Result<Rows<'c>> {
         let mut by_table = HashMap::new();
         for (tbl, table) in row_tables(conn)? {
-            by_table.insert(tbl, RefCell::new(RowStmts::new(conn, &table, "key")?));
+            by_table.insert(tbl, RefCell::new(RowStmts::new(conn, &table, true)?));
         }
         Ok(Rows {
-            generic: RefCell::new(RowStmts::new(conn, "_ferry_rows", "tbl, key")?),
+            generic: RefCell::new(RowStmts::new(conn, "_ferry_rows", false)?),
             by_table,
             buf: RefCell::new(Vec::with_capacity(64)),
         })

@@ -58,12 +58,12 @@ pub enum ApplyError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error(
-        "{} holds a ferry ledger of version {version}, newer than this ferry understands ({}): upgrade ferry",
-        path.display(),
-        ledger::LEDGER_VERSION
-    )]
-    NewerLedger { path: PathBuf, version: i64 },
+    #[error("cannot apply to {}", path.display())]
+    NewerLedger {
+        path: PathBuf,
+        #[source]
+        source: ledger::NewerLedger,
+    },
     #[error("foreign keys still broken in {table} after quarantining the rows that broke them")]
     ForeignKeys { table: String },
 }
@@ -164,11 +164,8 @@ pub fn apply(
     let sql_err = |source| ApplyError::Sqlite { path: db.to_path_buf(), source };
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err)?;
     tx.execute_batch("PRAGMA defer_foreign_keys = ON;").map_err(sql_err)?;
-    match ledger::version(&tx).map_err(sql_err)? {
-        Some(v) if v > ledger::LEDGER_VERSION => {
-            return Err(ApplyError::NewerLedger { path: db.to_path_buf(), version: v })
-        }
-        _ => {}
+    if let Err(source) = ledger::check_version(&tx).map_err(sql_err)? {
+        return Err(ApplyError::NewerLedger { path: db.to_path_buf(), source });
     }
     let target_tables = schema::tables(&tx).map_err(sql_err)?;
     ledger::prepare(&tx, &target_tables).map_err(sql_err)?;

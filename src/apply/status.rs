@@ -18,10 +18,12 @@ pub enum StatusError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error(
-        "{path} holds a ferry ledger of version {version}, newer than this ferry understands ({known}): upgrade ferry"
-    )]
-    NewerLedger { path: String, version: i64, known: i64 },
+    #[error("cannot read {path}")]
+    NewerLedger {
+        path: String,
+        #[source]
+        source: super::ledger::NewerLedger,
+    },
 }
 
 /// One origin's state in a target database.
@@ -100,14 +102,11 @@ pub fn db_status(path: &Path) -> Result<DbStatus, StatusError> {
 
 /// A ledger newer than this ferry may mean other things than it reads.
 fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), StatusError> {
-    let err = |source| StatusError::Sqlite { path: path.display().to_string(), source };
-    match super::ledger::version(conn).map_err(err)? {
-        Some(v) if v > super::ledger::LEDGER_VERSION => Err(StatusError::NewerLedger {
-            path: path.display().to_string(),
-            version: v,
-            known: super::ledger::LEDGER_VERSION,
-        }),
-        _ => Ok(()),
+    let path = path.display().to_string();
+    match super::ledger::check_version(conn) {
+        Err(source) => Err(StatusError::Sqlite { path, source }),
+        Ok(Err(source)) => Err(StatusError::NewerLedger { path, source }),
+        Ok(Ok(())) => Ok(()),
     }
 }
 
@@ -159,12 +158,7 @@ pub fn read_status(conn: &Connection, db: &str) -> rusqlite::Result<DbStatus> {
     }
     s.conflicts = count(conn, "SELECT count(*) FROM _ferry_conflicts")?;
     s.parked = count(conn, "SELECT count(*) FROM _ferry_parked")?;
-    s.tombstones_waiting = if super::ledger::version(conn)? == Some(1) {
-        // A ledger the next apply will migrate.
-        count(conn, "SELECT count(*) FROM _ferry_rows WHERE present = 0 AND ins IS NULL AND del IS NOT NULL")?
-    } else {
-        super::ledger::tombstones_waiting(conn)?
-    };
+    s.tombstones_waiting = super::ledger::tombstones_waiting(conn)?;
     s.quarantined = count(conn, "SELECT count(*) FROM _ferry_quarantine")?;
     s.forks = count(conn, "SELECT count(*) FROM _ferry_forks")?;
     s.refused_bundles = count(conn, "SELECT count(*) FROM _ferry_refused")?;
