@@ -1,11 +1,13 @@
-//! A target database whose ledger was written by ferry's first apply format
-//! (ledger v1: `_ferry_rows` + `_ferry_parked`, commit 1771ac7) keeps working
-//! under later formats: bundles applied to it afterwards give exactly what
-//! they give on a database that was always current.
+//! A target database whose ledger was written by an older ferry keeps
+//! working: bundles applied to it afterwards give exactly what they give on
+//! a database that was always current. Two old layouts: ledger v1
+//! (`_ferry_rows` with fixed-width versions, commit 1771ac7) and ledger v2
+//! (a `_ferry_rows_<id>` row per single-integer key, commit a2b9937).
 //!
-//! The fixture (`fixtures/ledger-v1/`, made by its `make.sh`, which cannot be
-//! re-run with later versions): two origins' bundles in two rounds, and
-//! `target-v1.sqlite3`, the schema with round 1 applied. In that ledger,
+//! The fixture (`fixtures/old-ledgers/`, made by its `make.sh` and
+//! `make-v2.sh`, which cannot be re-run with later versions): two origins'
+//! bundles in two rounds, and `target-v1.sqlite3` and `target-v2.sqlite3`,
+//! the schema with round 1 applied by each version. In those ledgers,
 //! item 50 only has a parked update (its insert comes in round 2), items 2 and
 //! 4 and visit ("k9", 9) are tombstones (the latter waiting for its row),
 //! items 1, 3 and tag "red" carry column versions other than their insert's,
@@ -26,7 +28,7 @@ use rusqlite::Connection;
 use serde_json::Value as Json;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ledger-v1").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/old-ledgers").join(name)
 }
 
 /// A fresh node home trusting the fixture's two origins (`trust.txt`: NAME KEY).
@@ -148,12 +150,20 @@ fn fresh_db(path: &Path) {
     Connection::open(path).expect("create").execute_batch(&schema).expect("schema");
 }
 
-/// The fixture's v1 target copied to `dir`, with round 2 applied by a fresh
+/// The fixture's old targets.
+const TARGETS: [&str; 2] = ["target-v1.sqlite3", "target-v2.sqlite3"];
+
+/// The fixture's `target` copied to `dir`, with round 2 applied by a fresh
 /// home (the first open by the current code: where a migration happens).
-fn migrated(dir: &Path, home: &Path) -> PathBuf {
-    let db = dir.join("migrated.sqlite3");
-    std::fs::copy(fixture("target-v1.sqlite3"), &db).expect("copy fixture");
+fn migrated(dir: &Path, home: &Path, target: &str) -> PathBuf {
+    let db = dir.join(format!("migrated-{target}"));
+    std::fs::copy(fixture(target), &db).expect("copy fixture");
     apply(home, &db, &[fixture("round2")]);
+    let conn = Connection::open(&db).expect("open");
+    let version: i64 = conn
+        .query_row("SELECT value FROM _ferry_meta WHERE key = 'ledger_version'", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 3, "{target} was migrated");
     db
 }
 
@@ -185,24 +195,44 @@ fn assert_fixture_is_a_v1_ledger_with_parked_tombstoned_and_versioned_rows() {
     assert_eq!(applied, "1:1-15,2:1-9");
 }
 
+/// The v2 target holds the same history in the v2 layout: integer keys one
+/// row each (items 1, 2, 3, 4, 50, 100, 200), the others in `_ferry_rows`.
+fn assert_fixture_is_a_v2_ledger_of_the_same_history() {
+    let conn = Connection::open(fixture("target-v2.sqlite3")).expect("open fixture");
+    let one = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    assert_eq!(one("SELECT value FROM _ferry_meta WHERE key = 'ledger_version'"), 2);
+    assert_eq!(one("SELECT count(*) FROM _ferry_row_tables WHERE tbl = 'item' AND id = 1"), 1);
+    let keys: String = conn
+        .query_row("SELECT group_concat(key) FROM (SELECT key FROM _ferry_rows_1 ORDER BY key)", [], |r| r.get(0))
+        .expect("keys");
+    assert_eq!(keys, "1,2,3,4,50,100,200");
+    // Item 50 holds only a parked update; items 2 and 4 are tombstones.
+    assert_eq!(one("SELECT flags FROM _ferry_rows_1 WHERE key = 50"), 2);
+    assert_eq!(one("SELECT count(*) FROM _ferry_rows_1 WHERE flags & 9 = 8"), 2);
+    assert_eq!(one("SELECT count(*) FROM _ferry_rows WHERE flags & 9 = 8"), 1, "visit k9/9");
+    assert_eq!(one("SELECT count(*) FROM _ferry_conflicts"), 5);
+}
+
 #[test]
-fn a_v1_ledger_is_migrated_and_later_bundles_apply_as_if_it_had_always_been_current() {
+fn an_old_ledger_is_migrated_and_later_bundles_apply_as_if_it_had_always_been_current() {
     assert_fixture_is_a_v1_ledger_with_parked_tombstoned_and_versioned_rows();
+    assert_fixture_is_a_v2_ledger_of_the_same_history();
     let dir = tempfile::tempdir().expect("tmp");
     let home = home_trusting_fixture(dir.path());
-    let migrated = migrated(dir.path(), &home);
-
     let reference = dir.path().join("reference.sqlite3");
     fresh_db(&reference);
     apply(&home, &reference, &[fixture("round1")]);
     apply(&home, &reference, &[fixture("round2")]);
-
-    integrity_ok(&migrated);
     integrity_ok(&reference);
     let want = dump(&reference);
-    assert_eq!(dump(&migrated), want);
-    assert_eq!(conflicts(&home, &migrated), conflicts(&home, &reference));
-    assert_eq!(status(&home, &migrated), status(&home, &reference));
+
+    for target in TARGETS {
+        let migrated = migrated(dir.path(), &home, target);
+        integrity_ok(&migrated);
+        assert_eq!(dump(&migrated), want, "{target}");
+        assert_eq!(conflicts(&home, &migrated), conflicts(&home, &reference), "{target}");
+        assert_eq!(status(&home, &migrated), status(&home, &reference), "{target}");
+    }
 
     // What the fixture means, pinned: the parked update came in (item 50),
     // late inserts older than their tombstones stayed deleted (item 4,
@@ -229,31 +259,39 @@ fn a_v1_ledger_is_migrated_and_later_bundles_apply_as_if_it_had_always_been_curr
 fn reapplying_both_rounds_to_a_migrated_ledger_changes_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
     let home = home_trusting_fixture(dir.path());
-    let migrated = migrated(dir.path(), &home);
-    let (rows, confl, stat) = (dump(&migrated), conflicts(&home, &migrated), status(&home, &migrated));
+    for target in TARGETS {
+        let migrated = migrated(dir.path(), &home, target);
+        let (rows, confl, stat) = (dump(&migrated), conflicts(&home, &migrated), status(&home, &migrated));
 
-    let report = apply(&home, &migrated, &[fixture("round1"), fixture("round2")]);
-    // alpha 1-15 + beta 1-9, then alpha 16-22 + beta 10-16: all skipped.
-    assert_eq!(totals(&report), (0, 15 + 9 + 7 + 7, 0, 0), "{report:#}");
-    integrity_ok(&migrated);
-    assert_eq!(dump(&migrated), rows);
-    assert_eq!(conflicts(&home, &migrated), confl);
-    assert_eq!(status(&home, &migrated), stat);
+        let report = apply(&home, &migrated, &[fixture("round1"), fixture("round2")]);
+        // alpha 1-15 + beta 1-9, then alpha 16-22 + beta 10-16: all skipped.
+        assert_eq!(totals(&report), (0, 15 + 9 + 7 + 7, 0, 0), "{target}: {report:#}");
+        integrity_ok(&migrated);
+        assert_eq!(dump(&migrated), rows, "{target}");
+        assert_eq!(conflicts(&home, &migrated), confl, "{target}");
+        assert_eq!(status(&home, &migrated), stat, "{target}");
+    }
 }
 
-/// `status` and `conflicts` are read-only: on a v1 database they read the old
-/// layout and leave the file as it was (the next `bundle apply` migrates it).
+/// `status` and `conflicts` are read-only: on an old database they read the
+/// old layout and leave the file as it was (the next `bundle apply`
+/// migrates it).
 #[test]
-fn status_and_conflicts_read_a_v1_ledger_without_touching_it() {
+fn status_and_conflicts_read_an_old_ledger_without_touching_it() {
     let dir = tempfile::tempdir().expect("tmp");
     let home = home_trusting_fixture(dir.path());
-    let db = dir.path().join("v1.sqlite3");
-    std::fs::copy(fixture("target-v1.sqlite3"), &db).expect("copy fixture");
-    let before = std::fs::read(&db).expect("read");
-    let s = command_json(&home, &["status"], &db);
-    assert_eq!(s["parked"], 1, "{s}");
-    assert_eq!(s["tombstones_waiting"], 1, "visit k9/9 waits for its row; item 50 holds only a parked update: {s}");
-    assert_eq!(s["conflicts"], 5, "{s}");
-    assert_eq!(conflicts(&home, &db).as_array().map(Vec::len), Some(5));
-    assert_eq!(std::fs::read(&db).expect("read"), before, "read-only");
+    for target in TARGETS {
+        let db = dir.path().join(target);
+        std::fs::copy(fixture(target), &db).expect("copy fixture");
+        let before = std::fs::read(&db).expect("read");
+        let s = command_json(&home, &["status"], &db);
+        assert_eq!(s["parked"], 1, "{target}: {s}");
+        assert_eq!(
+            s["tombstones_waiting"], 1,
+            "{target}: visit k9/9 waits for its row; item 50 holds only a parked update: {s}"
+        );
+        assert_eq!(s["conflicts"], 5, "{target}: {s}");
+        assert_eq!(conflicts(&home, &db).as_array().map(Vec::len), Some(5), "{target}");
+        assert_eq!(std::fs::read(&db).expect("read"), before, "{target}: read-only");
+    }
 }

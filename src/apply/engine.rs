@@ -366,6 +366,31 @@ impl<'c> Engine<'c> {
         })
     }
 
+    /// Starts savepoint `name`. The row ledger's cached groups are written
+    /// first, so a rollback to it undoes exactly what came after.
+    pub fn savepoint(&self, name: &str) -> rusqlite::Result<()> {
+        self.rows.flush()?;
+        self.conn.execute_batch(&format!("SAVEPOINT {name}"))
+    }
+
+    /// Ends savepoint `name`, keeping what it holds.
+    pub fn release(&self, name: &str) -> rusqlite::Result<()> {
+        self.rows.flush()?;
+        self.conn.execute_batch(&format!("RELEASE {name}"))
+    }
+
+    /// Undoes everything since savepoint `name` (which stays open), what the
+    /// row ledger holds in memory with it.
+    pub fn rollback_to(&self, name: &str) -> rusqlite::Result<()> {
+        self.rows.discard();
+        self.conn.execute_batch(&format!("ROLLBACK TO {name}"))
+    }
+
+    /// Writes what the engine still holds in memory; the last step before commit.
+    pub fn finish(self) -> rusqlite::Result<()> {
+        self.rows.flush()
+    }
+
     /// Re-reads the origin table (after a savepoint rollback undid registrations).
     pub fn reload_origins(&mut self) -> rusqlite::Result<()> {
         self.origin_names.clear();

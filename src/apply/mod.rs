@@ -145,8 +145,9 @@ pub fn open_target(path: &Path) -> Result<Connection, ApplyError> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false).map_err(err)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false).map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
-    // 16 MiB of page cache: a long apply touches the data and the ledger.
-    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA cache_size = -16384;")
+    // 4 MiB of page cache, and 12 MiB for the row ledger's groups (see
+    // ledger::CACHE_BYTES), where a hit costs no statement at all.
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA cache_size = -4096;")
         .map_err(err)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
@@ -186,7 +187,7 @@ pub fn apply(
     };
     for file in files {
         crashpoint::hit("apply: bundle start");
-        tx.execute_batch("SAVEPOINT ferry_bundle").map_err(sql_err)?;
+        eng.savepoint("ferry_bundle").map_err(sql_err)?;
         eng.counts = Counts::default();
         let total = std::fs::metadata(file).map(|m| m.len()).ok();
         progress.start("applying", total);
@@ -196,7 +197,7 @@ pub fn apply(
         match result {
             Ok(()) => {
                 crashpoint::hit("apply: bundle done, savepoint not released");
-                tx.execute_batch("RELEASE ferry_bundle").map_err(sql_err)?;
+                eng.release("ferry_bundle").map_err(sql_err)?;
                 report.forks += segments.iter().filter(|s| s.fork.is_some()).count() as u64;
                 report.totals.add(&eng.counts);
                 report.bundles.push(BundleApply {
@@ -208,7 +209,7 @@ pub fn apply(
                 });
             }
             Err(Fail::Refused(reason)) => {
-                tx.execute_batch("ROLLBACK TO ferry_bundle; RELEASE ferry_bundle").map_err(sql_err)?;
+                eng.rollback_to("ferry_bundle").and_then(|()| eng.release("ferry_bundle")).map_err(sql_err)?;
                 eng.reload_origins().map_err(sql_err)?;
                 tx.execute(
                     "INSERT INTO _ferry_refused (bundle, reason, recorded_at) VALUES (?1, ?2, ?3)",
@@ -232,7 +233,7 @@ pub fn apply(
         Fail::Refused(table) => ApplyError::ForeignKeys { table },
     })?;
     report.totals.quarantined += report.foreign_key_quarantined;
-    drop(eng);
+    eng.finish().map_err(sql_err)?;
     crate::capture::suppress(&tx, false).map_err(sql_err)?;
     crashpoint::hit("apply: before commit");
     tx.commit().map_err(sql_err)?;
@@ -319,7 +320,7 @@ fn apply_segment<R: std::io::Read + Send>(
     // (pages written under a savepoint are copied to its journal first).
     let guarded = known.range(d.first_seq..).next().is_some();
     if guarded {
-        conn.execute_batch("SAVEPOINT ferry_segment")?;
+        eng.savepoint("ferry_segment")?;
     }
     let mut chain = chain_before;
     let mut runs: Vec<(u64, u64)> = Vec::new();
@@ -333,7 +334,7 @@ fn apply_segment<R: std::io::Read + Send>(
         if fork.is_none() {
             if let Some(h) = known.get(&seq).filter(|h| h.as_slice() != chain.0) {
                 fork = Some(fork_at(seq, h, &chain));
-                if let Err(e) = conn.execute_batch("ROLLBACK TO ferry_segment") {
+                if let Err(e) = eng.rollback_to("ferry_segment") {
                     stop = Some(Fail::Db(e));
                     return Err(VerifyError::Custody("apply stopped".into()));
                 }
@@ -372,7 +373,8 @@ fn apply_segment<R: std::io::Read + Send>(
     let mut counts = eng.counts;
     if let Some(f) = &fork {
         if guarded {
-            conn.execute_batch("ROLLBACK TO ferry_segment; RELEASE ferry_segment")?;
+            eng.rollback_to("ferry_segment")?;
+            eng.release("ferry_segment")?;
         }
         eng.reload_origins()?;
         counts = Counts::default();
@@ -405,7 +407,7 @@ fn apply_segment<R: std::io::Read + Send>(
         )?;
         crashpoint::hit("apply: segment done");
         if guarded {
-            conn.execute_batch("RELEASE ferry_segment")?;
+            eng.release("ferry_segment")?;
         }
     }
     eng.counts = counts_before;
