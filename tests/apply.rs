@@ -499,3 +499,80 @@ fn one_text_key_written_as_integer_and_as_text_does_not_stop_later_runs() {
     let s = read_status(&conn(&db), "db").expect("status");
     assert_eq!(s.parked, 1);
 }
+
+/// The row ledger keeps groups of neighbouring keys in memory during a run:
+/// what a refused bundle recorded there must go with its rollback (key 2
+/// shares a group with key 1, which stays).
+#[test]
+fn a_refused_bundle_leaves_no_trace_in_the_row_ledger() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    let mut b = Origin::new(dir.path(), "b");
+    let mut c = Origin::new(dir.path(), "c");
+    a.insert(10, 1, &[("a", text("fine"))]);
+    b.insert(10, 2, &[("a", text("refused"))]);
+    b.insert(11, 3, &[("nope", text("bad"))]);
+    c.insert(5, 2, &[("a", text("late"))]);
+    c.update(5, 1, &[("a", text("older"))]);
+    let trust = trust(&[&a, &b, &c]);
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    let r = run(&db, &[a.bundle(dir.path(), &[(1, 1)], None), b.bundle(dir.path(), &[(1, 2)], None)], &trust);
+    assert_eq!(r.refused, 1);
+    let r = run(&db, &[c.bundle(dir.path(), &[(1, 2)], None)], &trust);
+    assert_eq!(r.refused, 0);
+    assert_eq!(dump(&db), "table t\n[1,\"fine\",7]\n[2,\"late\",7]\n", "c's insert of 2 is not lost");
+    let conflicts = read_conflicts(&conn(&db)).expect("conflicts");
+    assert_eq!(conflicts.len(), 1, "only c's older update of 1 loses: {conflicts:?}");
+}
+
+/// A row moved to quarantine for its foreign key after the last bundle is
+/// absent in the ledger once the run commits (the ledger's groups are
+/// written back after that last step).
+#[test]
+fn a_row_quarantined_for_its_foreign_key_is_absent_from_the_ledger_afterwards() {
+    let fk = "CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT);
+              CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id));";
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "a");
+    let mut b = Origin::new(dir.path(), "b");
+    a.push(1, ferry::journal::Op::Insert, "parent", id_row(1), Some(row(&[("name", text("p"))])));
+    a.push(3, ferry::journal::Op::Insert, "child", id_row(2), Some(row(&[("parent_id", Value::Integer(99))])));
+    b.push(10, ferry::journal::Op::Insert, "child", id_row(2), Some(row(&[("parent_id", Value::Integer(1))])));
+    let trust = trust(&[&a, &b]);
+    let db = target(dir.path(), "db.sqlite3", fk);
+    let r = run(&db, &[a.bundle(dir.path(), &[(1, 2)], None)], &trust);
+    assert_eq!(r.foreign_key_quarantined, 1);
+    run(&db, &[b.bundle(dir.path(), &[(1, 1)], None)], &trust);
+    assert_eq!(dump(&db), "table child\n[2,1]\ntable parent\n[1,\"p\"]\n");
+    let kinds: Vec<String> = read_conflicts(&conn(&db)).expect("conflicts").into_iter().map(|c| c.kind).collect();
+    assert_eq!(kinds, ["foreign_key"], "b's insert of a key whose row is gone is no row_exists conflict");
+}
+
+/// A fork found in a bundle's later segment rolls back that segment only;
+/// what the bundle's earlier segments recorded in the row ledger (still in
+/// memory when the segment's savepoint opens) stays.
+#[test]
+fn a_fork_in_a_later_segment_keeps_what_the_earlier_segments_recorded() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut x = Origin::new(dir.path(), "a");
+    for i in 1..=6 {
+        x.insert(100 + i, i, &[("a", text("x"))]);
+    }
+    // A clone of the same node: the same seqs 1 and 2, a different 3 and 4.
+    let mut y = Origin::with_node(x.node.clone());
+    y.lines = x.lines[..2].to_vec();
+    y.insert(200, 3, &[("a", text("clone"))]);
+    y.insert(201, 4, &[("a", text("clone"))]);
+    let mut c = Origin::new(dir.path(), "c");
+    c.update(50, 1, &[("a", text("older than the insert"))]);
+    let trust = trust(&[&x, &c]);
+    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    // Seqs 5-6 first: the target then knows the chain at 4 (and 6).
+    run(&db, &[x.bundle(dir.path(), &[(5, 6)], None)], &trust);
+    // Segment 1-2 applies; segment 3-4 forks at 4 and is rolled back.
+    let r = run(&db, &[y.bundle(dir.path(), &[(1, 2), (3, 4)], None)], &trust);
+    assert_eq!(r.forks, 1, "{r:?}");
+    let r = run(&db, &[c.bundle(dir.path(), &[(1, 1)], None)], &trust);
+    assert_eq!(r.totals.conflicts, 1, "c's update is older than a's insert of key 1: {r:?}");
+    assert_eq!(dump(&db), "table t\n[1,\"x\",7]\n[2,\"x\",7]\n[5,\"x\",7]\n[6,\"x\",7]\n", "key 1 keeps a's value");
+}

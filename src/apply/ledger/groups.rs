@@ -20,6 +20,9 @@ use super::{decode_state, encode_state, take_varint, RowState, Ver};
 /// Keys per group: group `g` holds keys `32 g ..= 32 g + 31`.
 pub const KEYS: i64 = 32;
 
+/// Bytes a group's records grow by at a time.
+const GROWTH: usize = 64;
+
 /// The group of `key` and its slot in it (floor division: negative keys too).
 pub fn locate(key: i64) -> (i64, u8) {
     (key.div_euclid(KEYS), key.rem_euclid(KEYS) as u8)
@@ -120,21 +123,50 @@ impl Group {
         self.find(slot).is_ok()
     }
 
-    /// Sets the state of `slot`; the first state of an empty group chooses
-    /// its base.
+    /// Sets the state of `slot`. The first version written to a group
+    /// becomes its base.
     pub fn put(&mut self, slot: u8, st: &RowState, scratch: &mut Vec<u8>) {
         if self.recs.is_empty() {
-            self.base = st.ins.or(st.del).or(st.cols.first().map(|c| c.1)).unwrap_or(ZERO);
+            self.base = ZERO;
+        }
+        if self.base == ZERO {
+            if let Some(v) = st.ins.or(st.del).or(st.cols.first().map(|c| c.1)) {
+                self.rebase(v, scratch);
+            }
         }
         let flags = encode_state(st, scratch, self.base);
-        // Flags are four bits (checked by `parse` on the way back).
-        let mut head = [slot, flags as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        let n = 2 + scratch.len().encode_var(&mut head[2..]);
+        let (head, n) = record_head(slot, flags, scratch.len());
         let range = match self.find(slot) {
             Ok(r) => r.start..r.state.end,
             Err(at) => at..at,
         };
+        // Grow in small steps, not by doubling: a cache full of groups would
+        // otherwise hold up to twice the memory it counts.
+        let len = self.recs.len() - range.len() + n + scratch.len();
+        if len > self.recs.capacity() {
+            self.recs.reserve_exact(len.next_multiple_of(GROWTH) - self.recs.len());
+        }
         self.recs.splice(range, head[..n].iter().chain(scratch.iter()).copied());
+    }
+
+    /// Re-encodes every record relative to `base`: a group whose records so
+    /// far hold no version (a parked update's key, say) takes the first
+    /// version that comes. Records it cannot decode leave the group as it
+    /// is (still consistent: relative to `ZERO`, versions are absolute).
+    fn rebase(&mut self, base: Ver, scratch: &mut Vec<u8>) {
+        let mut recs = Vec::with_capacity(self.recs.capacity());
+        let mut at = 0;
+        while at < self.recs.len() {
+            let Some(r) = self.record_at(at) else { return };
+            let Some(st) = decode_state(r.flags, &self.recs[r.state.clone()], self.base) else { return };
+            let flags = encode_state(&st, scratch, base);
+            let (head, n) = record_head(self.recs[at], flags, scratch.len());
+            recs.extend_from_slice(&head[..n]);
+            recs.extend_from_slice(scratch);
+            at = r.state.end;
+        }
+        self.base = base;
+        self.recs = recs;
     }
 
     /// Forgets `slot`; false when the group had no record of it.
@@ -157,6 +189,14 @@ impl Group {
             Some(r.flags)
         })
     }
+}
+
+/// A record's head: slot, flags (four bits, checked by [`Group::parse`] on
+/// the way back) and the state's length; the bytes and how many are used.
+fn record_head(slot: u8, flags: i64, len: usize) -> ([u8; 12], usize) {
+    let mut head = [slot, flags as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let n = 2 + len.encode_var(&mut head[2..]);
+    (head, n)
 }
 
 #[cfg(test)]
@@ -227,6 +267,42 @@ mod tests {
         let mut alone = Vec::new();
         first.encode_into(&mut alone);
         assert!(blob.len() - alone.len() <= 9, "a neighbour's insert costs {} bytes", blob.len() - alone.len());
+        let other = fresh(v(base.ts + 5000, 2, 5));
+        one.put(5, &other, &mut scratch);
+        let mut three = Vec::new();
+        one.encode_into(&mut three);
+        let cost = three.len() - blob.len();
+        assert!(cost <= 12, "another origin's insert with a seq far below the base costs {cost} bytes");
+        assert_eq!(stored(&one).get(5), Ok(Some(other)));
+    }
+
+    #[test]
+    fn a_group_started_by_a_state_without_versions_takes_the_next_version_as_base() {
+        let base = v(1_790_000_000_000_000, 1, 70_000);
+        let fill = |g: &mut Group, scratch: &mut Vec<u8>| {
+            for i in 1..32u8 {
+                g.put(i, &fresh(v(base.ts + 1000 * i64::from(i), 1, base.seq + u64::from(i))), scratch);
+            }
+        };
+        let mut scratch = Vec::new();
+        let mut plain = Group::new();
+        fill(&mut plain, &mut scratch);
+        let parked = RowState { parked: true, ..RowState::default() };
+        let mut started = Group::new();
+        started.put(0, &parked, &mut scratch);
+        fill(&mut started, &mut scratch);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        plain.encode_into(&mut a);
+        started.encode_into(&mut b);
+        assert!(
+            b.len() <= a.len() + 3,
+            "{} bytes against {}: the parked key's group is relative too",
+            b.len(),
+            a.len()
+        );
+        let started = stored(&started);
+        assert_eq!(started.get(0), Ok(Some(parked)));
+        assert_eq!(started.get(31), Ok(Some(fresh(v(base.ts + 31_000, 1, base.seq + 31)))));
     }
 
     #[test]

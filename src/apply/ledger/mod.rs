@@ -259,7 +259,6 @@ pub fn row_tables(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
 /// waiting for their row), over every row ledger, of this version or an
 /// older one (which the next apply migrates).
 pub fn tombstones_waiting(conn: &Connection) -> rusqlite::Result<u64> {
-    let waiting = |flags: i64| flags & (PRESENT | HAS_INS | HAS_DEL) == HAS_DEL;
     let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64);
     let version = version(conn)?;
     if version == Some(1) {
@@ -268,20 +267,20 @@ pub fn tombstones_waiting(conn: &Connection) -> rusqlite::Result<u64> {
     let mask = PRESENT | HAS_INS | HAS_DEL;
     let mut n = count(&format!("SELECT count(*) FROM _ferry_rows WHERE flags & {mask} = {HAS_DEL}"))?;
     for (tbl, id) in row_tables(conn)? {
-        if version == Some(2) {
-            n += count(&format!("SELECT count(*) FROM _ferry_rows_{id} WHERE flags & {mask} = {HAS_DEL}"))?;
+        let table = if version == Some(2) { format!("_ferry_rows_{id}") } else { group_table(id) };
+        if !table_exists(conn, &table)? {
             continue;
         }
-        let mut stmt = conn.prepare(&format!("SELECT grp, states FROM {}", group_table(id)))?;
+        if version == Some(2) {
+            n += count(&format!("SELECT count(*) FROM {table} WHERE flags & {mask} = {HAS_DEL}"))?;
+            continue;
+        }
+        let mut stmt = conn.prepare(&format!("SELECT grp, states FROM {table}"))?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let g = Group::parse(r.get_ref(1)?.as_blob()?).ok_or_else(|| {
-                damaged(format!(
-                    "the ledger group {} of table {tbl:?} cannot be decoded",
-                    r.get::<_, i64>(0).unwrap_or(0)
-                ))
-            })?;
-            n += g.flags().filter(|f| waiting(*f)).count() as u64;
+            let grp: i64 = r.get(0)?;
+            let g = r.get_ref(1)?.as_blob().ok().and_then(Group::parse).ok_or_else(|| damaged_group(&tbl, grp))?;
+            n += g.flags().filter(|f| f & mask == HAS_DEL).count() as u64;
         }
     }
     Ok(n)
@@ -298,21 +297,26 @@ pub struct Ver {
 }
 
 impl Ver {
-    /// Three varints: `ts` (zigzag), `origin`, `seq`, the first and last as
-    /// differences from `base` (wrapping, so every version round-trips):
-    /// 11–13 bytes for today's timestamps relative to [`groups::ZERO`], a
-    /// few for a neighbour's.
+    /// Three varints: `ts` (zigzag), `origin`, `seq`. Relative to a `base`
+    /// other than [`groups::ZERO`], `ts` and `seq` are wrapping differences
+    /// from it (both zigzag, so an older neighbour costs as little as a
+    /// newer one): a few bytes for a neighbour's version, against 11–13 for
+    /// today's timestamps written absolute (relative to `ZERO`).
     fn encode_into(&self, out: &mut Vec<u8>, base: Ver) {
         put_varint(out, self.ts.wrapping_sub(base.ts));
         put_varint(out, self.origin);
-        put_varint(out, self.seq.wrapping_sub(base.seq));
+        if base == groups::ZERO {
+            put_varint(out, self.seq);
+        } else {
+            put_varint(out, self.seq.wrapping_sub(base.seq) as i64);
+        }
     }
     fn decode(b: &mut &[u8], base: Ver) -> Option<Ver> {
-        Some(Ver {
-            ts: base.ts.wrapping_add(take_varint(b)?),
-            origin: take_varint(b)?,
-            seq: base.seq.wrapping_add(take_varint(b)?),
-        })
+        let ts = base.ts.wrapping_add(take_varint(b)?);
+        let origin = take_varint(b)?;
+        let seq =
+            if base == groups::ZERO { take_varint(b)? } else { base.seq.wrapping_add(take_varint::<i64>(b)? as u64) };
+        Some(Ver { ts, origin, seq })
     }
 }
 
@@ -440,6 +444,13 @@ fn undecodable(tbl: &str, key: &Value) -> rusqlite::Error {
     damaged(format!("the ledger state of key {key} of table {tbl:?} cannot be decoded"))
 }
 
+/// The error for a group of a row ledger this version cannot read.
+fn damaged_group(tbl: &str, grp: i64) -> rusqlite::Error {
+    let first = grp.saturating_mul(groups::KEYS);
+    let last = first.saturating_add(groups::KEYS - 1);
+    damaged(format!("the ledger group of keys {first}..={last} of table {tbl:?} cannot be decoded"))
+}
+
 /// An error for a ledger that ferry did not write (edited by hand, damaged).
 fn damaged(what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -457,7 +468,7 @@ fn damaged(what: String) -> rusqlite::Error {
 ///
 /// Groups changed in the cache reach the database when they leave it or at
 /// [`Rows::flush`]: callers flush before a savepoint starts or ends and
-/// before commit, and [`Rows::discard`] after rolling one back.
+/// before commit, and [`Rows::discard`] when they roll one back.
 pub struct Rows<'c> {
     generic: RefCell<RowStmts<'c>>,
     grouped: HashMap<String, usize>,
@@ -467,12 +478,14 @@ pub struct Rows<'c> {
     scratch: RefCell<Vec<u8>>,
 }
 
-/// Bytes of groups kept in memory (plus [`CACHED_OVERHEAD`] each): some
+/// Memory for groups (their records plus [`CACHED_OVERHEAD`] each): some
 /// 20,000 groups, the states of over half a million keys. Fixed, so memory
-/// does not grow with the ledger; with SQLite's page cache (see
-/// [`crate::apply::open_target`]) 16 MiB in all.
-const CACHE_BYTES: usize = 12 << 20;
-const CACHED_OVERHEAD: usize = 96;
+/// does not grow with the ledger; SQLite's page cache (see
+/// [`crate::apply::open_target`]) gets 4 MiB besides.
+const CACHE_BYTES: usize = 14 << 20;
+/// A cached group's memory besides its records: the cache's node and hash
+/// slot, the group's fields, the allocator's headers.
+const CACHED_OVERHEAD: usize = 160;
 
 /// `_ferry_rows`, keyed by `(tbl, key)`; `?1` the table name, `?2` the key,
 /// `?3` flags, `?4` st.
@@ -524,14 +537,11 @@ impl<'c> GroupStmts<'c> {
     /// Group `grp` as stored, `None` when there is no row for it.
     fn load(&self, grp: i64) -> rusqlite::Result<Option<Group>> {
         let mut load = self.load.borrow_mut();
-        let Some(blob) = load.query_row([grp], |r| r.get::<_, Vec<u8>>(0)).optional()? else {
+        let Some(blob) = load.query_row([grp], |r| Ok(r.get::<_, Vec<u8>>(0).ok())).optional()? else {
             return Ok(None);
         };
-        Group::parse(&blob).map(Some).ok_or_else(|| {
-            let first = grp.saturating_mul(groups::KEYS);
-            let last = first.saturating_add(groups::KEYS - 1);
-            damaged(format!("the ledger group of keys {first}..={last} of table {:?} cannot be decoded", self.tbl))
-        })
+        let Some(blob) = blob else { return Err(damaged_group(&self.tbl, grp)) };
+        Group::parse(&blob).map(Some).ok_or_else(|| damaged_group(&self.tbl, grp))
     }
 }
 
