@@ -145,7 +145,7 @@ pub fn open_target(path: &Path) -> Result<Connection, ApplyError> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false).map_err(err)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false).map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
-    // 4 MiB of page cache, and 12 MiB for the row ledger's groups (see
+    // 4 MiB of page cache, and 14 MiB for the row ledger's groups (see
     // ledger::CACHE_BYTES), where a hit costs no statement at all.
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA cache_size = -4096;")
         .map_err(err)?;
