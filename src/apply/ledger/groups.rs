@@ -37,6 +37,9 @@ pub const ZERO: Ver = Ver { ts: 0, origin: 0, seq: 0 };
 pub struct Group {
     base: Ver,
     recs: Vec<u8>,
+    /// The highest slot with a record: keys that grow are appended without
+    /// walking the records.
+    last: Option<u8>,
 }
 
 /// Where one record lies in [`Group::recs`].
@@ -48,23 +51,22 @@ struct Record {
 
 impl Group {
     pub fn new() -> Group {
-        Group { base: ZERO, recs: Vec::new() }
+        Group { base: ZERO, recs: Vec::new(), last: None }
     }
 
     /// A stored group; `None` for bytes ferry did not write (records out of
     /// order, a slot or flags out of range, a length past the end).
     pub fn parse(mut blob: &[u8]) -> Option<Group> {
         let base = Ver::decode(&mut blob, ZERO)?;
-        let g = Group { base, recs: blob.to_vec() };
+        let mut g = Group { base, recs: blob.to_vec(), last: None };
         let mut at = 0;
-        let mut last: Option<u8> = None;
         while at < g.recs.len() {
             let r = g.record_at(at)?;
             let slot = g.recs[at];
-            if last.is_some_and(|l| l >= slot) || i64::from(slot) >= KEYS || r.flags > super::FLAGS_MAX {
+            if g.last.is_some_and(|l| l >= slot) || i64::from(slot) >= KEYS || r.flags > super::FLAGS_MAX {
                 return None;
             }
-            last = Some(slot);
+            g.last = Some(slot);
             at = r.state.end;
         }
         Some(g)
@@ -98,6 +100,9 @@ impl Group {
     /// The record of `slot`, or where it would go (`Err`). Only called on
     /// parsed groups, whose records are well formed.
     fn find(&self, slot: u8) -> Result<Record, usize> {
+        if self.last.map_or(true, |l| slot > l) {
+            return Err(self.recs.len());
+        }
         let mut at = 0;
         while at < self.recs.len() {
             let Some(r) = self.record_at(at) else { break };
@@ -147,6 +152,7 @@ impl Group {
             self.recs.reserve_exact(len.next_multiple_of(GROWTH) - self.recs.len());
         }
         self.recs.splice(range, head[..n].iter().chain(scratch.iter()).copied());
+        self.last = Some(self.last.map_or(slot, |l| l.max(slot)));
     }
 
     /// Re-encodes every record relative to `base`: a group whose records so
@@ -174,6 +180,9 @@ impl Group {
         match self.find(slot) {
             Ok(r) => {
                 self.recs.drain(r.start..r.state.end);
+                if self.last == Some(slot) {
+                    self.last = self.slots().last();
+                }
                 true
             }
             Err(_) => false,
@@ -182,11 +191,19 @@ impl Group {
 
     /// The flags of every record.
     pub fn flags(&self) -> impl Iterator<Item = i64> + '_ {
+        self.records().map(|r| r.flags)
+    }
+
+    fn slots(&self) -> impl Iterator<Item = u8> + '_ {
+        self.records().map(|r| self.recs[r.start])
+    }
+
+    fn records(&self) -> impl Iterator<Item = Record> + '_ {
         let mut at = 0;
         std::iter::from_fn(move || {
             let r = self.record_at(at)?;
             at = r.state.end;
-            Some(r.flags)
+            Some(r)
         })
     }
 }
