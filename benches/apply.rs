@@ -4,7 +4,9 @@
 //! the input grows 10x. Prints figures; see `docs/PERFORMANCE.md`.
 //!
 //! Environment: `FERRY_BENCH_ENTRIES` (default 1000000), `FERRY_PYTHON`
-//! (a python with Django installed, e.g. /work/venv/bin/python).
+//! (a python with Django installed, e.g. /work/venv/bin/python),
+//! `FERRY_BENCH_KEYS=uuid` (text keys in random order, like a Django
+//! `UUIDField` primary key, instead of integers counting up).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,6 +23,32 @@ use ferry::value::Value;
 use rusqlite::{params_from_iter, Connection};
 
 const SCHEMA: &str = "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT NOT NULL, b INTEGER, c REAL);";
+const SCHEMA_UUID: &str = "CREATE TABLE t (id TEXT PRIMARY KEY, a TEXT NOT NULL, b INTEGER, c REAL);";
+
+/// Whether keys are UUID-like text (`FERRY_BENCH_KEYS=uuid`).
+fn uuid_keys() -> bool {
+    static UUID: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UUID.get_or_init(|| std::env::var("FERRY_BENCH_KEYS").is_ok_and(|v| v == "uuid"))
+}
+
+fn schema() -> &'static str {
+    if uuid_keys() {
+        SCHEMA_UUID
+    } else {
+        SCHEMA
+    }
+}
+
+/// Row `id`'s key value: the integer, or UUID-like text scattered over the key space.
+fn key_value(id: i64) -> Value {
+    if !uuid_keys() {
+        return Value::Integer(id);
+    }
+    let mut x = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 29;
+    let y = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    Value::Text(format!("{x:016x}-{:016x}", y ^ (y >> 31)))
+}
 const SEGMENT: u64 = 100_000;
 
 /// A seeded stream of entries: 60% inserts, 30% updates, 10% deletes of live rows.
@@ -45,7 +73,7 @@ impl Synth {
         self.seq += 1;
         let ts = Timestamp(1_790_000_000_000_000 + self.seq as i64 * 1000);
         let roll = self.rand() % 10;
-        let key = |id: i64| Row(vec![("id".into(), Value::Integer(id))]);
+        let key = |id: i64| Row(vec![("id".into(), key_value(id))]);
         if roll < 6 || self.live.is_empty() {
             let id = self.next_id;
             self.next_id += 1;
@@ -97,7 +125,7 @@ fn make_bundle(node: &Node, n: u64, out: &Path) -> PathBuf {
 
 fn fresh_db(path: &Path) {
     let _ = std::fs::remove_file(path);
-    Connection::open(path).expect("open").execute_batch(SCHEMA).expect("schema");
+    Connection::open(path).expect("open").execute_batch(schema()).expect("schema");
 }
 
 /// The baseline: the same row changes, prepared statements, one transaction,
@@ -271,7 +299,8 @@ fn main() {
     };
     let home = dir.path().join("origin");
     let node = Node::init(&home, "bench", None).expect("node");
-    println!("ferry apply benchmark: {n} entries (60% insert, 30% update, 10% delete), one origin");
+    let keys = if uuid_keys() { "UUID-like text keys" } else { "integer keys" };
+    println!("ferry apply benchmark: {n} entries (60% insert, 30% update, 10% delete), one origin, {keys}");
 
     let t = Instant::now();
     let small = make_bundle(&node, n / 10, &dir.path().join("small"));
@@ -305,6 +334,9 @@ fn main() {
 
     let rows = (n / 50).clamp(1_000, 20_000);
     match std::env::var("FERRY_PYTHON") {
+        _ if uuid_keys() => {
+            println!("django loaddata: SKIPPED with FERRY_BENCH_KEYS=uuid (its model has integer keys)")
+        }
         Err(_) => println!(
             "django loaddata: SKIPPED, FERRY_PYTHON is not set (a python with Django, e.g. /work/venv/bin/python)"
         ),
