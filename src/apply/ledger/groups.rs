@@ -370,4 +370,22 @@ mod tests {
         let g = Group::parse(&bad_state).expect("record boundaries are intact");
         assert_eq!(g.get(1), Err(()), "an undecodable state is an error");
     }
+
+    proptest::proptest! {
+        /// A ledger edited by hand or damaged gives errors, never a panic,
+        /// whatever the bytes.
+        #[test]
+        fn any_bytes_parse_or_are_refused_without_a_panic(blob in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), slot in 0u8..32) {
+            if let Some(mut g) = Group::parse(&blob) {
+                let _ = g.get(slot);
+                let _ = g.flags().count();
+                let mut scratch = Vec::new();
+                g.put(slot, &fresh(v(1, 1, 1)), &mut scratch);
+                proptest::prop_assert_eq!(g.get(slot), Ok(Some(fresh(v(1, 1, 1)))));
+                g.remove(slot);
+                let mut out = Vec::new();
+                g.encode_into(&mut out);
+            }
+        }
+    }
 }
