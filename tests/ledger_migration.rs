@@ -17,7 +17,10 @@
 //! item 4 and alpha's of visit ("k9", 9) are older than their tombstones and
 //! must stay deleted; updates of items 1, 3 and 200 are older than the
 //! columns' current versions (but newer than the insert version, or exactly
-//! racing it) and must lose.
+//! racing it) and must lose; of two updates of tag "red" (a text key) and of
+//! item 100 (the row both inserted), each wins or loses by its column's
+//! version: the label and item 100's `a` stay beta's, the weight and item
+//! 100's `b` change.
 
 mod common;
 
@@ -252,6 +255,14 @@ fn an_old_ledger_is_migrated_and_later_bundles_apply_as_if_it_had_always_been_cu
         row("item | integer 200 ").as_deref(),
         Some("item | integer 200 | text \"two hundred\" | integer 2 | real 0.1 (0x3fb999999999999a) | null NULL")
     );
+    assert_eq!(
+        row("tag | text \"red\" ").as_deref(),
+        Some("tag | text \"red\" | text \"Scarlet\" | real 3.5 (0x400c000000000000)")
+    );
+    assert_eq!(
+        row("item | integer 100 ").as_deref(),
+        Some("item | integer 100 | text \"beta's hundred\" | integer 77 | real 2.5 (0x4004000000000000) | null NULL")
+    );
     assert_eq!(want.len(), 10, "{want:#?}");
 }
 
@@ -264,8 +275,8 @@ fn reapplying_both_rounds_to_a_migrated_ledger_changes_nothing() {
         let (rows, confl, stat) = (dump(&migrated), conflicts(&home, &migrated), status(&home, &migrated));
 
         let report = apply(&home, &migrated, &[fixture("round1"), fixture("round2")]);
-        // alpha 1-15 + beta 1-9, then alpha 16-22 + beta 10-16: all skipped.
-        assert_eq!(totals(&report), (0, 15 + 9 + 7 + 7, 0, 0), "{target}: {report:#}");
+        // alpha 1-15 + beta 1-9, then alpha 16-24 + beta 10-17: all skipped.
+        assert_eq!(totals(&report), (0, 15 + 9 + 9 + 8, 0, 0), "{target}: {report:#}");
         integrity_ok(&migrated);
         assert_eq!(dump(&migrated), rows, "{target}");
         assert_eq!(conflicts(&home, &migrated), confl, "{target}");
