@@ -812,9 +812,12 @@ impl<'c> Engine<'c> {
     ) -> Result<Option<String>, Fail> {
         let mut winners: Vec<&(String, Value)> = Vec::with_capacity(fields.len());
         let mut won: smallvec::SmallVec<[u32; 8]> = smallvec::SmallVec::new();
-        for f in fields {
+        let numbers: smallvec::SmallVec<[u32; 8]> = {
+            let t = self.table(&cx.e.table);
+            fields.iter().map(|f| t.no(&f.0)).collect()
+        };
+        for (f, &no) in fields.iter().zip(&numbers) {
             let (c, val) = (&f.0, &f.1);
-            let no = self.table(&cx.e.table).no(c);
             match st.col(no) {
                 None => {
                     winners.push(f);

@@ -267,11 +267,12 @@ pub fn tombstones_waiting(conn: &Connection) -> rusqlite::Result<u64> {
     let mask = PRESENT | HAS_INS | HAS_DEL;
     let mut n = count(&format!("SELECT count(*) FROM _ferry_rows WHERE flags & {mask} = {HAS_DEL}"))?;
     for (tbl, id) in row_tables(conn)? {
-        let table = if version == Some(2) { format!("_ferry_rows_{id}") } else { group_table(id) };
+        let v2 = version == Some(2);
+        let table = if v2 { format!("_ferry_rows_{id}") } else { group_table(id) };
         if !table_exists(conn, &table)? {
             continue;
         }
-        if version == Some(2) {
+        if v2 {
             n += count(&format!("SELECT count(*) FROM {table} WHERE flags & {mask} = {HAS_DEL}"))?;
             continue;
         }
@@ -498,17 +499,16 @@ struct RowStmts<'c> {
 
 impl<'c> RowStmts<'c> {
     fn new(conn: &'c Connection) -> rusqlite::Result<RowStmts<'c>> {
-        let t = "_ferry_rows";
         Ok(RowStmts {
-            load: conn.prepare(&format!("SELECT flags, st FROM {t} WHERE tbl = ?1 AND key = ?2"))?,
-            save: conn.prepare(&format!(
-                "INSERT INTO {t} (tbl, key, flags, st) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (tbl, key) DO UPDATE SET flags = excluded.flags, st = excluded.st"
-            ))?,
-            claim: conn.prepare(&format!(
-                "INSERT INTO {t} (tbl, key, flags, st) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING"
-            ))?,
-            forget: conn.prepare(&format!("DELETE FROM {t} WHERE tbl = ?1 AND key = ?2"))?,
+            load: conn.prepare("SELECT flags, st FROM _ferry_rows WHERE tbl = ?1 AND key = ?2")?,
+            save: conn.prepare(
+                "INSERT INTO _ferry_rows (tbl, key, flags, st) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (tbl, key) DO UPDATE SET flags = excluded.flags, st = excluded.st",
+            )?,
+            claim: conn.prepare(
+                "INSERT INTO _ferry_rows (tbl, key, flags, st) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            )?,
+            forget: conn.prepare("DELETE FROM _ferry_rows WHERE tbl = ?1 AND key = ?2")?,
         })
     }
 }
