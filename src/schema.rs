@@ -73,6 +73,26 @@ pub fn tables(conn: &Connection) -> rusqlite::Result<Vec<Table>> {
     Ok(out)
 }
 
+/// Tables of `conn` that ferry must never write, with why: virtual tables
+/// (full-text indexes, R*Trees: SQLite computes them) and their internal
+/// shadow tables (writing those corrupts the index).
+pub fn unwritable_tables(conn: &Connection) -> rusqlite::Result<std::collections::HashMap<String, &'static str>> {
+    let mut stmt = conn
+        .prepare("SELECT name, type FROM pragma_table_list WHERE schema = 'main' AND type IN ('virtual', 'shadow')")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = std::collections::HashMap::new();
+    for r in rows {
+        let (name, kind) = r?;
+        let why = if kind == "virtual" {
+            "a virtual table (such as a full-text index), which SQLite fills itself"
+        } else {
+            "the internal storage of a virtual table (such as a full-text index), which SQLite fills itself"
+        };
+        out.insert(name, why);
+    }
+    Ok(out)
+}
+
 /// The schema fingerprint (see the module docs).
 pub fn fingerprint(conn: &Connection) -> rusqlite::Result<String> {
     let mut h = Sha256::new();

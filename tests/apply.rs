@@ -64,7 +64,7 @@ fn later_write_wins_per_field_in_any_order_and_the_loser_is_recorded() {
         c.iter().any(|c| c.kind == "overwritten"
             && c.column.as_deref() == Some("a")
             && c.loser_origin.as_deref() == Some(b.id().as_str())
-            && c.loser_value.as_deref() == Some("\"b-mid\"")),
+            && c.loser_value.as_deref() == Some("{\"a\":\"b-mid\"}")),
         "{c:?}"
     );
 }
@@ -130,7 +130,7 @@ fn a_delete_older_than_a_reinsert_resets_only_the_values_written_before_it() {
 }
 
 #[test]
-fn an_update_after_another_origins_delete_is_a_row_missing_conflict_and_waits() {
+fn an_update_after_another_origins_delete_waits_with_its_reason() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut a = Origin::new(dir.path(), "a");
     let mut b = Origin::new(dir.path(), "b");
@@ -145,8 +145,10 @@ fn an_update_after_another_origins_delete_is_a_row_missing_conflict_and_waits() 
         run(&db, &order, &trust);
         assert_eq!(dump(&db), "table t\n", "the delete wins over a later update");
         let c = read_conflicts(&conn(&db)).expect("conflicts");
-        assert!(c.iter().any(|c| c.kind == "row_missing" && c.loser_origin.as_deref() == Some(a.id().as_str())));
+        assert!(!c.iter().any(|c| c.loser_seq == Some(2)), "the update is not lost, it waits: {c:?}");
         assert_eq!(read_status(&conn(&db), "db").expect("status").parked, 1);
+        let reason: String = conn(&db).query_row("SELECT reason FROM _ferry_parked", [], |r| r.get(0)).expect("reason");
+        assert!(reason.contains(&b.id()), "the reason names who deleted the row: {reason}");
         std::fs::remove_file(&db).expect("rm");
     }
 }
@@ -360,7 +362,7 @@ const FK: &str = "CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT);
 CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id), v TEXT);";
 
 #[test]
-fn children_before_parents_in_one_apply_are_fine_orphans_are_quarantined() {
+fn children_before_parents_in_one_apply_are_fine_orphans_are_held() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut a = Origin::new(dir.path(), "a");
     a.push(1, ferry::journal::Op::Insert, "child", id_row(1), Some(row(&[("parent_id", Value::Integer(1))])));
@@ -371,13 +373,12 @@ fn children_before_parents_in_one_apply_are_fine_orphans_are_quarantined() {
     let orphan = a.bundle(dir.path(), &[(3, 3)], None);
     let db = target(dir.path(), "db.sqlite3", FK);
     let r = run(&db, &[child_first, parent, orphan], &trust(&[&a]));
-    assert_eq!(r.foreign_key_quarantined, 1, "{r:?}");
+    assert_eq!(r.events.held, 1, "{r:?}");
     assert_eq!(count(&db, "SELECT count(*) FROM child"), 1);
-    assert_eq!(count(&db, "SELECT count(*) FROM _ferry_quarantine WHERE kind = 'foreign_key'"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM _ferry_held WHERE kind = 'foreign_key'"), 1);
     let c = conn(&db);
     let broken: i64 = c.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).expect("fk");
     assert_eq!(broken, 0);
-    assert!(read_conflicts(&c).expect("c").iter().any(|c| c.kind == "foreign_key"));
 }
 
 #[test]
@@ -390,13 +391,14 @@ fn an_entry_the_database_refuses_is_quarantined_not_dropped() {
     let r = run(&db, &[a.bundle(dir.path(), &[(1, 2)], None)], &trust(&[&a]));
     assert_eq!(r.totals.quarantined, 1);
     assert_eq!(dump(&db), "table t\n[2,\"fine\"]\n");
-    let entry: String = conn(&db)
-        .query_row("SELECT entry FROM _ferry_quarantine WHERE kind = 'constraint'", [], |r| r.get(0))
-        .expect("quarantined");
-    assert!(entry.contains("\"seq\":1"), "{entry}");
-    // Re-applying does not quarantine it twice.
+    let (seq, reason): (i64, String) = conn(&db)
+        .query_row("SELECT seq, reason FROM _ferry_held WHERE kind = 'constraint'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("held");
+    assert_eq!(seq, 1);
+    assert!(reason.contains("NOT NULL"), "{reason}");
+    // Re-applying does not hold it twice.
     run(&db, &[a.bundle(dir.path(), &[(1, 2)], None)], &trust(&[&a]));
-    assert_eq!(count(&db, "SELECT count(*) FROM _ferry_quarantine"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM _ferry_held"), 1);
 }
 
 #[test]
@@ -435,7 +437,7 @@ fn rows_that_broke_a_foreign_key_before_the_apply_are_left_alone() {
         .execute_batch("PRAGMA foreign_keys = OFF; INSERT INTO child VALUES (5, 42, 'the app''s own orphan')")
         .expect("orphan");
     let r = run(&db, &[a.bundle(dir.path(), &[(1, 1)], None)], &trust(&[&a]));
-    assert_eq!(r.foreign_key_quarantined, 0);
+    assert_eq!(r.events.held, 0);
     assert_eq!(count(&db, "SELECT count(*) FROM child"), 1, "ferry does not remove the app's rows");
     assert_eq!(count(&db, "SELECT count(*) FROM parent"), 1);
 }
@@ -525,11 +527,12 @@ fn a_refused_bundle_leaves_no_trace_in_the_row_ledger() {
     assert_eq!(conflicts.len(), 1, "only c's older update of 1 loses: {conflicts:?}");
 }
 
-/// A row moved to quarantine for its foreign key after the last bundle is
-/// absent in the ledger once the run commits (the ledger's groups are
-/// written back after that last step).
+/// A row held for its foreign key after the last bundle is held in the
+/// ledger once the run commits (the ledger's groups are written back after
+/// that last step), so a later insert of its key merges into it and lets it
+/// stand.
 #[test]
-fn a_row_quarantined_for_its_foreign_key_is_absent_from_the_ledger_afterwards() {
+fn a_row_held_for_its_foreign_key_is_held_in_the_ledger_afterwards() {
     let fk = "CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT);
               CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id));";
     let dir = tempfile::tempdir().expect("tmp");
@@ -541,11 +544,14 @@ fn a_row_quarantined_for_its_foreign_key_is_absent_from_the_ledger_afterwards() 
     let trust = trust(&[&a, &b]);
     let db = target(dir.path(), "db.sqlite3", fk);
     let r = run(&db, &[a.bundle(dir.path(), &[(1, 2)], None)], &trust);
-    assert_eq!(r.foreign_key_quarantined, 1);
-    run(&db, &[b.bundle(dir.path(), &[(1, 1)], None)], &trust);
+    assert_eq!(r.events.held, 1);
+    let r = run(&db, &[b.bundle(dir.path(), &[(1, 1)], None)], &trust);
+    assert_eq!(r.events.released, 1, "{r:?}");
     assert_eq!(dump(&db), "table child\n[2,1]\ntable parent\n[1,\"p\"]\n");
-    let kinds: Vec<String> = read_conflicts(&conn(&db)).expect("conflicts").into_iter().map(|c| c.kind).collect();
-    assert_eq!(kinds, ["foreign_key"], "b's insert of a key whose row is gone is no row_exists conflict");
+    let conflicts = read_conflicts(&conn(&db)).expect("conflicts");
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0].kind, "row_exists");
+    assert_eq!(conflicts[0].loser_value.as_deref(), Some("{\"parent_id\":99}"), "a's value is the lost one");
 }
 
 /// A fork found in a bundle's later segment rolls back that segment only;

@@ -97,7 +97,7 @@ fn conflicts_and_status_list_what_happened() {
     let list: Vec<Conflict> = serde_json::from_slice(&o.stdout).expect("conflicts shape");
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0].kind, "overwritten");
-    assert_eq!(list[0].loser_value.as_deref(), Some("\"from a\""));
+    assert_eq!(list[0].loser_value.as_deref(), Some("{\"a\":\"from a\"}"));
     let o = common::ferry(&s.home).args(["conflicts", "--db"]).arg(&s.db).output().expect("run");
     assert!(String::from_utf8_lossy(&o.stdout).contains("overwritten"));
 

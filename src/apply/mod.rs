@@ -17,9 +17,9 @@
 
 pub mod engine;
 pub mod ledger;
+pub mod merge;
 pub mod status;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::config::DbConfig;
@@ -33,13 +33,9 @@ use crate::keys::TrustStore;
 use crate::progress::Progress;
 use crate::schema;
 use crate::verify::{check_entries, check_entries_chained, check_signatures, error_chain, VerifyError};
-pub use engine::Counts;
+pub use engine::{Counts, Events};
 use engine::{Engine, Fail};
-
-/// Chain hashes are remembered at segment boundaries and at every seq that
-/// is a multiple of this, so a forked copy of an already applied range is
-/// caught when it spans one of them.
-pub const CHAIN_CHECKPOINT_EVERY: u64 = 256;
+use ledger::Hashes;
 
 /// Errors that stop an apply run (nothing of the run is committed).
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +60,8 @@ pub enum ApplyError {
         #[source]
         source: ledger::NewerLedger,
     },
-    #[error("foreign keys still broken in {table} after quarantining the rows that broke them")]
-    ForeignKeys { table: String },
+    #[error("cannot read the edits captured in {}: {reason}", path.display())]
+    LocalJournal { path: PathBuf, reason: String },
 }
 
 /// What `bundle apply` should do.
@@ -82,7 +78,9 @@ pub struct ApplyOptions {
 pub struct ForkReport {
     pub origin: String,
     pub seq: u64,
+    /// The first bytes of the chain hash applied before at `seq` (hex).
     pub known_hash: String,
+    /// The first bytes of the chain hash this segment has at `seq` (hex).
     pub new_hash: String,
     pub segment: String,
 }
@@ -118,13 +116,17 @@ pub struct BundleApply {
 pub struct ApplyReport {
     pub db: PathBuf,
     pub bundles: Vec<BundleApply>,
+    /// The sum of the applied bundles' counts.
     pub totals: Counts,
+    /// Entries captured in the target itself since the last run, merged
+    /// with their own versions (a tracked target).
+    pub local: Counts,
+    /// What the run changed about entries and rows counted before.
+    pub events: Events,
     /// Bundles refused (verification failed or not applicable).
     pub refused: u64,
     /// Segments quarantined as forks.
     pub forks: u64,
-    /// Rows removed at commit because their parent row is missing.
-    pub foreign_key_quarantined: u64,
 }
 
 impl ApplyReport {
@@ -134,8 +136,10 @@ impl ApplyReport {
     }
 }
 
-/// Opens a target database for apply: it must exist; double-quoted string
-/// literals off, foreign keys on, `synchronous=FULL`.
+/// Opens a target database: it must exist; double-quoted string literals
+/// off, `synchronous=FULL`. Foreign-key enforcement is off for ferry's own
+/// connection: origins journal what their cascades did, and apply checks
+/// parents itself (see [`engine`]'s held rows).
 pub fn open_target(path: &Path) -> Result<Connection, ApplyError> {
     if !path.is_file() {
         return Err(ApplyError::Missing(path.to_path_buf()));
@@ -147,10 +151,15 @@ pub fn open_target(path: &Path) -> Result<Connection, ApplyError> {
     conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
     // 4 MiB of page cache, and 14 MiB for the row ledger's groups (see
     // ledger::CACHE_BYTES), where a hit costs no statement at all.
-    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA cache_size = -4096;")
+    conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA synchronous = FULL; PRAGMA cache_size = -4096;")
         .map_err(err)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
+}
+
+/// The file name of a bundle, how refusals are matched with a later success.
+fn bundle_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
 /// Applies bundle files to the database at `db` in one transaction.
@@ -163,8 +172,11 @@ pub fn apply(
 ) -> Result<ApplyReport, ApplyError> {
     let mut conn = open_target(db)?;
     let sql_err = |source| ApplyError::Sqlite { path: db.to_path_buf(), source };
+    let fail = |f: Fail| match f {
+        Fail::Db(source) => ApplyError::Sqlite { path: db.to_path_buf(), source },
+        Fail::Refused(reason) => ApplyError::LocalJournal { path: db.to_path_buf(), reason },
+    };
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err)?;
-    tx.execute_batch("PRAGMA defer_foreign_keys = ON;").map_err(sql_err)?;
     if let Err(source) = ledger::check_version(&tx).map_err(sql_err)? {
         return Err(ApplyError::NewerLedger { path: db.to_path_buf(), source });
     }
@@ -173,17 +185,18 @@ pub fn apply(
     // Capture triggers skip ferry's own writes (no echoes); see docs/CAPTURE.md.
     crate::capture::suppress(&tx, true).map_err(sql_err)?;
     let fingerprint = schema::fingerprint(&tx).map_err(sql_err)?;
-    // Rows that broke a foreign key before this run are the app's business:
-    // ferry leaves them alone.
-    let preexisting = foreign_key_violations(&tx).map_err(sql_err)?;
     let mut eng = Engine::new(&tx).map_err(sql_err)?;
+    eng.fold_local(&db.display().to_string()).map_err(fail)?;
+    eng.release_waiting().map_err(fail)?;
+    let local = eng.counts;
     let mut report = ApplyReport {
         db: db.to_path_buf(),
         bundles: Vec::new(),
         totals: Counts::default(),
+        local,
+        events: Events::default(),
         refused: 0,
         forks: 0,
-        foreign_key_quarantined: 0,
     };
     for file in files {
         crashpoint::hit("apply: bundle start");
@@ -194,9 +207,16 @@ pub fn apply(
         let mut segments = Vec::new();
         let result = apply_bundle(&mut eng, file, trust, opts, &fingerprint, &mut segments, progress);
         progress.finish();
+        let result = match result {
+            Err(Fail::Db(e)) if !engine::is_fatal(&e) => {
+                Err(Fail::Refused(format!("the target database refused it: {}", error_chain(&e))))
+            }
+            r => r,
+        };
         match result {
             Ok(()) => {
                 crashpoint::hit("apply: bundle done, savepoint not released");
+                tx.execute("DELETE FROM _ferry_refused WHERE name = ?1", [bundle_name(file)]).map_err(sql_err)?;
                 eng.release("ferry_bundle").map_err(sql_err)?;
                 report.forks += segments.iter().filter(|s| s.fork.is_some()).count() as u64;
                 report.totals.add(&eng.counts);
@@ -210,10 +230,14 @@ pub fn apply(
             }
             Err(Fail::Refused(reason)) => {
                 eng.rollback_to("ferry_bundle").and_then(|()| eng.release("ferry_bundle")).map_err(sql_err)?;
-                eng.reload_origins().map_err(sql_err)?;
                 tx.execute(
-                    "INSERT INTO _ferry_refused (bundle, reason, recorded_at) VALUES (?1, ?2, ?3)",
-                    params![file.display().to_string(), reason, crate::journal::Timestamp::now().to_rfc3339()],
+                    "INSERT INTO _ferry_refused (bundle, reason, recorded_at, name) VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        file.display().to_string(),
+                        reason,
+                        crate::journal::Timestamp::now().to_rfc3339(),
+                        bundle_name(file)
+                    ],
                 )
                 .map_err(sql_err)?;
                 report.refused += 1;
@@ -228,12 +252,7 @@ pub fn apply(
             Err(Fail::Db(e)) => return Err(sql_err(e)),
         }
     }
-    report.foreign_key_quarantined = quarantine_broken_foreign_keys(&mut eng, &preexisting).map_err(|e| match e {
-        Fail::Db(source) => sql_err(source),
-        Fail::Refused(table) => ApplyError::ForeignKeys { table },
-    })?;
-    report.totals.quarantined += report.foreign_key_quarantined;
-    eng.finish().map_err(sql_err)?;
+    report.events = eng.finish().map_err(fail)?;
     crate::capture::suppress(&tx, false).map_err(sql_err)?;
     crashpoint::hit("apply: before commit");
     tx.commit().map_err(sql_err)?;
@@ -257,14 +276,29 @@ fn apply_bundle(
     let mut reader = BundleReader::open(path).map_err(refuse)?;
     check_signatures(&reader, trust).map_err(refuse)?;
     crashpoint::hit("apply: signatures verified");
-    if !opts.allow_schema_drift {
-        for d in reader.descriptors() {
+    for d in reader.descriptors() {
+        if !opts.allow_schema_drift {
             if let Some(theirs) = d.schema.as_deref().filter(|s| *s != fingerprint) {
                 return Err(Fail::Refused(format!(
                     "segment {} was written against schema {theirs}, the target has {fingerprint}: \
                      migrate one side so they match, or pass --allow-schema-drift to apply it when every \
                      table and column it uses exists",
                     d.member_name()
+                )));
+            }
+        }
+        // Tables ferry must never write are refused before anything is written.
+        for table in d.tables.keys() {
+            let why = eng
+                .unwritable
+                .get(table)
+                .copied()
+                .or_else(|| schema::is_internal(table).then_some("internal to SQLite or ferry"));
+            if let Some(why) = why {
+                return Err(Fail::Refused(format!(
+                    "entries {}–{} of origin {} write table {table:?}, which is {why}; ferry never writes it \
+                     (leave it out of capture on that computer: `ferry track --exclude {table}`)",
+                    d.first_seq, d.last_seq, d.origin
                 )));
             }
         }
@@ -290,81 +324,82 @@ fn apply_segment<R: std::io::Read + Send>(
     let conn = eng.conn;
     let origin = d.origin.as_str().to_owned();
     let oid = eng.origin_id(&origin)?;
-    eng.current_origin = origin.clone();
     let counts_before = eng.counts;
     eng.counts = Counts::default();
     let applied = ledger::ranges(conn, oid)?;
-    let known: BTreeMap<u64, Vec<u8>> = {
-        let mut stmt =
-            conn.prepare_cached("SELECT seq, hash FROM _ferry_chain WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3")?;
-        let rows = stmt.query_map(params![oid, before_first as i64, d.last_seq as i64], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
-        })?;
-        rows.collect::<Result<_, _>>()?
-    };
+    let mut hashes = Hashes::new(conn, oid);
     let chain_before = d.chain_before().unwrap_or_default();
     let mut fork: Option<ForkReport> = None;
-    let fork_at = |seq: u64, known: &[u8], new: &ChainHash| ForkReport {
+    let fork_at = |seq: u64, known: [u8; ledger::hashes::PREFIX], new: &ChainHash| ForkReport {
         origin: origin.clone(),
         seq,
         known_hash: hex::encode(known),
-        new_hash: new.to_hex(),
+        new_hash: hex::encode(ledger::hashes::prefix(new)),
         segment: d.member_name(),
     };
-    if let Some(h) = known.get(&before_first).filter(|h| h.as_slice() != chain_before.0) {
-        fork = Some(fork_at(before_first, h, &chain_before));
+    if before_first > 0 {
+        if let Some(known) = hashes.get(before_first)?.filter(|k| *k != ledger::hashes::prefix(&chain_before)) {
+            fork = Some(fork_at(before_first, known, &chain_before));
+        }
     }
     // A fork shows once a chain hash differs from a known one. Only when
-    // one is known past the segment's start can that happen after entries
+    // one is known inside the segment's range can that happen after entries
     // were applied, and only then does the segment need its own savepoint
     // (pages written under a savepoint are copied to its journal first).
-    let guarded = known.range(d.first_seq..).next().is_some();
+    let guarded = fork.is_none() && Hashes::any_known(conn, oid, d.first_seq, d.last_seq)?;
     if guarded {
         eng.savepoint("ferry_segment")?;
     }
     let mut chain = chain_before;
     let mut runs: Vec<(u64, u64)> = Vec::new();
-    let mut checkpoints: Vec<(u64, ChainHash)> = Vec::new();
     let mut stop: Option<Fail> = None;
     let mut n = 0u64;
     // The checking thread computes the chain; apply keeps it for fork checks.
     let verified = check_entries_chained(member, progress, |entry, line, after| {
         chain = *after;
         let seq = entry.seq;
-        if fork.is_none() {
-            if let Some(h) = known.get(&seq).filter(|h| h.as_slice() != chain.0) {
-                fork = Some(fork_at(seq, h, &chain));
-                if let Err(e) = eng.rollback_to("ferry_segment") {
-                    stop = Some(Fail::Db(e));
-                    return Err(VerifyError::Custody("apply stopped".into()));
-                }
+        let mut step = || -> Result<(), Fail> {
+            if fork.is_some() {
+                return Ok(());
+            }
+            if let Some(known) = hashes.get(seq)?.filter(|k| *k != ledger::hashes::prefix(&chain)) {
+                fork = Some(fork_at(seq, known, &chain));
+                hashes.discard();
+                eng.rollback_to("ferry_segment")?;
+                return Ok(());
+            }
+            let i = applied.partition_point(|r| r.1 < seq);
+            if applied.get(i).is_some_and(|r| r.0 <= seq) {
+                eng.skipped(oid, 1);
+                return Ok(());
+            }
+            eng.check(&origin, entry)?;
+            eng.apply(oid, entry, line)?;
+            hashes.set(seq, &chain)?;
+            match runs.last_mut() {
+                Some(run) if run.1 + 1 == seq => run.1 = seq,
+                _ => runs.push((seq, seq)),
+            }
+            n += 1;
+            if n % 512 == 0 {
+                crashpoint::hit("apply: entry batch");
+            }
+            Ok(())
+        };
+        match step() {
+            Ok(()) => Ok(()),
+            Err(f) => {
+                stop = Some(match f {
+                    Fail::Db(e) if !engine::is_fatal(&e) => Fail::Refused(format!(
+                        "origin {origin} seq {seq} (table {:?}): the target database refused it: {}",
+                        entry.table,
+                        error_chain(&e)
+                    )),
+                    f => f,
+                });
+                Err(VerifyError::Custody("apply stopped".into()))
             }
         }
-        if fork.is_some() {
-            return Ok(());
-        }
-        if seq % CHAIN_CHECKPOINT_EVERY == 0 {
-            checkpoints.push((seq, chain));
-        }
-        let i = applied.partition_point(|r| r.1 < seq);
-        if applied.get(i).is_some_and(|r| r.0 <= seq) {
-            eng.counts.skipped += 1;
-            return Ok(());
-        }
-        let r = eng.check(&origin, entry).and_then(|()| eng.apply(oid, entry, line));
-        if let Err(f) = r {
-            stop = Some(f);
-            return Err(VerifyError::Custody("apply stopped".into()));
-        }
-        match runs.last_mut() {
-            Some(run) if run.1 + 1 == seq => run.1 = seq,
-            _ => runs.push((seq, seq)),
-        }
-        n += 1;
-        if n % 512 == 0 {
-            crashpoint::hit("apply: entry batch");
-        }
-        Ok(())
     });
     if let Some(f) = stop {
         return Err(f);
@@ -376,11 +411,12 @@ fn apply_segment<R: std::io::Read + Send>(
             eng.rollback_to("ferry_segment")?;
             eng.release("ferry_segment")?;
         }
-        eng.reload_origins()?;
-        counts = Counts::default();
+        eng.counts = Counts::default();
+        eng.forked(oid, d.count);
+        counts = eng.counts;
         conn.execute(
-            "INSERT INTO _ferry_forks (origin, seq, known_hash, new_hash, segment, bundle, recorded_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO _ferry_forks (origin, seq, known_hash, new_hash, segment, bundle, recorded_at, entries)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 f.origin,
                 f.seq as i64,
@@ -388,19 +424,18 @@ fn apply_segment<R: std::io::Read + Send>(
                 f.new_hash,
                 f.segment,
                 bundle,
-                crate::journal::Timestamp::now().to_rfc3339()
+                crate::journal::Timestamp::now().to_rfc3339(),
+                d.count as i64
             ],
         )?;
     } else {
         for (a, b) in &runs {
             ledger::add_range(conn, oid, *a, *b)?;
         }
-        checkpoints.push((before_first, chain_before));
-        checkpoints.push((d.last_seq, chain));
-        let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO _ferry_chain VALUES (?1, ?2, ?3)")?;
-        for (seq, h) in &checkpoints {
-            stmt.execute(params![oid, *seq as i64, h.0.as_slice()])?;
+        if before_first > 0 {
+            hashes.set(before_first, &chain_before)?;
         }
+        hashes.flush()?;
         conn.execute(
             "UPDATE _ferry_origins SET last_ts = max(coalesce(last_ts, ?2), ?2), last_apply = ?3 WHERE id = ?1",
             params![oid, d.ts_max.0, crate::journal::Timestamp::now().to_rfc3339()],
@@ -413,40 +448,6 @@ fn apply_segment<R: std::io::Read + Send>(
     eng.counts = counts_before;
     eng.counts.add(&counts);
     Ok(SegmentApply { origin, first_seq: d.first_seq, last_seq: d.last_seq, counts, fork })
-}
-
-type Violations = std::collections::BTreeSet<(String, Option<i64>, String)>;
-
-/// `PRAGMA foreign_key_check`: (table, rowid, parent) of every broken row.
-fn foreign_key_violations(conn: &Connection) -> rusqlite::Result<Violations> {
-    let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    rows.collect()
-}
-
-/// Rows whose parent is still missing when the run is about to commit (and
-/// were not broken before it) are moved to `_ferry_quarantine` with a
-/// `foreign_key` conflict, so the rest of the run can commit. Returns how
-/// many rows were moved.
-fn quarantine_broken_foreign_keys(eng: &mut Engine, preexisting: &Violations) -> Result<u64, Fail> {
-    let mut moved = 0;
-    for _round in 0..16 {
-        let new: Vec<_> = foreign_key_violations(eng.conn)?.into_iter().filter(|v| !preexisting.contains(v)).collect();
-        if new.is_empty() {
-            return Ok(moved);
-        }
-        for (table, rowid, parent) in new {
-            let Some(rowid) = rowid else { return Err(Fail::Refused(table)) };
-            if !eng.quarantine_row_for_foreign_key(&table, rowid, &parent)? {
-                return Err(Fail::Refused(table));
-            }
-            moved += 1;
-        }
-    }
-    match foreign_key_violations(eng.conn)?.into_iter().find(|v| !preexisting.contains(v)) {
-        Some((table, _, _)) => Err(Fail::Refused(table)),
-        None => Ok(moved),
-    }
 }
 
 /// Will these bundles apply to `conn`'s database? For each bundle, every
@@ -462,6 +463,7 @@ pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progres
         Ok(t) => t,
         Err(e) => return vec![format!("failed to read the target's schema: {e}")],
     };
+    let unwritable = schema::unwritable_tables(conn).unwrap_or_default();
     let result = (|| -> Result<(), VerifyError> {
         let mut reader = BundleReader::open(path)?;
         check_signatures(&reader, trust)?;
@@ -480,10 +482,11 @@ pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progres
             check_entries(member, progress, |e, _| {
                 let Some(t) = tables.get(&e.table) else {
                     if seen.insert((e.table.clone(), String::new())) {
-                        problems.push(format!(
-                            "origin {origin} seq {}: table {:?} does not exist in the target",
-                            e.seq, e.table
-                        ));
+                        let why = match unwritable.get(&e.table) {
+                            Some(why) => format!("is {why}; ferry never writes it"),
+                            None => "does not exist in the target".into(),
+                        };
+                        problems.push(format!("origin {origin} seq {}: table {:?} {why}", e.seq, e.table));
                     }
                     return Ok(());
                 };

@@ -26,6 +26,42 @@ pub enum StatusError {
     },
 }
 
+/// What became of the entries that reached apply: each entry received is
+/// in exactly one of the other counts (`ferry status --db` checks they add
+/// up). Counts kept by a ledger older than version 4 are estimated from
+/// what it recorded.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Outcomes {
+    /// Entries read from bundles, duplicates included.
+    pub received: u64,
+    /// Their writes are in the database (columns may have lost to newer writes).
+    pub applied: u64,
+    /// Every value they carried lost to newer writes (see `ferry conflicts`).
+    pub superseded: u64,
+    /// Waiting for their row, or for their time to come.
+    pub parked: u64,
+    /// Refused by the database or held back with their row; kept with the reason.
+    pub quarantined: u64,
+    /// Duplicates of entries applied before.
+    pub skipped: u64,
+}
+
+impl Outcomes {
+    /// Whether every received entry has exactly one outcome.
+    pub fn adds_up(&self) -> bool {
+        self.received == self.applied + self.superseded + self.parked + self.quarantined + self.skipped
+    }
+    fn add(&mut self, o: &Outcomes) {
+        self.received += o.received;
+        self.applied += o.applied;
+        self.superseded += o.superseded;
+        self.parked += o.parked;
+        self.quarantined += o.quarantined;
+        self.skipped += o.skipped;
+    }
+}
+
 /// One origin's state in a target database.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -36,12 +72,20 @@ pub struct OriginStatus {
     /// Seq ranges below the highest applied one that never arrived.
     pub missing: Vec<(u64, u64)>,
     pub entries_applied: u64,
+    /// What became of this origin's entries.
+    pub outcomes: Outcomes,
     /// Newest entry timestamp applied from this origin.
     pub last_entry: Option<Timestamp>,
     /// When a segment from this origin was last applied here.
     pub last_apply: Option<String>,
     pub forks: u64,
+    /// Updates of this origin waiting for their row.
     pub parked: u64,
+    /// Entries of this origin dated more than a day ahead of this computer's
+    /// clock when they arrived, waiting for that time.
+    pub future: u64,
+    /// The latest time among them.
+    pub future_latest: Option<Timestamp>,
     /// Conflicts in which this origin's write lost.
     pub conflicts: u64,
 }
@@ -52,12 +96,22 @@ pub struct OriginStatus {
 pub struct DbStatus {
     pub db: String,
     pub origins: Vec<OriginStatus>,
+    /// Every origin's outcomes together.
+    pub outcomes: Outcomes,
     pub conflicts: u64,
+    /// Writes waiting for their row (`_ferry_parked`).
     pub parked: u64,
+    /// Entries waiting for their time (dated ahead of this computer's clock).
+    pub future: u64,
+    /// Rows held out of their table until they can stand there (a missing
+    /// parent, a unique value an older row has, a constraint).
+    pub held: u64,
     /// Deletes waiting for a row that has not arrived (tombstones without a row).
     pub tombstones_waiting: u64,
+    /// Entries the database refused (`_ferry_quarantine`).
     pub quarantined: u64,
     pub forks: u64,
+    /// Bundles refused and not applied since.
     pub refused_bundles: u64,
 }
 
@@ -114,12 +168,29 @@ fn count(conn: &Connection, sql: &str) -> rusqlite::Result<u64> {
     conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64)
 }
 
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        rusqlite::params![table, column],
+        |r| r.get(0),
+    )
+}
+
+fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)", [name], |r| {
+        r.get(0)
+    })
+}
+
 pub fn read_status(conn: &Connection, db: &str) -> rusqlite::Result<DbStatus> {
     let mut s = DbStatus {
         db: db.to_owned(),
         origins: Vec::new(),
+        outcomes: Outcomes::default(),
         conflicts: 0,
         parked: 0,
+        future: 0,
+        held: 0,
         tombstones_waiting: 0,
         quarantined: 0,
         forks: 0,
@@ -128,12 +199,30 @@ pub fn read_status(conn: &Connection, db: &str) -> rusqlite::Result<DbStatus> {
     if !has_ledger(conn)? {
         return Ok(s);
     }
-    let origins: Vec<(u32, String, Option<i64>, Option<String>)> = {
-        let mut stmt = conn.prepare("SELECT id, node, last_ts, last_apply FROM _ferry_origins ORDER BY node")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    let counted = has_column(conn, "_ferry_origins", "n_received")?;
+    let waiting = has_table(conn, "_ferry_waiting")?;
+    let held = has_table(conn, "_ferry_held")?;
+    let counters = if counted {
+        "n_received, n_applied, n_superseded, n_parked, n_quarantined, n_skipped"
+    } else {
+        "0, 0, 0, 0, 0, 0"
+    };
+    #[allow(clippy::type_complexity)]
+    let origins: Vec<(u32, String, Option<i64>, Option<String>, [i64; 6])> = {
+        let mut stmt = conn
+            .prepare(&format!("SELECT id, node, last_ts, last_apply, {counters} FROM _ferry_origins ORDER BY node"))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                [r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?],
+            ))
+        })?;
         rows.collect::<Result<_, _>>()?
     };
-    for (id, node, last_ts, last_apply) in origins {
+    for (id, node, last_ts, last_apply, n) in origins {
         let applied = super::ledger::ranges(conn, id)?;
         let mut missing = Vec::new();
         let mut next = 1u64;
@@ -143,25 +232,62 @@ pub fn read_status(conn: &Connection, db: &str) -> rusqlite::Result<DbStatus> {
             }
             next = b + 1;
         }
-        let per = |sql: &str| conn.query_row(sql, [&node], |r| r.get::<_, i64>(0)).map(|n| n as u64);
+        let per = |sql: &str| conn.query_row(sql, [&node], |r| r.get::<_, i64>(0)).map(|n| n.max(0) as u64);
+        let entries_applied = applied.iter().map(|(a, b)| b - a + 1).sum();
+        let parked = per("SELECT count(*) FROM _ferry_parked WHERE origin = ?1")?;
+        let (future, future_latest) = if waiting {
+            conn.query_row("SELECT count(*), max(ts) FROM _ferry_waiting WHERE origin = ?1", [&node], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Option<i64>>(1)?.map(Timestamp)))
+            })?
+        } else {
+            (0, None)
+        };
+        let outcomes = if counted {
+            let [received, applied, superseded, parked, quarantined, skipped] = n.map(|x| x.max(0) as u64);
+            Outcomes { received, applied, superseded, parked, quarantined, skipped }
+        } else {
+            // An older ledger kept no counts: every applied seq was received once.
+            let quarantined = per("SELECT count(*) FROM _ferry_quarantine WHERE origin = ?1")?;
+            Outcomes {
+                received: entries_applied,
+                applied: entries_applied.saturating_sub(parked + quarantined),
+                parked,
+                quarantined,
+                ..Outcomes::default()
+            }
+        };
+        s.outcomes.add(&outcomes);
         s.origins.push(OriginStatus {
-            entries_applied: applied.iter().map(|(a, b)| b - a + 1).sum(),
+            entries_applied,
             applied,
             missing,
+            outcomes,
             last_entry: last_ts.map(Timestamp),
             last_apply,
             forks: per("SELECT count(*) FROM _ferry_forks WHERE origin = ?1")?,
-            parked: per("SELECT count(*) FROM _ferry_parked WHERE origin = ?1")?,
+            parked,
+            future,
+            future_latest,
             conflicts: per("SELECT count(*) FROM _ferry_conflicts WHERE loser_origin = ?1")?,
             origin: node,
         });
     }
     s.conflicts = count(conn, "SELECT count(*) FROM _ferry_conflicts")?;
     s.parked = count(conn, "SELECT count(*) FROM _ferry_parked")?;
+    if waiting {
+        s.future = count(conn, "SELECT count(*) FROM _ferry_waiting")?;
+    }
+    if held {
+        s.held = count(conn, "SELECT count(*) FROM _ferry_held")?;
+    }
     s.tombstones_waiting = super::ledger::tombstones_waiting(conn)?;
     s.quarantined = count(conn, "SELECT count(*) FROM _ferry_quarantine")?;
     s.forks = count(conn, "SELECT count(*) FROM _ferry_forks")?;
-    s.refused_bundles = count(conn, "SELECT count(*) FROM _ferry_refused")?;
+    s.refused_bundles = if has_column(conn, "_ferry_refused", "name")? {
+        count(conn, "SELECT count(DISTINCT coalesce(name, bundle)) FROM _ferry_refused")?
+    } else {
+        count(conn, "SELECT count(DISTINCT bundle) FROM _ferry_refused")?
+    };
     Ok(s)
 }
 

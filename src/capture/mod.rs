@@ -27,6 +27,7 @@ mod track;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use read::{create_from_db, JournalRows};
+pub(crate) use track::micros_to_julian;
 pub use track::{status, track, untrack, Status, TrackOptions, TrackReport, DEFAULT_EXCLUDES};
 
 use crate::bundle::create::CreateError;

@@ -111,6 +111,12 @@ const TS_SQL: &str = "julianday('now')";
 pub(crate) fn julian_to_micros(jd: f64) -> i64 {
     ((jd - 2_440_587.5) * 86_400_000.0).round() as i64 * 1000
 }
+/// The inverse of [`julian_to_micros`]: microseconds since the Unix epoch as
+/// a Julian day number (exact to some 50 µs, far below capture's millisecond
+/// steps).
+pub(crate) fn micros_to_julian(us: i64) -> f64 {
+    us as f64 / 86_400_000_000.0 + 2_440_587.5
+}
 const WHEN_SQL: &str = "(SELECT applying FROM _ferry_control) = 0";
 
 /// One table layout as recorded in `_ferry_tables`.

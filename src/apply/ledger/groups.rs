@@ -232,6 +232,7 @@ mod tests {
             del: None,
             cols: [(1, ins), (2, ins)].into_iter().collect(),
             parked: false,
+            held: false,
         }
     }
 

@@ -90,6 +90,7 @@ pub mod v1 {
                 del,
                 cols: numbered,
                 parked: r.get::<_, i64>(6)? != 0,
+                held: false,
             };
             rows.save_row(&tbl, &key, &st)?;
         }
@@ -139,6 +140,105 @@ pub mod v2 {
             drop(it);
             drop(stmt);
             conn.execute_batch(&format!("DROP TABLE {old}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Version 3: chain hashes only at segment boundaries and every 256th seq,
+/// in `_ferry_chain (origin, seq, hash)`; no outcome counters, held rows,
+/// waiting entries; parked and quarantined rows without the columns
+/// version 4 added.
+pub mod v3 {
+    use rusqlite::{params, Connection};
+
+    use super::super::hashes::Hashes;
+    use super::super::{ranges, table_exists};
+    use crate::chain::ChainHash;
+
+    /// Columns version 4 added to tables older ledgers already have
+    /// (`CREATE TABLE IF NOT EXISTS` does not add them).
+    const ADDED: &[(&str, &str, &str)] = &[
+        ("_ferry_origins", "n_received", "INTEGER NOT NULL DEFAULT 0"),
+        ("_ferry_origins", "n_applied", "INTEGER NOT NULL DEFAULT 0"),
+        ("_ferry_origins", "n_superseded", "INTEGER NOT NULL DEFAULT 0"),
+        ("_ferry_origins", "n_parked", "INTEGER NOT NULL DEFAULT 0"),
+        ("_ferry_origins", "n_quarantined", "INTEGER NOT NULL DEFAULT 0"),
+        ("_ferry_origins", "n_skipped", "INTEGER NOT NULL DEFAULT 0"),
+        ("_ferry_parked", "counted", "INTEGER NOT NULL DEFAULT 1"),
+        ("_ferry_parked", "reason", "TEXT"),
+        ("_ferry_quarantine", "key", "TEXT"),
+        ("_ferry_forks", "entries", "INTEGER NOT NULL DEFAULT 0"),
+        ("_ferry_refused", "name", "TEXT"),
+    ];
+
+    /// Adds the columns of [`ADDED`] that are missing.
+    pub fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
+        for (table, column, decl) in ADDED {
+            if !table_exists(conn, table)? {
+                continue;
+            }
+            let has: bool = conn.query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                params![table, column],
+                |r| r.get(0),
+            )?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the checkpoint chain hashes into `_ferry_hashes` and gives
+    /// every origin its outcome counters, estimated from what the old ledger
+    /// kept: every applied entry was received; parked and quarantined are
+    /// what the tables hold; the rest counts as applied.
+    pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+        if table_exists(conn, "_ferry_chain")? {
+            let mut stmt = conn.prepare("SELECT origin, seq, hash FROM _ferry_chain ORDER BY origin, seq")?;
+            let mut rows = stmt.query([])?;
+            let mut current: Option<(u32, Hashes)> = None;
+            while let Some(r) = rows.next()? {
+                let origin: u32 = r.get(0)?;
+                let seq = r.get::<_, i64>(1)? as u64;
+                let hash: Vec<u8> = r.get(2)?;
+                let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else { continue };
+                if current.as_ref().map(|c| c.0) != Some(origin) {
+                    if let Some((_, mut h)) = current.take() {
+                        h.flush()?;
+                    }
+                    current = Some((origin, Hashes::new(conn, origin)));
+                }
+                if let Some((_, h)) = current.as_mut() {
+                    if seq > 0 {
+                        h.set(seq, &ChainHash(hash))?;
+                    }
+                }
+            }
+            if let Some((_, mut h)) = current {
+                h.flush()?;
+            }
+            drop(rows);
+            drop(stmt);
+            conn.execute_batch("DROP TABLE _ferry_chain")?;
+        }
+        let origins: Vec<(u32, String)> = {
+            let mut stmt = conn.prepare("SELECT id, node FROM _ferry_origins")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (id, node) in origins {
+            let received: u64 = ranges(conn, id)?.iter().map(|(a, b)| b - a + 1).sum();
+            let count = |sql: &str| conn.query_row(sql, [&node], |r| r.get::<_, i64>(0)).map(|n| n as u64);
+            let parked = count("SELECT count(*) FROM _ferry_parked WHERE origin = ?1")?;
+            let quarantined = count("SELECT count(*) FROM _ferry_quarantine WHERE origin = ?1")?;
+            let applied = received.saturating_sub(parked + quarantined);
+            conn.execute(
+                "UPDATE _ferry_origins SET n_received = ?2, n_applied = ?3, n_parked = ?4, n_quarantined = ?5
+                 WHERE id = ?1",
+                params![id, received as i64, applied as i64, parked as i64, quarantined as i64],
+            )?;
         }
         Ok(())
     }

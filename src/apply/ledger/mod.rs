@@ -4,7 +4,10 @@
 //! the data it describes.
 
 mod groups;
+pub mod hashes;
 mod migrate;
+
+pub use hashes::{Hashes, HASH_BLOCK};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,10 +32,16 @@ use groups::Group;
 /// migration that adds or drops columns renumbers nothing).
 pub const DDL: &str = "
 CREATE TABLE IF NOT EXISTS _ferry_origins (
-    id          INTEGER PRIMARY KEY,
-    node        TEXT NOT NULL UNIQUE,
-    last_ts     INTEGER,
-    last_apply  TEXT
+    id            INTEGER PRIMARY KEY,
+    node          TEXT NOT NULL UNIQUE,
+    last_ts       INTEGER,
+    last_apply    TEXT,
+    n_received    INTEGER NOT NULL DEFAULT 0,
+    n_applied     INTEGER NOT NULL DEFAULT 0,
+    n_superseded  INTEGER NOT NULL DEFAULT 0,
+    n_parked      INTEGER NOT NULL DEFAULT 0,
+    n_quarantined INTEGER NOT NULL DEFAULT 0,
+    n_skipped     INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS _ferry_applied (
     origin      INTEGER NOT NULL,
@@ -40,11 +49,11 @@ CREATE TABLE IF NOT EXISTS _ferry_applied (
     last_seq    INTEGER NOT NULL,
     PRIMARY KEY (origin, first_seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS _ferry_chain (
+CREATE TABLE IF NOT EXISTS _ferry_hashes (
     origin      INTEGER NOT NULL,
-    seq         INTEGER NOT NULL,
-    hash        BLOB NOT NULL,
-    PRIMARY KEY (origin, seq)
+    blk         INTEGER NOT NULL,
+    hashes      BLOB NOT NULL,
+    PRIMARY KEY (origin, blk)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _ferry_meta (
     key         TEXT PRIMARY KEY,
@@ -74,7 +83,28 @@ CREATE TABLE IF NOT EXISTS _ferry_parked (
     origin      TEXT NOT NULL,
     seq         INTEGER NOT NULL,
     fields      TEXT NOT NULL,
+    counted     INTEGER NOT NULL DEFAULT 1,
+    reason      TEXT,
     PRIMARY KEY (tbl, key, ts, origin, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _ferry_waiting (
+    origin      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    ts          INTEGER NOT NULL,
+    entry       TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (origin, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _ferry_held (
+    tbl         TEXT NOT NULL,
+    key         NOT NULL,
+    row         TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    origin      TEXT,
+    seq         INTEGER,
+    since       TEXT NOT NULL,
+    PRIMARY KEY (tbl, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _ferry_conflicts (
     id            INTEGER PRIMARY KEY,
@@ -100,7 +130,8 @@ CREATE TABLE IF NOT EXISTS _ferry_quarantine (
     tbl         TEXT NOT NULL,
     reason      TEXT NOT NULL,
     entry       TEXT NOT NULL,
-    recorded_at TEXT NOT NULL
+    recorded_at TEXT NOT NULL,
+    key         TEXT
 );
 CREATE TABLE IF NOT EXISTS _ferry_forks (
     id          INTEGER PRIMARY KEY,
@@ -110,22 +141,25 @@ CREATE TABLE IF NOT EXISTS _ferry_forks (
     new_hash    TEXT NOT NULL,
     segment     TEXT NOT NULL,
     bundle      TEXT NOT NULL,
-    recorded_at TEXT NOT NULL
+    recorded_at TEXT NOT NULL,
+    entries     INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS _ferry_refused (
     id          INTEGER PRIMARY KEY,
     bundle      TEXT NOT NULL,
     reason      TEXT NOT NULL,
-    recorded_at TEXT NOT NULL
+    recorded_at TEXT NOT NULL,
+    name        TEXT
 );
 ";
 
 /// The ledger layout this version of ferry reads and writes, recorded in
 /// `_ferry_meta` under `ledger_version`. Older layouts are migrated by
 /// [`prepare`]: version 1 (no `_ferry_meta`; one `_ferry_rows` table with
-/// fixed-width versions) and version 2 (one row per single-integer key, in
-/// `_ferry_rows_<id>`).
-pub const LEDGER_VERSION: i64 = 3;
+/// fixed-width versions), version 2 (one row per single-integer key, in
+/// `_ferry_rows_<id>`) and version 3 (chain hashes at checkpoints only in
+/// `_ferry_chain`; no outcome counters, held rows or waiting entries).
+pub const LEDGER_VERSION: i64 = 4;
 
 /// A target whose ledger is newer than this ferry understands: what it
 /// records may mean more than this version reads, so nothing touches it.
@@ -187,6 +221,9 @@ pub fn prepare(conn: &Connection, tables: &[crate::schema::Table]) -> rusqlite::
     if from == Some(1) {
         migrate::v1::set_aside(conn)?;
     }
+    if from.is_some_and(|v| v < 4) {
+        migrate::v3::add_columns(conn)?;
+    }
     conn.execute_batch(DDL)?;
     conn.execute("INSERT OR REPLACE INTO _ferry_meta VALUES ('ledger_version', ?1)", [LEDGER_VERSION])?;
     for t in tables {
@@ -196,10 +233,14 @@ pub fn prepare(conn: &Connection, tables: &[crate::schema::Table]) -> rusqlite::
         }
     }
     match from {
-        Some(1) => migrate::v1::migrate(conn),
-        Some(2) => migrate::v2::migrate(conn),
-        _ => Ok(()),
+        Some(1) => migrate::v1::migrate(conn)?,
+        Some(2) => migrate::v2::migrate(conn)?,
+        _ => {}
     }
+    if from.is_some_and(|v| v < 4) {
+        migrate::v3::migrate(conn)?;
+    }
+    Ok(())
 }
 
 /// The id of the row ledger for single-integer keys of `tbl`, created and
@@ -343,6 +384,10 @@ pub struct RowState {
     /// value (only columns ferry wrote).
     pub cols: Cols,
     pub parked: bool,
+    /// Present, but kept out of its table until it can stand there (a
+    /// missing parent, a unique value an older row holds, a constraint it
+    /// breaks); its values are in `_ferry_held`.
+    pub held: bool,
 }
 
 /// A row's column versions; rows rarely have more columns than fit inline.
@@ -365,8 +410,9 @@ const PRESENT: i64 = 1;
 const PARKED: i64 = 2;
 const HAS_INS: i64 = 4;
 const HAS_DEL: i64 = 8;
+const HELD: i64 = 16;
 /// Every flag set.
-const FLAGS_MAX: i64 = PRESENT | PARKED | HAS_INS | HAS_DEL;
+const FLAGS_MAX: i64 = PRESENT | PARKED | HAS_INS | HAS_DEL | HELD;
 
 /// How a column's version is stored in `st`, in the low two bits of the
 /// varint that also holds its number.
@@ -389,6 +435,9 @@ fn encode_state(st: &RowState, out: &mut Vec<u8>, base: Ver) -> i64 {
     }
     if st.parked {
         flags |= PARKED;
+    }
+    if st.held {
+        flags |= HELD;
     }
     if let Some(v) = st.ins {
         flags |= HAS_INS;
@@ -435,7 +484,14 @@ fn decode_state(flags: i64, mut b: &[u8], base: Ver) -> Option<RowState> {
         cols.push((no, v));
         prev = Some(v);
     }
-    Some(RowState { present: flags & PRESENT != 0, ins, del, cols, parked: flags & PARKED != 0 })
+    Some(RowState {
+        present: flags & PRESENT != 0,
+        ins,
+        del,
+        cols,
+        parked: flags & PARKED != 0,
+        held: flags & HELD != 0,
+    })
 }
 
 /// The error for a ledger row this version cannot read (never written by
@@ -779,6 +835,7 @@ mod tests {
             del: None,
             cols: [(1, ins), (2, ins)].into_iter().collect(),
             parked: false,
+            held: false,
         };
         let one_version = round_trip(&RowState { cols: Cols::new(), ..fresh.clone() }).len();
         assert_eq!(round_trip(&fresh).len(), one_version + 2, "columns at the insert version cost a byte each");
@@ -792,6 +849,7 @@ mod tests {
             del: Some(v(i64::MIN, u32::MAX, u64::MAX)),
             cols: [(u32::MAX, v(-5, 0, 0)), (0, v(i64::MAX, 7, 1))].into_iter().collect(),
             parked: true,
+            held: true,
         };
         round_trip(&extremes);
         round_trip(&RowState::default());
@@ -844,7 +902,8 @@ mod tests {
                 ins: Some(ins),
                 del: None,
                 cols: [(1, ins), (2, upd)].into_iter().collect(),
-                parked: false
+                parked: false,
+                held: false,
             }
         );
         let tomb = rows.load_row("t", &Value::Text("[\"k\",1]".into())).expect("load").expect("migrated");
@@ -997,6 +1056,7 @@ mod tests {
                 del: (seed & 0x400 != 0).then(|| v(7)),
                 cols,
                 parked: seed & 0x800 != 0,
+                held: seed & 0x1000 != 0,
             }
         }
 

@@ -1,0 +1,230 @@
+//! What apply knows about a target table, read from the target's own schema
+//! only: key columns and their affinities, columns, defaults, unique indexes
+//! and foreign keys. Identifiers in SQL come from here and are quoted.
+
+use std::collections::HashMap;
+
+use rusqlite::Connection;
+
+use crate::schema::{self, quote};
+use crate::value::Value;
+
+/// A column's type affinity, by SQLite's rules (section 3.1 of "Datatypes In
+/// SQLite"), as far as keys need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Affinity {
+    Integer,
+    Text,
+    Other,
+}
+
+impl Affinity {
+    pub(crate) fn of(decl_type: &str) -> Affinity {
+        let t = decl_type.to_ascii_uppercase();
+        if t.contains("INT") {
+            Affinity::Integer
+        } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
+            Affinity::Text
+        } else {
+            Affinity::Other
+        }
+    }
+
+    /// The key value as the column stores it, so that one row is one ledger
+    /// key: SQLite stores the integer 5 as the text '5' in a TEXT column, and
+    /// the text '5' as the integer 5 in an INTEGER one.
+    pub(crate) fn key_value(self, v: &Value) -> Value {
+        match (self, v) {
+            (Affinity::Text, Value::Integer(i)) => Value::Text(i.to_string()),
+            (Affinity::Integer, Value::Text(s)) => match s.parse::<i64>() {
+                Ok(i) if i.to_string() == *s => Value::Integer(i),
+                _ => v.clone(),
+            },
+            _ => v.clone(),
+        }
+    }
+}
+
+/// A unique index other than the primary key.
+#[derive(Debug, Clone)]
+pub struct UniqueIndex {
+    pub name: String,
+    pub columns: Vec<String>,
+}
+
+/// A foreign key of a table: `columns` reference `parent_columns` of `parent`.
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    pub parent: String,
+    pub columns: Vec<String>,
+    /// Empty when the reference names no columns (the parent's primary key).
+    pub parent_columns: Vec<String>,
+}
+
+/// A target table, from the local schema only.
+#[derive(Debug)]
+pub struct TableInfo {
+    pub name: String,
+    pub quoted: String,
+    /// Key columns in key order; `rowid` for tables without a declared key.
+    pub key: Vec<String>,
+    /// Their type affinities (see [`Affinity::key_value`]).
+    pub(crate) key_affinity: Vec<Affinity>,
+    pub columns: Vec<String>,
+    /// Column → default value (NULL when none or not a constant).
+    pub defaults: HashMap<String, Value>,
+    /// `"k1" = ?1 AND "k2" = ?2`.
+    pub key_where: String,
+    pub uniques: Vec<UniqueIndex>,
+    pub foreign_keys: Vec<ForeignKey>,
+    /// Declared `INTEGER PRIMARY KEY` (or keyed by `rowid`): the database
+    /// can assign a key, and ids come in blocks.
+    pub integer_key: bool,
+    /// Column → its number in ledger row states ([`crate::apply::ledger::column_numbers`];
+    /// filled in by the engine).
+    pub(crate) numbers: Vec<(String, u32)>,
+}
+
+/// The number of a column that has none (never happens once the ledger is
+/// prepared: the engine checks every column of the target has one).
+pub(crate) const UNNUMBERED: u32 = u32::MAX;
+
+impl TableInfo {
+    pub fn has_column(&self, c: &str) -> bool {
+        self.columns.iter().any(|x| x == c) || (self.key.len() == 1 && self.key[0] == "rowid" && c == "rowid")
+    }
+    pub fn is_key(&self, c: &str) -> bool {
+        self.key.iter().any(|k| k == c)
+    }
+    /// The ledger number of column `c`.
+    pub(crate) fn no(&self, c: &str) -> u32 {
+        self.numbers.iter().find(|(n, _)| n == c).map_or(UNNUMBERED, |(_, no)| *no)
+    }
+    /// The column with ledger number `no`, if the table still has it.
+    pub(crate) fn name_of(&self, no: u32) -> Option<&str> {
+        self.numbers.iter().find(|(_, x)| *x == no).map(|(n, _)| n.as_str())
+    }
+    /// A column name as SQL (`rowid` is not quoted: it names the rowid).
+    pub(crate) fn sql_name(c: &str) -> String {
+        if c == "rowid" {
+            "rowid".into()
+        } else {
+            quote(c)
+        }
+    }
+    /// Every column a row has, key columns first when the key is `rowid`.
+    pub(crate) fn row_columns(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        if self.key == ["rowid"] {
+            out.push("rowid");
+        }
+        out.extend(self.columns.iter().map(String::as_str));
+        out
+    }
+}
+
+/// Loads the target's tables ferry may write (never ferry's or SQLite's
+/// own, never virtual tables or their shadow tables).
+pub fn load_tables(conn: &Connection) -> rusqlite::Result<HashMap<String, TableInfo>> {
+    let unwritable = schema::unwritable_tables(conn)?;
+    let mut out = HashMap::new();
+    for t in schema::tables(conn)? {
+        if unwritable.contains_key(&t.name) {
+            continue;
+        }
+        let mut key: Vec<String> = t.pk_columns().iter().map(|c| c.name.clone()).collect();
+        let mut key_affinity: Vec<Affinity> = t.pk_columns().iter().map(|c| Affinity::of(&c.decl_type)).collect();
+        let integer_key = match t.pk_columns().as_slice() {
+            [] => true,
+            [c] => c.decl_type.eq_ignore_ascii_case("integer"),
+            _ => false,
+        };
+        if key.is_empty() {
+            key.push("rowid".into());
+            key_affinity.push(Affinity::Integer);
+        }
+        let key_where = key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{} = ?{}", TableInfo::sql_name(k), i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let mut defaults = HashMap::new();
+        let mut stmt = conn.prepare("SELECT name, dflt_value FROM pragma_table_info(?1)")?;
+        let rows: Vec<(String, Option<String>)> =
+            stmt.query_map([&t.name], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        for (col, dflt) in rows {
+            // The default expression is the local schema's own text; a
+            // non-constant one (CURRENT_TIMESTAMP) would break convergence and
+            // falls back to NULL.
+            let v = match dflt {
+                Some(expr) if !expr.to_ascii_uppercase().contains("CURRENT") => conn
+                    .query_row(&format!("SELECT {expr}"), [], |r| r.get::<_, rusqlite::types::Value>(0))
+                    .map(Value::from)
+                    .unwrap_or(Value::Null),
+                _ => Value::Null,
+            };
+            defaults.insert(col, v);
+        }
+        let uniques = unique_indexes(conn, &t.name)?;
+        let foreign_keys = foreign_keys(conn, &t.name)?;
+        out.insert(
+            t.name.clone(),
+            TableInfo {
+                quoted: quote(&t.name),
+                name: t.name.clone(),
+                key,
+                key_affinity,
+                columns: t.columns.iter().map(|c| c.name.clone()).collect(),
+                defaults,
+                key_where,
+                uniques,
+                foreign_keys,
+                integer_key,
+                numbers: Vec::new(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The table's unique indexes other than its primary key, on plain columns
+/// (an index on expressions or with a WHERE clause is left to the database:
+/// a clash on it holds the incoming row).
+fn unique_indexes(conn: &Connection, table: &str) -> rusqlite::Result<Vec<UniqueIndex>> {
+    let mut stmt = conn.prepare("SELECT name, origin, partial FROM pragma_index_list(?1) WHERE \"unique\" = 1")?;
+    let list: Vec<(String, String, i64)> =
+        stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for (name, origin, partial) in list {
+        if origin == "pk" || partial != 0 {
+            continue;
+        }
+        let mut cols = conn.prepare("SELECT cid, name FROM pragma_index_info(?1) ORDER BY seqno")?;
+        let columns: Vec<(i64, Option<String>)> =
+            cols.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        if columns.iter().any(|(cid, n)| *cid < 0 || n.is_none()) {
+            continue;
+        }
+        out.push(UniqueIndex { name, columns: columns.into_iter().filter_map(|(_, n)| n).collect() });
+    }
+    Ok(out)
+}
+
+fn foreign_keys(conn: &Connection, table: &str) -> rusqlite::Result<Vec<ForeignKey>> {
+    let mut stmt =
+        conn.prepare("SELECT id, seq, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?1) ORDER BY id, seq")?;
+    let rows: Vec<(i64, String, String, Option<String>)> =
+        stmt.query_map([table], |r| Ok((r.get(0)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<Result<_, _>>()?;
+    let mut out: Vec<(i64, ForeignKey)> = Vec::new();
+    for (id, parent, from, to) in rows {
+        match out.last_mut() {
+            Some((last, fk)) if *last == id => {
+                fk.columns.push(from);
+                fk.parent_columns.extend(to);
+            }
+            _ => out.push((id, ForeignKey { parent, columns: vec![from], parent_columns: to.into_iter().collect() })),
+        }
+    }
+    Ok(out.into_iter().map(|(_, fk)| fk).collect())
+}
