@@ -44,6 +44,8 @@ pub enum NodeError {
     },
     #[error("id block {0} is out of range (1 to {MAX_ID_BLOCK})")]
     IdBlockRange(u32),
+    #[error("this node's id block is {current}; it can only move up (ids already handed out stay taken, and a lower block may be another computer's): choose a block above {current}, not {wanted}")]
+    IdBlockDown { current: u32, wanted: u32 },
     #[error("node name {0:?} must be 1 to 64 printable characters")]
     BadName(String),
     #[error("no per-user data directory on this system; pass --home or set FERRY_HOME")]
@@ -150,6 +152,21 @@ impl Node {
             return Err(KeyError::IdMismatch { name: info.name.clone(), node: info.id.clone() }.into());
         }
         Ok(Node { home: home.to_path_buf(), info, key })
+    }
+
+    /// Moves this node to id block `block` (see `docs/CAPTURE.md`). Only
+    /// upwards: ids handed out in the current block stay used, and a lower
+    /// block could be another computer's. Run `ferry track` on the node's
+    /// databases afterwards, which raises their counters into the new block.
+    pub fn set_id_block(&mut self, block: u32) -> Result<(), NodeError> {
+        if block == 0 || block > MAX_ID_BLOCK {
+            return Err(NodeError::IdBlockRange(block));
+        }
+        if let Some(current) = self.info.id_block.filter(|c| block < *c) {
+            return Err(NodeError::IdBlockDown { current, wanted: block });
+        }
+        self.info.id_block = Some(block);
+        write_json(&self.home.join("node.json"), &self.info)
     }
 
     pub fn id(&self) -> &NodeId {

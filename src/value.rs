@@ -254,7 +254,7 @@ impl<'de> Visitor<'de> for TagVisitor {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("{\"blob\": BASE64} or {\"real\": \"inf\"|\"-inf\"|\"nan\"}")
+        f.write_str("{\"blob\": BASE64} or {\"real\": \"inf\"|\"-inf\"}")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
@@ -271,10 +271,15 @@ impl<'de> Visitor<'de> for TagVisitor {
             "real" => match payload.as_str() {
                 "inf" => Ok(Value::Real(f64::INFINITY)),
                 "-inf" => Ok(Value::Real(f64::NEG_INFINITY)),
-                "nan" => Ok(Value::Real(f64::NAN)),
-                other => Err(de::Error::custom(format!(
-                    "unknown special real {other:?} (expected \"inf\", \"-inf\" or \"nan\")"
-                ))),
+                // SQLite has no NaN (it stores one as NULL): a journal
+                // holding one was not written from a SQLite row, and
+                // applying it would silently write NULL.
+                "nan" => Err(de::Error::custom(
+                    "{\"real\":\"nan\"} is not a SQLite value (SQLite stores NaN as NULL); write null if that is meant",
+                )),
+                other => {
+                    Err(de::Error::custom(format!("unknown special real {other:?} (expected \"inf\" or \"-inf\")")))
+                }
             },
             other => Err(de::Error::custom(format!("unknown value tag {other:?} (expected \"blob\" or \"real\")"))),
         }
@@ -288,6 +293,14 @@ mod tests {
     fn round_trip(v: &Value) -> Value {
         let s = serde_json::to_string(v).expect("serialize");
         serde_json::from_str(&s).expect("parse")
+    }
+
+    #[test]
+    fn nan_is_refused_not_turned_into_null() {
+        let e = serde_json::from_str::<Value>(r#"{"real":"nan"}"#).expect_err("nan");
+        assert!(e.to_string().contains("not a SQLite value"), "{e}");
+        assert!(Value::check_json(r#"{"real":"nan"}"#).is_err());
+        assert!(Value::check_json(r#"{"real":"-inf"}"#).is_ok());
     }
 
     #[test]

@@ -34,7 +34,10 @@ use crate::bundle::create::CreateError;
 use crate::chain::ChainHash;
 
 /// The layout version of ferry's objects inside an app database.
-pub const CAPTURE_FORMAT: i64 = 1;
+/// 2: a key change is journalled as a delete of the old key and an insert
+/// of the new row; entries are stamped in journal order (`clock_floor`);
+/// `_ferry_control` records the node's id block.
+pub const CAPTURE_FORMAT: i64 = 2;
 
 /// Errors of capture.
 #[derive(Debug, thiserror::Error)]

@@ -70,6 +70,11 @@ pub struct Status {
     pub last_seq: u64,
     /// The last bundled seq (0 when none).
     pub bundled_seq: u64,
+    /// Problems that make capture unsafe although it is current (ids above
+    /// this node's block).
+    pub problems: Vec<String>,
+    /// What a refresh (`ferry track`) would improve.
+    pub notes: Vec<String>,
 }
 
 const CONTROL_SQL: &str = "
@@ -82,7 +87,9 @@ CREATE TABLE IF NOT EXISTS _ferry_control (
     selection TEXT NOT NULL DEFAULT '{}',
     tracked_at INTEGER NOT NULL DEFAULT 0,
     bundled_seq INTEGER NOT NULL DEFAULT 0,
-    bundled_chain BLOB NOT NULL DEFAULT (zeroblob(32))
+    bundled_chain BLOB NOT NULL DEFAULT (zeroblob(32)),
+    id_block INTEGER,
+    clock_floor REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS _ferry_tables (
     tid INTEGER PRIMARY KEY,
@@ -101,9 +108,19 @@ CREATE TABLE IF NOT EXISTS _ferry_journal (
 );
 ";
 
-/// SQLite's clock as a Julian day number (millisecond resolution); the
-/// cheapest form to compute per row. Readers convert with [`julian_to_micros`].
-const TS_SQL: &str = "julianday('now')";
+/// When a change is stamped: SQLite's clock as a Julian day number
+/// (millisecond resolution; the cheapest form to compute per row; readers
+/// convert with [`julian_to_micros`]), but never earlier than the entry
+/// before it, nor than `_ferry_control.clock_floor` (set by `bundle apply`:
+/// just after the newest entry it applied here), so the journal's order is
+/// its time order even after the clock is put back. Either is ignored when
+/// it lies more than a day ahead of the clock, so one wrong date cannot
+/// drag every later entry into the future.
+const TS_SQL: &str =
+    "(SELECT max(n, CASE WHEN p <= n + 1.0 THEN p ELSE 0 END, CASE WHEN f <= n + 1.0 THEN f ELSE 0 END) \
+     FROM (SELECT julianday('now') AS n, \
+     coalesce((SELECT ts FROM _ferry_journal ORDER BY seq DESC LIMIT 1), 0) AS p, \
+     coalesce((SELECT clock_floor FROM _ferry_control WHERE id = 1), 0) AS f))";
 
 /// A `julianday('now')` value (SQLite computes it as integer milliseconds /
 /// 86,400,000) as microseconds since the Unix epoch, rounded to the millisecond
@@ -147,6 +164,17 @@ pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport,
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
     let refreshed = is_tracked(&tx).map_err(&err)?;
     tx.execute_batch(CONTROL_SQL).map_err(&err)?;
+    // Columns a capture made by an older ferry lacks.
+    for (column, decl) in [("id_block", "INTEGER"), ("clock_floor", "REAL NOT NULL DEFAULT 0")] {
+        let has: bool = tx
+            .query_row("SELECT count(*) > 0 FROM pragma_table_info('_ferry_control') WHERE name = ?1", [column], |r| {
+                r.get(0)
+            })
+            .map_err(&err)?;
+        if !has {
+            tx.execute_batch(&format!("ALTER TABLE _ferry_control ADD COLUMN {column} {decl}")).map_err(&err)?;
+        }
+    }
     let origin = node.id().as_str().to_owned();
     let existing: Option<(String, i64, String)> = tx
         .query_row("SELECT origin, format, selection FROM _ferry_control WHERE id = 1", [], |r| {
@@ -243,6 +271,9 @@ pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport,
             }
         }
     }
+    if let Some(block) = node.info.id_block {
+        warnings.extend(ids_above_block(&tx, tracked.iter().copied(), block).map_err(&err)?);
+    }
     for t in &tracked {
         let pk = t.pk_columns();
         let integer_key = pk.len() == 1 && pk[0].decl_type.eq_ignore_ascii_case("integer");
@@ -308,8 +339,9 @@ pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport,
     let fingerprint = schema::fingerprint(&tx).map_err(&err)?;
     let sel = serde_json::to_string(&selection).unwrap_or_default();
     tx.execute(
-        "UPDATE _ferry_control SET fingerprint = ?1, selection = ?2, tracked_at = ?3, format = ?4 WHERE id = 1",
-        params![fingerprint, sel, crate::journal::Timestamp::now().0, CAPTURE_FORMAT],
+        "UPDATE _ferry_control SET fingerprint = ?1, selection = ?2, tracked_at = ?3, format = ?4, id_block = ?5
+         WHERE id = 1",
+        params![fingerprint, sel, crate::journal::Timestamp::now().0, CAPTURE_FORMAT, node.info.id_block],
     )
     .map_err(&err)?;
     crate::crashpoint::hit("track: capture installed, not yet committed");
@@ -325,6 +357,40 @@ pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport,
         warnings,
         fingerprint,
     })
+}
+
+/// Problems of tracked tables with integer keys holding ids above this
+/// node's `block`: SQLite gives a new row max(id) + 1, so the next row
+/// entered here would be numbered inside another node's block and collide
+/// with that computer's rows.
+fn ids_above_block<'a>(
+    conn: &Connection,
+    tables: impl Iterator<Item = &'a Table>,
+    block: u32,
+) -> rusqlite::Result<Vec<String>> {
+    let ceiling = (i64::from(block) + 1) << 32;
+    let mut out = Vec::new();
+    for t in tables {
+        let pk = t.pk_columns();
+        if pk.len() != 1 || !pk[0].decl_type.eq_ignore_ascii_case("integer") {
+            continue;
+        }
+        let max: Option<i64> =
+            conn.query_row(&format!("SELECT max({}) FROM {}", quote(&pk[0].name), quote(&t.name)), [], |r| r.get(0))?;
+        if let Some(max) = max.filter(|m| *m >= ceiling) {
+            out.push(format!(
+                "table {} holds row ids up to {max}, in id block {}, above this node's block {block}: the next row \
+                 entered here would be numbered inside that block and collide with its computer's rows. Give this \
+                 node a block above every other (`ferry node set-block N`, then `ferry track` again), or leave {} \
+                 out of capture (`ferry track --exclude {}`)",
+                t.name,
+                max >> 32,
+                t.name,
+                t.name
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// The current layouts by tid.
@@ -387,6 +453,7 @@ fn trigger_sql(tid: i64, l: &Layout) -> String {
         format!("({o} IS NOT {nw} COLLATE BINARY OR typeof({o}) <> typeof({nw}))")
     };
     let any_changed = (0..n).map(changed).collect::<Vec<_>>().join(" OR ");
+    let key_changed = l.pk.iter().map(|&i| changed(i)).collect::<Vec<_>>().join(" OR ");
     let mask =
         (0..n).map(|i| format!("(CASE WHEN {} THEN '1' ELSE '0' END)", changed(i))).collect::<Vec<_>>().join(" || ");
     let new_vals = (0..n).map(|i| col("NEW", i)).collect::<Vec<_>>().join(", ");
@@ -396,14 +463,19 @@ fn trigger_sql(tid: i64, l: &Layout) -> String {
         "CREATE TRIGGER {ins} AFTER INSERT ON {t} WHEN {WHEN_SQL} BEGIN
             INSERT INTO _ferry_journal (ts, op, tid, {vs}) VALUES ({TS_SQL}, 1, {tid}, {new_vals});
          END;
-         CREATE TRIGGER {upd} AFTER UPDATE ON {t} WHEN {WHEN_SQL} AND ({any_changed}) BEGIN
+         CREATE TRIGGER {upd} AFTER UPDATE ON {t} WHEN {WHEN_SQL} AND NOT ({key_changed}) AND ({any_changed}) BEGIN
             INSERT INTO _ferry_journal (ts, op, tid, mask, {ks}, {vs}) VALUES ({TS_SQL}, 2, {tid}, {mask}, {old_pk}, {changed_vals});
+         END;
+         CREATE TRIGGER {key} AFTER UPDATE ON {t} WHEN {WHEN_SQL} AND ({key_changed}) BEGIN
+            INSERT INTO _ferry_journal (ts, op, tid, {ks}) VALUES ({TS_SQL}, 3, {tid}, {old_pk});
+            INSERT INTO _ferry_journal (ts, op, tid, {vs}) VALUES ({TS_SQL}, 1, {tid}, {new_vals});
          END;
          CREATE TRIGGER {del} AFTER DELETE ON {t} WHEN {WHEN_SQL} BEGIN
             INSERT INTO _ferry_journal (ts, op, tid, {ks}) VALUES ({TS_SQL}, 3, {tid}, {old_pk});
          END;",
         ins = quote(&trigger_name("ins", &l.name)),
         upd = quote(&trigger_name("upd", &l.name)),
+        key = quote(&trigger_name("key", &l.name)),
         del = quote(&trigger_name("del", &l.name)),
     )
 }
@@ -470,16 +542,54 @@ pub fn status(db: &Path) -> Result<Status, CaptureError> {
             stale: Vec::new(),
             last_seq: 0,
             bundled_seq: 0,
+            problems: Vec::new(),
+            notes: Vec::new(),
         });
     }
-    let origin: String = conn.query_row("SELECT origin FROM _ferry_control", [], |r| r.get(0)).map_err(&err)?;
-    let tables =
+    let (origin, format): (String, i64) = conn
+        .query_row("SELECT origin, format FROM _ferry_control", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(&err)?;
+    let tables: Vec<String> =
         current_layouts(&conn).map_err(&err)?.into_iter().filter(|(_, l)| l.tracked).map(|(_, l)| l.name).collect();
     let stale = stale_reasons(&conn).map_err(&err)?;
     let last_seq: i64 =
         conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM _ferry_journal", [], |r| r.get(0)).map_err(&err)?;
     let (bundled_seq, _) = super::watermark(&conn).map_err(&err)?;
-    Ok(Status { db: p, tracked: true, origin: Some(origin), tables, stale, last_seq: last_seq as u64, bundled_seq })
+    let mut notes = Vec::new();
+    if format < CAPTURE_FORMAT {
+        notes.push(format!(
+            "capture was installed by an older ferry (format {format}): key changes are journalled in the old form \
+             and entries may be stamped out of order after the clock is put back; run `ferry track {p}` to refresh it"
+        ));
+    }
+    let has_block: bool = conn
+        .query_row("SELECT count(*) > 0 FROM pragma_table_info('_ferry_control') WHERE name = 'id_block'", [], |r| {
+            r.get(0)
+        })
+        .map_err(&err)?;
+    let block: Option<i64> = if has_block {
+        conn.query_row("SELECT id_block FROM _ferry_control", [], |r| r.get(0)).map_err(&err)?
+    } else {
+        None
+    };
+    let problems = match block.and_then(|b| u32::try_from(b).ok()) {
+        Some(block) => {
+            let live = schema::tables(&conn).map_err(&err)?;
+            ids_above_block(&conn, live.iter().filter(|t| tables.contains(&t.name)), block).map_err(&err)?
+        }
+        None => Vec::new(),
+    };
+    Ok(Status {
+        db: p,
+        tracked: true,
+        origin: Some(origin),
+        tables,
+        stale,
+        last_seq: last_seq as u64,
+        bundled_seq,
+        problems,
+        notes,
+    })
 }
 
 /// Removes every trigger and table ferry added (and its `sqlite_sequence`

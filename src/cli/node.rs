@@ -18,6 +18,19 @@ pub enum NodeCommand {
     Init(InitArgs),
     /// Show this node's identity.
     Show(JsonArg),
+    /// Move this node to a higher block of integer row ids.
+    #[command(after_help = "Servers need id blocks above every laptop's: a server that applies rows from a higher \
+block would number its own new rows inside that block. After changing the block, run `ferry track DB` on \
+this node's databases: it raises their counters into the new block. Blocks only move up.\n\n\
+Example:\n  ferry node set-block 1000")]
+    SetBlock(SetBlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetBlockArgs {
+    /// The new id block (1 to 2097151), above the current one.
+    #[arg(value_name = "N")]
+    pub block: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +70,18 @@ pub fn run_node(cmd: NodeCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Res
             let node = Node::init(&home, &a.name, a.id_block)?;
             ui.note(format!("created node {} ({}) in {}", node.info.name, node.info.id, home.display()));
             ui.note("next: give other nodes your key with `ferry key export`");
+            Ok(Outcome::Ok)
+        }
+        NodeCommand::SetBlock(a) => {
+            let mut node = Node::open(&home)?;
+            node.set_id_block(a.block)?;
+            ui.note(format!(
+                "node {} now gives out integer ids from {} (id block {})",
+                node.info.name,
+                u64::from(a.block) << 32,
+                a.block
+            ));
+            ui.note("next: run `ferry track DB` on this node's databases to move their counters into the new block");
             Ok(Outcome::Ok)
         }
         NodeCommand::Show(a) => {

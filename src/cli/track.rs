@@ -17,7 +17,8 @@ every committed insert, update and delete is journalled, whatever made it (ORM, 
 By default every table is tracked except Django's per-computer ones (django_session, django_migrations, \
 django_admin_log, django_content_type, auth_permission, auth_group_permissions, auth_user_user_permissions).\n\n\
 After a migration, run `ferry track DB` again: `bundle create --db` refuses stale capture.\n\n\
-Exit status of --status: 0 when capture is current, 1 when stale or not tracked.\n\n\
+Exit status of --status: 0 when capture is current, 1 when stale, not tracked, or unsafe (a tracked table holds \
+ids above this node's id block).\n\n\
 Examples:\n  ferry track app.sqlite3\n  ferry track app.sqlite3 --exclude survey_cache\n  ferry track app.sqlite3 --status"
 )]
 pub struct TrackArgs {
@@ -67,11 +68,21 @@ pub fn track(a: TrackArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Out
             for r in &s.stale {
                 out(format!("  stale: {}", sanitize(r)))?;
             }
+            for p in &s.problems {
+                out(format!("  PROBLEM: {}", sanitize(p)))?;
+            }
+            for n in &s.notes {
+                out(format!("  note: {}", sanitize(n)))?;
+            }
             if !s.stale.is_empty() {
                 ui.note(format!("run `ferry track {}` to refresh capture", sanitize(&s.db)));
             }
         }
-        return Ok(if s.tracked && s.stale.is_empty() { Outcome::Ok } else { Outcome::Negative });
+        return Ok(if s.tracked && s.stale.is_empty() && s.problems.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Negative
+        });
     }
     let node = Node::open(&home_dir(home)?)?;
     let opts = TrackOptions { tables: a.tables, exclude: a.exclude };

@@ -203,6 +203,8 @@ pub struct Engine<'c> {
     pub local: Option<local::Local>,
     /// The newest entry time applied in this run.
     pub newest: Option<i64>,
+    /// The table the last entry wrote (see [`Engine::table`]).
+    last_table: Option<Rc<TableInfo>>,
 }
 
 /// One write being carried out.
@@ -310,6 +312,11 @@ fn resolve_key(t: &TableInfo, e: &Entry) -> Result<Keyed, String> {
         }
         key.push(aff.key_value(v));
     }
+    // Fields that name key columns (rare: a key change, or an insert
+    // listing its key twice) must agree with the key or move the row.
+    if !t.key.iter().any(|k| from_fields(k).is_some()) {
+        return Ok(Keyed::Key(key));
+    }
     let mut new = key.clone();
     for (i, (k, aff)) in t.key.iter().zip(&t.key_affinity).enumerate() {
         if let Some(v) = from_fields(k) {
@@ -365,6 +372,7 @@ impl<'c> Engine<'c> {
             dirty: HashSet::new(),
             local: local::Local::read(conn)?,
             newest: None,
+            last_table: None,
         };
         eng.reload_origins()?;
         Ok(eng)
@@ -444,6 +452,20 @@ impl<'c> Engine<'c> {
         self.deltas.entry(origin).or_default()
     }
 
+    /// The target table `name` (entries of one bundle mostly name a few
+    /// tables in runs, so the last one is kept at hand).
+    fn table(&mut self, name: &str) -> Option<Rc<TableInfo>> {
+        if let Some(t) = self.last_table.as_ref().filter(|t| t.name == name) {
+            return Some(t.clone());
+        }
+        let t = self.tables.get(name).cloned()?;
+        // A table entries name is written in this run: its foreign keys are
+        // checked at the end.
+        self.dirty.insert(t.name.clone());
+        self.last_table = Some(t.clone());
+        Some(t)
+    }
+
     /// Counts entries of `origin` skipped as duplicates.
     pub fn skipped(&mut self, origin: u32, n: u64) {
         self.counts.received += n;
@@ -477,8 +499,19 @@ impl<'c> Engine<'c> {
     }
 
     /// Checks an entry's table and columns against the target schema.
-    pub fn check(&self, origin: &str, e: &Entry) -> Result<(), Fail> {
+    pub fn check(&mut self, origin: &str, e: &Entry) -> Result<(), Fail> {
         let refuse = |what: String| Fail::Refused(format!("origin {origin} seq {}: {what}", e.seq));
+        if let Some(t) = self.table(&e.table) {
+            for c in e.pk.columns().chain(e.fields.iter().flat_map(|f| f.columns())) {
+                if !t.has_column(c) {
+                    return Err(refuse(format!(
+                        "table {:?} has no column {c:?} (the target's schema differs; migrate it first)",
+                        e.table
+                    )));
+                }
+            }
+            return Ok(());
+        }
         if let Some(why) = self.unwritable.get(&e.table) {
             return Err(refuse(format!("table {:?} is {why}; ferry never writes it", e.table)));
         }
@@ -520,8 +553,7 @@ impl<'c> Engine<'c> {
             self.wait(origin, e, line)?;
             return Ok(Outcome::Parked);
         }
-        let t =
-            self.tables.get(&e.table).cloned().ok_or_else(|| Fail::Refused(format!("unknown table {:?}", e.table)))?;
+        let t = self.table(&e.table).ok_or_else(|| Fail::Refused(format!("unknown table {:?}", e.table)))?;
         let v = Ver { ts: e.ts.0, origin, seq: e.seq };
         if !local {
             self.newest = Some(self.newest.map_or(v.ts, |n| n.max(v.ts)));
@@ -533,7 +565,6 @@ impl<'c> Engine<'c> {
                 return Ok(Outcome::Quarantined);
             }
         };
-        self.dirty.insert(t.name.clone());
         let key_vals = match keyed {
             Keyed::Assign => return self.insert_assigned(origin, e, line, &t),
             Keyed::Rekey { old, new } => return self.rekey(origin, e, line, &t, old, new, local),
