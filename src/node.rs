@@ -154,6 +154,51 @@ impl Node {
         Ok(Node { home: home.to_path_buf(), info, key })
     }
 
+    /// Makes the identity that will replace this node's after a fork
+    /// (another computer uses this one), in `home/reissue-staging/`, without
+    /// touching the current one; [`Node::adopt`] puts it in place.
+    pub fn stage_successor(&self, name: &str, id_block: Option<u32>) -> Result<Node, NodeError> {
+        let staging = self.home.join("reissue-staging");
+        if staging.exists() {
+            // Left by an interrupted reissue that never adopted it: unused.
+            std::fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
+        }
+        Node::init(&staging, name, id_block)
+    }
+
+    /// Puts a staged successor (see [`Node::stage_successor`]) in place of
+    /// the node in `home`: the old `node.json` and `secret.key` move to
+    /// `retired-<old id>/` (kept, never deleted), the successor's take their
+    /// place, and the trust store is kept, with the successor trusted as this
+    /// node. Returns the new node.
+    pub fn adopt(self, successor: Node) -> Result<Node, NodeError> {
+        let home = self.home.clone();
+        let retired = home.join(format!("retired-{}", self.info.id));
+        std::fs::create_dir_all(&retired).map_err(io_err(&retired))?;
+        if retired.join("secret.key").exists() {
+            return Err(NodeError::AlreadyInitialised { path: retired.clone(), id: self.info.id.clone() });
+        }
+        let mut trust = successor.trust()?;
+        for k in self.trust()?.keys.into_iter().filter(|k| k.node != successor.info.id) {
+            if !trust.keys.iter().any(|m| m.name == k.name || m.node == k.node) {
+                trust.keys.push(k);
+            }
+        }
+        // The old identity is complete in `retired-…` before anything leaves
+        // the home: node.json copied, then the secret moved (never copied: one
+        // secret, one place).
+        write_json(&retired.join("node.json"), &self.info)?;
+        let secret = retired.join("secret.key");
+        std::fs::rename(home.join("secret.key"), &secret).map_err(io_err(&secret))?;
+        let staged = successor.home.clone();
+        std::fs::rename(staged.join("secret.key"), home.join("secret.key")).map_err(io_err(&home))?;
+        write_json(&home.join("node.json"), &successor.info)?;
+        let adopted = Node { home: home.clone(), info: successor.info, key: successor.key };
+        adopted.save_trust(&trust)?;
+        std::fs::remove_dir_all(&staged).map_err(io_err(&staged))?;
+        Ok(adopted)
+    }
+
     /// Moves this node to id block `block` (see `docs/CAPTURE.md`). Only
     /// upwards: ids handed out in the current block stay used, and a lower
     /// block could be another computer's. Run `ferry track` on the node's

@@ -253,7 +253,7 @@ fn schema_drift_is_refused_unless_allowed_and_then_columns_still_checked() {
     let r = run(&db, std::slice::from_ref(&bundle), &trust);
     assert_eq!(r.refused, 1);
     assert!(r.bundles[0].error.as_deref().unwrap_or("").contains("--allow-schema-drift"));
-    let opts = ApplyOptions { allow_schema_drift: true };
+    let opts = ApplyOptions { allow_schema_drift: true, now: None };
     let r = apply(&db, &[bundle], &trust, &opts, &mut Silent).expect("apply");
     assert_eq!(r.refused, 0);
     assert_eq!(dump(&db), "table t\n[1,\"x\",7]\n");
@@ -457,7 +457,7 @@ fn a_dropped_column_loses_its_versions_and_later_deletes_still_apply() {
     // The delete is older than a's update of `a`, which would survive it as
     // a parked write, but the column is gone: the delete must not try to
     // read it back.
-    let opts = ApplyOptions { allow_schema_drift: true };
+    let opts = ApplyOptions { allow_schema_drift: true, now: None };
     let r = apply(&db, &[b.bundle(dir.path(), &[(1, 1)], None)], &trust, &opts, &mut Silent).expect("apply");
     assert_eq!((r.totals.applied, r.refused), (1, 0));
     assert_eq!(dump(&db), "table t\n");

@@ -99,7 +99,9 @@ fn conflicts_and_status_list_what_happened() {
     assert_eq!(list[0].kind, "overwritten");
     assert_eq!(list[0].loser_value.as_deref(), Some("{\"a\":\"from a\"}"));
     let o = common::ferry(&s.home).args(["conflicts", "--db"]).arg(&s.db).output().expect("run");
-    assert!(String::from_utf8_lossy(&o.stdout).contains("overwritten"));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("t [1], column a: a's entry 1 lost to b's entry 1"), "names from the trust store: {text}");
+    assert!(text.contains("lost: {\"a\":\"from a\"}"), "{text}");
 
     let o = common::ferry(&s.home).args(["status", "--json", "--db"]).arg(&s.db).output().expect("run");
     assert!(o.status.success());

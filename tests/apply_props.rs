@@ -537,7 +537,8 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 300,
+        // FERRY_PROPTEST_CASES=5000 for a longer search.
+        cases: std::env::var("FERRY_PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(300),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/apply_oracle.txt"))),
         ..ProptestConfig::default()
     })]

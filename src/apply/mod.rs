@@ -70,6 +70,9 @@ pub struct ApplyOptions {
     /// Apply segments whose schema fingerprint differs from the target's,
     /// as long as every table and column they use exists.
     pub allow_schema_drift: bool,
+    /// The time to judge entries' dates by (entries dated more than a day
+    /// after it wait); `None`: this computer's clock.
+    pub now: Option<crate::journal::Timestamp>,
 }
 
 /// A fork: the same origin and seq with a different chain hash.
@@ -83,6 +86,10 @@ pub struct ForkReport {
     /// The first bytes of the chain hash this segment has at `seq` (hex).
     pub new_hash: String,
     pub segment: String,
+    /// The first seq not known to be the same in both journals: the copy
+    /// whose segment was refused must send its entries again from here under
+    /// a new identity (`ferry node reissue`).
+    pub reissue_from: u64,
 }
 
 /// What happened to one segment.
@@ -185,7 +192,8 @@ pub fn apply(
     // Capture triggers skip ferry's own writes (no echoes); see docs/CAPTURE.md.
     crate::capture::suppress(&tx, true).map_err(sql_err)?;
     let fingerprint = schema::fingerprint(&tx).map_err(sql_err)?;
-    let mut eng = Engine::new(&tx).map_err(sql_err)?;
+    let now = opts.now.unwrap_or_else(crate::journal::Timestamp::now);
+    let mut eng = Engine::new(&tx, now).map_err(sql_err)?;
     eng.fold_local(&db.display().to_string()).map_err(fail)?;
     eng.release_waiting().map_err(fail)?;
     let local = eng.counts;
@@ -330,16 +338,24 @@ fn apply_segment<R: std::io::Read + Send>(
     let mut hashes = Hashes::new(conn, oid);
     let chain_before = d.chain_before().unwrap_or_default();
     let mut fork: Option<ForkReport> = None;
-    let fork_at = |seq: u64, known: [u8; ledger::hashes::PREFIX], new: &ChainHash| ForkReport {
+    // The last seq known to be the same in this segment and what was
+    // applied: a fork lies after it.
+    let mut last_match = 0u64;
+    let fork_at = |seq: u64, known: [u8; ledger::hashes::PREFIX], new: &ChainHash, last_match: u64| ForkReport {
         origin: origin.clone(),
         seq,
         known_hash: hex::encode(known),
         new_hash: hex::encode(ledger::hashes::prefix(new)),
         segment: d.member_name(),
+        reissue_from: last_match + 1,
     };
     if before_first > 0 {
-        if let Some(known) = hashes.get(before_first)?.filter(|k| *k != ledger::hashes::prefix(&chain_before)) {
-            fork = Some(fork_at(before_first, known, &chain_before));
+        match hashes.get(before_first)? {
+            Some(known) if known != ledger::hashes::prefix(&chain_before) => {
+                fork = Some(fork_at(before_first, known, &chain_before, 0));
+            }
+            Some(_) => last_match = before_first,
+            None => {}
         }
     }
     // A fork shows once a chain hash differs from a known one. Only when
@@ -362,11 +378,15 @@ fn apply_segment<R: std::io::Read + Send>(
             if fork.is_some() {
                 return Ok(());
             }
-            if let Some(known) = hashes.get(seq)?.filter(|k| *k != ledger::hashes::prefix(&chain)) {
-                fork = Some(fork_at(seq, known, &chain));
-                hashes.discard();
-                eng.rollback_to("ferry_segment")?;
-                return Ok(());
+            match hashes.get(seq)? {
+                Some(known) if known != ledger::hashes::prefix(&chain) => {
+                    fork = Some(fork_at(seq, known, &chain, last_match));
+                    hashes.discard();
+                    eng.rollback_to("ferry_segment")?;
+                    return Ok(());
+                }
+                Some(_) => last_match = seq,
+                None => {}
             }
             let i = applied.partition_point(|r| r.1 < seq);
             if applied.get(i).is_some_and(|r| r.0 <= seq) {

@@ -22,11 +22,13 @@
 //! [`create_from_db`] bundles them.
 
 mod read;
+mod reissue;
 mod track;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use read::{create_from_db, JournalRows};
+pub use reissue::{reissue, ForkCheck, ReissueError, ReissueReport};
 pub(crate) use track::micros_to_julian;
 pub use track::{status, track, untrack, Status, TrackOptions, TrackReport, DEFAULT_EXCLUDES};
 

@@ -46,6 +46,49 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// "1 entry", "2 entries".
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A node for people: its name in this node's trust store, else its id.
+pub fn who(trust: Option<&ferry::keys::TrustStore>, node: &str) -> String {
+    trust
+        .and_then(|t| t.keys.iter().find(|k| k.node.as_str() == node))
+        .map_or_else(|| node.to_owned(), |k| sanitize(&k.name))
+}
+
+/// A seq range for people: "entries 3–9", "entry 4".
+pub fn entries_range(a: u64, b: u64) -> String {
+    if a == b {
+        format!("entry {a}")
+    } else {
+        format!("entries {a}–{b}")
+    }
+}
+
+/// What happened to the entries counted in `c`, in words.
+fn outcome_words(c: &ferry::apply::Counts) -> String {
+    let mut parts = vec![format!("{} applied", c.applied)];
+    if c.superseded > 0 {
+        parts.push(format!("{} superseded by newer writes", c.superseded));
+    }
+    if c.parked > 0 {
+        parts.push(format!("{} waiting", c.parked));
+    }
+    if c.quarantined > 0 {
+        parts.push(format!("{} quarantined", c.quarantined));
+    }
+    if c.skipped > 0 {
+        parts.push(format!("{} already applied before", c.skipped));
+    }
+    let mut s = format!("{}: {}", plural(c.received, "entry", "entries"), parts.join(", "));
+    if c.conflicts > 0 {
+        s.push_str(&format!("; {} recorded", plural(c.conflicts, "conflict", "conflicts")));
+    }
+    s
+}
+
 pub fn run_apply(a: ApplyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
     let node = Node::open(&home_dir(home)?)?;
     let trust = node.trust()?;
@@ -56,84 +99,107 @@ pub fn run_apply(a: ApplyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
             a.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         );
     }
-    let opts = ApplyOptions { allow_schema_drift: a.allow_schema_drift };
+    let opts = ApplyOptions { allow_schema_drift: a.allow_schema_drift, now: None };
     let mut progress = ui.progress();
     let report = apply(&a.db, &files, &trust, &opts, progress.as_mut())?;
     if a.json {
         json(&report)?;
-    } else {
-        for b in &report.bundles {
-            let file = sanitize(&b.file.display().to_string());
-            match &b.error {
-                Some(e) => out(format!("REFUSED  {file}: {}", sanitize(e)))?,
-                None => {
-                    let c = &b.counts;
-                    out(format!(
-                        "applied  {file}: {} applied, {} already applied, {} parked, {} conflicts, {} quarantined",
-                        c.applied, c.skipped, c.parked, c.conflicts, c.quarantined
-                    ))?;
-                    for s in &b.segments {
-                        if let Some(f) = &s.fork {
-                            out(format!(
-                                "FORK     {}: origin {} seq {} has chain hash {}, this segment says {}; \
-                                 the segment was not applied",
-                                sanitize(&f.segment),
-                                f.origin,
-                                f.seq,
-                                f.known_hash,
-                                f.new_hash
-                            ))?;
-                        }
+        return Ok(if report.negative() { Outcome::Negative } else { Outcome::Ok });
+    }
+    let db = sanitize(&a.db.display().to_string());
+    if report.local.received > 0 {
+        out(format!(
+            "local    {}: {} made in this database since the last apply, merged with their own times",
+            db,
+            plural(report.local.received, "edit", "edits")
+        ))?;
+    }
+    for b in &report.bundles {
+        let file = sanitize(&b.file.display().to_string());
+        match &b.error {
+            Some(e) => out(format!("REFUSED  {file}: {} (nothing of it was applied)", sanitize(e)))?,
+            None => {
+                out(format!("applied  {file}: {}", outcome_words(&b.counts)))?;
+                for s in &b.segments {
+                    if let Some(f) = &s.fork {
+                        let name = who(Some(&trust), &f.origin);
+                        out(format!(
+                            "FORK     {file}: {name}'s {} differ from what this database already has from {name} \
+                             (from entry {} on): two computers are using {name}'s identity (a copied laptop?). That \
+                             part was not applied and nothing is lost. To keep both computers' work, on the computer \
+                             that made this bundle run\n           ferry node reissue APP.sqlite3 --name {name}-b \
+                             --id-block N --from {} --fork {}:{}\n         (APP.sqlite3: its app database; N: an id \
+                             block no other computer uses, above {name}'s), then add its new key here and at the \
+                             middleman (`ferry key export` there, `ferry trust add` here).",
+                            entries_range(s.first_seq, s.last_seq),
+                            f.seq,
+                            f.reissue_from,
+                            f.seq,
+                            f.new_hash
+                        ))?;
                     }
                 }
             }
         }
-        let t = &report.totals;
+    }
+    let t = &report.totals;
+    let bundles = plural(report.bundles.len() as u64, "bundle", "bundles");
+    let mut tail = Vec::new();
+    if report.refused > 0 {
+        tail.push(format!("{} refused", plural(report.refused, "bundle", "bundles")));
+    }
+    if report.forks > 0 {
+        tail.push(plural(report.forks, "fork", "forks"));
+    }
+    let tail = if tail.is_empty() { String::new() } else { format!("; {}", tail.join(", ")) };
+    ui.note(format!("{bundles}, {}{tail}", outcome_words(t)));
+    let e = &report.events;
+    if e.unparked > 0 {
+        ui.note(format!("{} that waited now took effect", plural(e.unparked, "entry", "entries")));
+    }
+    if e.released > 0 {
+        ui.note(format!("{} held back before are in their tables now", plural(e.released, "row", "rows")));
+    }
+    if e.held > 0 {
         ui.note(format!(
-            "{} bundles: {} applied entries, {} duplicates skipped, {} parked, {} conflicts, {} quarantined, {} refused, {} forks",
-            report.bundles.len(),
-            t.applied,
-            t.skipped,
-            t.parked,
-            t.conflicts,
-            t.quarantined,
-            report.refused,
-            report.forks
+            "{} held back (a missing parent row, or a value another row had first); they go in by themselves once they can",
+            plural(e.held, "row", "rows")
         ));
-        if report.forks > 0 {
-            ui.note("hint: a fork means two journals claim the same origin: a cloned or restored laptop. Give the clone a new identity (`ferry node init` in a new home) and re-create its bundles.");
-        }
-        if t.conflicts > 0 {
-            ui.note(format!("hint: list conflicts with `ferry conflicts --db {}`", a.db.display()));
-        }
+    }
+    if t.parked > 0 || t.quarantined > 0 || e.held > 0 {
+        ui.note(format!("see what waits and why with `ferry status --db {db}`"));
+    }
+    if t.conflicts > 0 {
+        ui.note(format!("see the values that lost with `ferry conflicts --db {db}`"));
     }
     Ok(if report.negative() { Outcome::Negative } else { Outcome::Ok })
 }
 
-pub fn run_conflicts(a: ConflictsArgs) -> anyhow::Result<Outcome> {
+pub fn run_conflicts(a: ConflictsArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
     let list = conflicts(&a.db)?;
     if a.json {
         json(&list)?;
         return Ok(Outcome::Ok);
     }
+    let trust = home_dir(home).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
+    let trust = trust.as_ref();
     for c in &list {
-        let col = c.column.as_deref().map(|c| format!(".{}", sanitize(c))).unwrap_or_default();
-        let who = |o: &Option<String>, s: Option<u64>| match (o, s) {
-            (Some(o), Some(s)) => format!("{o}#{s}"),
-            (Some(o), None) => o.clone(),
-            _ => "-".into(),
+        let col = c.column.as_deref().map(|c| format!(", column {}", sanitize(c))).unwrap_or_default();
+        let by = |o: &Option<String>, s: Option<u64>| match (o, s) {
+            (Some(o), Some(s)) => format!("{}'s entry {s}", who(trust, o)),
+            (Some(o), None) => who(trust, o),
+            _ => "a row made in this database outside ferry".into(),
         };
         out(format!(
-            "#{} {:<12} {}{} key {}: {} lost to {} ({}){}",
+            "#{} {} {}{}: {} lost to {} ({}){}",
             c.id,
-            c.kind,
             sanitize(&c.table),
-            col,
             sanitize(&c.key),
-            who(&c.loser_origin, c.loser_seq),
-            who(&c.winner_origin, c.winner_seq),
+            col,
+            by(&c.loser_origin, c.loser_seq),
+            by(&c.winner_origin, c.winner_seq),
             sanitize(&c.detail),
-            c.loser_value.as_deref().map(|v| format!("; lost value {}", sanitize(v))).unwrap_or_default()
+            c.loser_value.as_deref().map(|v| format!("; lost: {}", sanitize(v))).unwrap_or_default()
         ))?;
     }
     if list.is_empty() {
@@ -143,41 +209,76 @@ pub fn run_conflicts(a: ConflictsArgs) -> anyhow::Result<Outcome> {
 }
 
 /// `ferry status --db TARGET`: what the target holds from each origin.
-pub fn run_db_status(a: StatusArgs) -> anyhow::Result<Outcome> {
+pub fn run_db_status(a: StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
     let s = db_status(&a.db)?;
     if a.json {
         json(&s)?;
-        return Ok(Outcome::Ok);
+        return Ok(if s.forks > 0 { Outcome::Negative } else { Outcome::Ok });
     }
+    let trust = home_dir(home).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
+    let trust = trust.as_ref();
     let ranges = |r: &[(u64, u64)]| {
         if r.is_empty() {
             "none".to_owned()
         } else {
             r.iter()
-                .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+                .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}–{b}") })
                 .collect::<Vec<_>>()
                 .join(", ")
         }
     };
+    let local = |t: &ferry::journal::Timestamp| {
+        chrono::DateTime::from_timestamp_micros(t.0)
+            .map(|d| d.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_else(|| t.to_string())
+    };
     out(format!("database  {}", sanitize(&s.db)))?;
     for o in &s.origins {
-        out(format!("origin {}", o.origin))?;
-        out(format!("    applied   {} ({} entries)", ranges(&o.applied), o.entries_applied))?;
+        out(format!("from {}", who(trust, &o.origin)))?;
+        out(format!("    entries   {} ({} applied)", ranges(&o.applied), o.entries_applied))?;
+        if !o.missing.is_empty() {
+            out(format!("    missing   {}  (a bundle never arrived?)", ranges(&o.missing)))?;
+        }
+        if let Some(t) = &o.last_entry {
+            out(format!("    newest    {}", local(t)))?;
+        }
+        let c = &o.outcomes;
         out(format!(
-            "    missing   {}{}",
-            ranges(&o.missing),
-            if o.missing.is_empty() { "" } else { "  (a bundle never arrived?)" }
+            "    received  {}: {} applied, {} superseded, {} waiting, {} quarantined, {} duplicates{}",
+            plural(c.received, "entry", "entries"),
+            c.applied,
+            c.superseded,
+            c.parked,
+            c.quarantined,
+            c.skipped,
+            if c.adds_up() { "" } else { "  (THESE DO NOT ADD UP: please report this)" }
         ))?;
-        out(format!(
-            "    last seen {} (applied {})",
-            o.last_entry.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
-            o.last_apply.as_deref().unwrap_or("-")
-        ))?;
-        out(format!("    forks {}, parked {}, conflicts lost {}", o.forks, o.parked, o.conflicts))?;
+        if o.future > 0 {
+            out(format!(
+                "    CLOCK     {} dated up to {}, more than a day ahead of this computer's clock: they wait until \
+                 then instead of overruling everything (fix that laptop's clock; its next entries will be fine)",
+                plural(o.future, "entry is", "entries are"),
+                o.future_latest.as_ref().map(local).unwrap_or_default()
+            ))?;
+        }
+        if o.forks > 0 {
+            out(format!("    FORKS     {} (see the apply report for what to do)", o.forks))?;
+        }
+        if o.conflicts > 0 {
+            out(format!("    lost      {}", plural(o.conflicts, "write to a newer one", "writes to newer ones")))?;
+        }
     }
     out(format!(
-        "totals    {} conflicts, {} parked updates, {} deletes waiting for their row, {} quarantined, {} forks, {} refused bundles",
-        s.conflicts, s.parked, s.tombstones_waiting, s.quarantined, s.forks, s.refused_bundles
+        "in all    {} recorded, {} waiting for their row, {} waiting for their time, {} held back, {} waiting \
+         for their row to arrive, {} quarantined, {}, {} refused and not applied since",
+        plural(s.conflicts, "conflict", "conflicts"),
+        plural(s.parked, "write", "writes"),
+        plural(s.future, "entry", "entries"),
+        plural(s.held, "row", "rows"),
+        plural(s.tombstones_waiting, "delete", "deletes"),
+        plural(s.quarantined, "entry", "entries"),
+        plural(s.forks, "fork", "forks"),
+        plural(s.refused_bundles, "bundle", "bundles"),
     ))?;
     Ok(if s.forks > 0 { Outcome::Negative } else { Outcome::Ok })
 }

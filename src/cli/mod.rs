@@ -97,7 +97,7 @@ pub fn main() -> ExitCode {
         Command::Track(a) => track::track(a, cli.home, &ui),
         Command::Untrack(a) => track::untrack(a, &ui),
         Command::Bundle(c) => bundle::run(c, cli.home, &ui),
-        Command::Conflicts(a) => apply::run_conflicts(a),
+        Command::Conflicts(a) => apply::run_conflicts(a, cli.home),
         Command::Status(a) => status::run(a, cli.home, &ui),
         Command::Demo(a) => demo::run(a, &ui),
         Command::Generate(a) => generate(a),

@@ -24,6 +24,39 @@ block would number its own new rows inside that block. After changing the block,
 this node's databases: it raises their counters into the new block. Blocks only move up.\n\n\
 Example:\n  ferry node set-block 1000")]
     SetBlock(SetBlockArgs),
+    /// After a fork: give this computer a new identity and send its entries again under it.
+    #[command(after_help = "When two computers use one node's identity (a laptop copied with its disk), a server \
+refuses one computer's entries and prints this command with the values to use. Run it on the computer whose \
+entries were refused. It makes a new identity for this computer (the old one moves to retired-<id>/ in the \
+node's home and stays with the other computer), gives the rows this computer added since the copy new ids in \
+the new id block (and every reference to them), and keeps this computer's entries from --from on as the new \
+node's journal, so `ferry bundle create` sends them again. Nothing is lost on either computer.\n\n\
+--fork SEQ:HASH checks this is the right computer: it refuses to change anything when this computer's \
+journal is the one the server already has.\n\n\
+Example:\n  ferry node reissue app.sqlite3 --name field-1b --id-block 7 --from 16 --fork 17:9f3c0a1b2c3d4e5f")]
+    Reissue(ReissueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReissueArgs {
+    /// The app database this computer tracks.
+    #[arg(value_name = "DB")]
+    pub db: PathBuf,
+    /// This computer's new name (the other computer keeps the old one).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// The new id block: above the old one, used by no other computer.
+    #[arg(long, value_name = "N")]
+    pub id_block: Option<u32>,
+    /// The first entry to send again, from the server's fork report.
+    #[arg(long, value_name = "SEQ")]
+    pub from: u64,
+    /// The refused journal's chain hash at one entry, from the fork report.
+    #[arg(long, value_name = "SEQ:HASH")]
+    pub fork: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +117,7 @@ pub fn run_node(cmd: NodeCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Res
             ui.note("next: run `ferry track DB` on this node's databases to move their counters into the new block");
             Ok(Outcome::Ok)
         }
+        NodeCommand::Reissue(a) => reissue(a, &home, ui),
         NodeCommand::Show(a) => {
             let node = Node::open(&home)?;
             let i = &node.info;
@@ -104,6 +138,55 @@ pub fn run_node(cmd: NodeCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Res
             Ok(Outcome::Ok)
         }
     }
+}
+
+fn reissue(a: ReissueArgs, home: &std::path::Path, ui: &Ui) -> anyhow::Result<Outcome> {
+    let fork = match &a.fork {
+        None => None,
+        Some(f) => {
+            let (seq, hash) = f
+                .split_once(':')
+                .and_then(|(s, h)| Some((s.parse::<u64>().ok()?, h)))
+                .filter(|(_, h)| !h.is_empty() && h.len() <= 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--fork takes SEQ:HASH as the fork report prints it, e.g. 17:9f3c0a1b2c3d4e5f")
+                })?;
+            Some(ferry::capture::ForkCheck { seq, hash: hash.to_owned() })
+        }
+    };
+    let old = Node::open(home)?;
+    let staged = old.stage_successor(&a.name, a.id_block)?;
+    let staging = staged.home.clone();
+    let report =
+        match ferry::capture::reissue(&staged, old.id().as_str(), old.info.id_block, &a.db, a.from, fork.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e.into());
+            }
+        };
+    let old_name = old.info.name.clone();
+    let new = old.adopt(staged)?;
+    if a.json {
+        json(&report)?;
+    } else {
+        out(format!(
+            "this computer is now node {} ({}); {} keeps the old identity",
+            new.info.name, new.info.id, old_name
+        ))?;
+        out(format!(
+            "{} entries will be sent again as {}'s; {} shared with the other computer were left to it",
+            report.entries, new.info.name, report.dropped
+        ))?;
+        for (t, n) in &report.renumbered {
+            out(format!(
+                "{t}: {n} rows added since the copy have new ids in id block {}",
+                new.info.id_block.unwrap_or(0)
+            ))?;
+        }
+    }
+    ui.note("next: run `ferry key export` here and the printed line on the middleman and the servers; then `ferry bundle create` as usual");
+    Ok(Outcome::Ok)
 }
 
 #[derive(Serialize)]

@@ -27,7 +27,7 @@ pub struct StatusArgs {
 
 pub fn run(a: StatusArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
     if let Some(db) = a.db {
-        return super::apply::run_db_status(super::apply::StatusArgs { db, json: a.json });
+        return super::apply::run_db_status(super::apply::StatusArgs { db, json: a.json }, home);
     }
     let node = Node::open(&home_dir(home)?)?;
     let status = ledger_status(&node)?;

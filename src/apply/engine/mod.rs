@@ -340,7 +340,8 @@ fn resolve_key(t: &TableInfo, e: &Entry) -> Result<Keyed, String> {
 }
 
 impl<'c> Engine<'c> {
-    pub fn new(conn: &'c Connection) -> rusqlite::Result<Engine<'c>> {
+    /// An engine over `conn`'s open transaction, judging entries' dates by `now`.
+    pub fn new(conn: &'c Connection, now: crate::journal::Timestamp) -> rusqlite::Result<Engine<'c>> {
         let mut tables = load_tables(conn)?;
         let mut numbers = ledger::column_numbers(conn)?;
         for t in tables.values_mut() {
@@ -356,7 +357,6 @@ impl<'c> Engine<'c> {
                 )));
             }
         }
-        let now = crate::journal::Timestamp::now();
         let mut eng = Engine {
             conn,
             tables: tables.into_iter().map(|(k, v)| (k, Rc::new(v))).collect(),
@@ -665,7 +665,7 @@ impl<'c> Engine<'c> {
                         }
                     }
                 }
-                if replay_parked && !state.held {
+                if replay_parked {
                     self.replay_parked(&cx.t.clone(), &cx.lkey, &cx.key_vals, &mut state)?;
                 }
             }
