@@ -607,3 +607,25 @@ fn a_cloned_laptop_is_caught_and_the_printed_steps_keep_both_copies_work() {
     sql(&db_b, "INSERT INTO household (name) VALUES ('Mutua')");
     assert_eq!(one::<i64>(&db_b, "SELECT id FROM household WHERE name = 'Mutua'") >> 32, 7);
 }
+
+#[test]
+fn a_write_the_database_fails_for_another_reason_refuses_that_bundle_only() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // An app trigger that fails on some rows (not a constraint: an error).
+    let schema = "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER DEFAULT 7);
+                  CREATE TABLE log (x);
+                  CREATE TRIGGER audit AFTER INSERT ON t BEGIN
+                    INSERT INTO log SELECT json_extract(NEW.a, '$.x');
+                  END;";
+    let mut a = Origin::new(dir.path(), "a");
+    let mut b = Origin::new(dir.path(), "b");
+    a.insert(1, 1, &[("a", text("boom"))]);
+    b.insert(2, 2, &[("a", text("{\"x\":1}"))]);
+    let (bad, good) = (a.bundle(dir.path(), &[(1, 1)], None), b.bundle(dir.path(), &[(1, 1)], None));
+    let db = target(dir.path(), "db.sqlite3", schema);
+    let r = run(&db, &[bad.clone(), good], &trust(&[&a, &b]));
+    assert_eq!(r.refused, 1, "{r:?}");
+    let why = r.bundles[0].error.as_deref().unwrap_or_default();
+    assert!(why.contains("seq 1") && why.contains("malformed JSON"), "names the entry and the cause: {why}");
+    assert_eq!(dump_t(&db), "[2,\"{\\\"x\\\":1}\",7]", "the other bundle applied");
+}
