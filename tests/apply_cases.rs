@@ -345,7 +345,7 @@ fn a_community_servers_own_newer_edit_wins_there_and_at_central() {
     let b2 = laptop.bundle();
     std::thread::sleep(std::time::Duration::from_millis(5));
     clinic.sql("UPDATE item SET name = 'clinic edit'");
-    let r = run(&clinic.db, &[b2.clone()], &trust);
+    let r = run(&clinic.db, std::slice::from_ref(&b2), &trust);
     assert_eq!(r.local.received, 1, "the clinic's edit took part: {r:?}");
     assert_eq!(one::<String>(&clinic.db, "SELECT name FROM item"), "clinic edit", "the newer local edit stays");
     let c = read_conflicts(&conn(&clinic.db)).expect("conflicts");
