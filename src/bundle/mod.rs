@@ -28,7 +28,7 @@ pub enum BundleError {
     #[error("not a ferry bundle: {0}")]
     NotABundle(String),
     #[error("unsupported bundle format version {0} (made by a newer ferry? upgrade ferry to read it)")]
-    UnsupportedVersion(u32),
+    UnsupportedVersion(u64),
     #[error("malformed bundle: {0}")]
     Malformed(String),
     #[error("hash mismatch in {member}: its {what} are not what the signed descriptor says")]
