@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-pub use entry::{check_name, Entry, EntryHead, Op, Row, Timestamp};
+pub use entry::{check_name, check_value, Entry, EntryHead, Op, Row, Timestamp, MAX_COLUMNS};
 
 /// Longest accepted entry line, in bytes, not counting its line ending (`\n`,
 /// or `\r\n` in journal files); a longer one is malformed, not a reason to
