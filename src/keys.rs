@@ -42,6 +42,17 @@ pub enum KeyError {
     NoSuchName(String),
     #[error("the key of {name} does not match its node id {node}")]
     IdMismatch { name: String, node: NodeId },
+    #[error("the name {0:?} must be 1 to 64 characters, none of them control characters")]
+    BadName(String),
+}
+
+/// Names of nodes (in `node init` and the trust store): 1 to 64 characters,
+/// no control characters (they are printed in status and relay output).
+pub fn check_node_name(name: &str) -> Result<(), KeyError> {
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(KeyError::BadName(name.to_owned()));
+    }
+    Ok(())
 }
 
 /// A node id: 16 lowercase hex characters derived from the public key.
@@ -189,6 +200,7 @@ pub struct TrustStore {
 impl TrustStore {
     /// Adds a key. Refuses weak keys, duplicate names and duplicate keys.
     pub fn add(&mut self, name: &str, key: &VerifyingKey, roles: &[Role]) -> Result<&TrustedKey, KeyError> {
+        check_node_name(name)?;
         if key.is_weak() {
             return Err(KeyError::WeakKey);
         }
@@ -264,6 +276,16 @@ mod tests {
         let weak = VerifyingKey::from_bytes(&bytes).expect("decodes");
         let mut store = TrustStore::default();
         assert!(matches!(store.add("evil", &weak, &[Role::Origin]), Err(KeyError::WeakKey)));
+    }
+
+    #[test]
+    fn trusted_names_are_printable() {
+        let k = generate().expect("rng").verifying_key();
+        let mut store = TrustStore::default();
+        for bad in ["", "field\u{1b}[31m", "a\nb", "x\u{85}", &"n".repeat(65)] {
+            assert!(matches!(store.add(bad, &k, &[Role::Origin]), Err(KeyError::BadName(_))), "{bad:?}");
+        }
+        store.add("field-1 (Kisumu)", &k, &[Role::Origin]).expect("a plain name");
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub enum NodeError {
     BadName(String),
     #[error("no per-user data directory on this system; pass --home or set FERRY_HOME")]
     NoDefaultHome,
+    #[error("the node home {} is a file, not a folder: give --home the folder made by `ferry node init`", .0.display())]
+    HomeIsAFile(PathBuf),
+    #[error("another {what} is using the node home {} right now; two of them must not share a home. Wait for it to finish, or give each its own --home", home.display())]
+    Busy { home: PathBuf, what: String },
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error(transparent)]
@@ -97,6 +101,9 @@ impl Node {
                 return Err(NodeError::IdBlockRange(b));
             }
         }
+        if home.is_file() {
+            return Err(NodeError::HomeIsAFile(home.to_path_buf()));
+        }
         if let Ok(existing) = Node::open(home) {
             return Err(NodeError::AlreadyInitialised { path: home.to_path_buf(), id: existing.info.id });
         }
@@ -135,6 +142,9 @@ impl Node {
 
     /// Opens an existing node home.
     pub fn open(home: &Path) -> Result<Node, NodeError> {
+        if home.is_file() {
+            return Err(NodeError::HomeIsAFile(home.to_path_buf()));
+        }
         let info_path = home.join("node.json");
         let info: NodeInfo = match std::fs::read(&info_path) {
             Ok(b) => {
@@ -235,6 +245,32 @@ impl Node {
     pub fn state(&self) -> Result<State, NodeError> {
         Ok(State::open(&self.home.join("state.sqlite3"))?)
     }
+
+    /// Takes this home's lock for `what` (e.g. "ferry bundle relay"), or
+    /// says who holds it. The lock is an exclusive SQLite lock on
+    /// `HOME/home.lock`: the operating system drops it when the process ends,
+    /// however it ends, so a killed run never leaves a stale lock.
+    pub fn lock(&self, what: &str) -> Result<HomeLock, NodeError> {
+        let path = self.home.join("home.lock");
+        let busy = || NodeError::Busy { home: self.home.clone(), what: what.to_owned() };
+        let conn = rusqlite::Connection::open(&path)
+            .map_err(|e| NodeError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
+        let taken = conn
+            .execute_batch(
+                "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; CREATE TABLE IF NOT EXISTS held (x); COMMIT;",
+            )
+            .and_then(|()| conn.execute_batch("BEGIN EXCLUSIVE; INSERT INTO held VALUES (1); DELETE FROM held;"));
+        match taken {
+            Ok(()) => Ok(HomeLock { _conn: conn }),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => Err(busy()),
+            Err(e) => Err(NodeError::Io { path, source: std::io::Error::other(e.to_string()) }),
+        }
+    }
+}
+
+/// Held while a command needs a node home to itself ([`Node::lock`]).
+pub struct HomeLock {
+    _conn: rusqlite::Connection,
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), NodeError> {
@@ -263,6 +299,29 @@ mod tests {
             let mode = std::fs::metadata(home.join("secret.key")).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_home_lock_is_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = Node::init(&dir.path().join("n"), "n", None).expect("init");
+        let held = node.lock("ferry bundle relay").expect("first lock");
+        let second = Node::open(&node.home).expect("open");
+        match second.lock("ferry bundle relay") {
+            Err(NodeError::Busy { what, .. }) => assert_eq!(what, "ferry bundle relay"),
+            other => panic!("expected Busy, got {:?}", other.err()),
+        }
+        drop(held);
+        second.lock("ferry bundle relay").expect("free again");
+    }
+
+    #[test]
+    fn a_home_that_is_a_file_is_named_as_such() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").expect("write");
+        assert!(matches!(Node::open(&file), Err(NodeError::HomeIsAFile(_))));
+        assert!(matches!(Node::init(&file, "x", None), Err(NodeError::HomeIsAFile(_))));
     }
 
     #[test]

@@ -647,3 +647,91 @@ fn crash_inside_track_leaves_the_database_untracked_and_intact() {
     assert_eq!(seq, 1, "the id block move rolled back too");
     common::ferry(&home).arg("track").arg(&db).assert().success();
 }
+
+#[test]
+fn text_that_is_not_utf8_is_never_rewritten() {
+    let f = fixture("CREATE TABLE note (id INTEGER PRIMARY KEY, body TEXT);", None);
+    f.track();
+    f.conn()
+        .execute_batch("INSERT INTO note VALUES (1, 'fine'); INSERT INTO note VALUES (2, CAST(x'41FF42' AS TEXT));")
+        .expect("insert");
+    let opts = CreateOptions { out_dir: f.dir.join("out"), since: None };
+    let e = capture::create_from_db(&f.node, &f.db, &opts, &mut Silent).expect_err("41FF42 would arrive as 41EFBFBD42");
+    let text = ferry::verify::error_chain(&e);
+    assert!(text.contains("seq 2") && text.contains("\"body\"") && text.contains("not valid UTF-8"), "{text}");
+    let written: Vec<_> = std::fs::read_dir(f.dir.join("out")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(written.is_empty(), "a bundle was written: {written:?}");
+    // The iterator refuses the row too, instead of handing out U+FFFD.
+    let conn = f.conn();
+    let rows: Vec<_> = JournalRows::new(&conn, "app", 1, 2).expect("rows").collect();
+    assert!(rows.iter().any(Result::is_err), "the row with 41FF42 was not refused");
+    assert!(rows.iter().flatten().all(|(_, line)| !line.windows(3).any(|w| w == [0xef, 0xbf, 0xbd])), "U+FFFD");
+}
+
+#[test]
+fn a_control_character_in_an_excluded_table_does_not_block_bundling() {
+    let f = fixture(
+        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT);
+         CREATE TABLE scratch (id INTEGER PRIMARY KEY, \"bad\x01name\" TEXT);",
+        None,
+    );
+    capture::track(&f.node, &f.db, &TrackOptions { tables: None, exclude: Some(vec!["scratch".into()]) })
+        .expect("track");
+    f.conn().execute_batch("INSERT INTO item VALUES (1, 'a'); INSERT INTO scratch VALUES (1, 'b');").expect("insert");
+    let r = f.bundle(None);
+    assert_eq!(r.entries, 1);
+}
+
+#[test]
+fn an_app_table_named_like_ferrys_own_is_named_at_track() {
+    let f = fixture(
+        "CREATE TABLE item (id INTEGER PRIMARY KEY);
+         CREATE TABLE _ferryboat_trips (id INTEGER PRIMARY KEY);",
+        None,
+    );
+    let o = common::ferry(&f.node.home).arg("track").arg(&f.db).output().expect("track");
+    assert!(o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("_ferryboat_trips is not tracked") && e.contains("reserved"), "{e}");
+}
+
+#[test]
+fn ferrys_own_tables_are_not_taken_for_the_apps() {
+    // Capture and the apply ledger in one database (a community server):
+    // none of their tables is reported as an app table with a reserved name.
+    let dir = tempfile::tempdir().expect("tmp");
+    let field = Node::init(&dir.path().join("field"), "field", Some(1)).expect("field");
+    let server = Node::init(&dir.path().join("server"), "server", Some(2)).expect("server");
+    let ddl = "CREATE TABLE item (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT);
+               CREATE TABLE tag (name TEXT PRIMARY KEY, n INTEGER);";
+    let app = dir.path().join("app.sqlite3");
+    let central = dir.path().join("central.sqlite3");
+    for db in [&app, &central] {
+        Connection::open(db).expect("db").execute_batch(ddl).expect("ddl");
+    }
+    capture::track(&field, &app, &TrackOptions::default()).expect("track field");
+    capture::track(&server, &central, &TrackOptions::default()).expect("track server");
+    Connection::open(&app)
+        .expect("open")
+        .execute_batch(
+            "INSERT INTO item (name) VALUES ('a'); UPDATE item SET name = 'b'; INSERT INTO tag VALUES ('x', 1);",
+        )
+        .expect("writes");
+    let opts = CreateOptions { out_dir: dir.path().join("out"), since: None };
+    let b = capture::create_from_db(&field, &app, &opts, &mut Silent).expect("bundle").file.expect("file");
+    let mut trust = server.trust().expect("trust");
+    trust.add("field", &field.signing_key().verifying_key(), &[ferry::keys::Role::Origin]).expect("add");
+    let r = ferry::apply::apply(&central, &[b], &trust, &ferry::apply::ApplyOptions::default(), &mut Silent)
+        .expect("apply");
+    assert_eq!(r.refused, 0);
+    let conn = Connection::open(&central).expect("open");
+    let ferry_tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name LIKE '\\_ferry%' ESCAPE '\\'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert!(ferry_tables > 5, "the ledger is there");
+    assert_eq!(capture::reserved_name_tables(&conn).expect("list"), Vec::<String>::new());
+}

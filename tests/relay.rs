@@ -385,6 +385,7 @@ struct JsonReport {
     written: Vec<JsonWritten>,
     forks: Vec<serde_json::Value>,
     rejected: Vec<JsonRejection>,
+    refused_segments: Vec<JsonRefusal>,
     foreign: Vec<String>,
     moved: Vec<String>,
     warnings: Vec<String>,
@@ -404,6 +405,7 @@ struct JsonCounts {
     duplicate_other_bundle: u64,
     duplicate_already_carried: u64,
     forks: u64,
+    segments_refused: u64,
     rejected: u64,
     quarantined: u64,
     bundles_written: u64,
@@ -429,6 +431,17 @@ struct JsonWritten {
 #[allow(dead_code)]
 struct JsonRejection {
     file: String,
+    reason: String,
+    quarantined: Option<String>,
+    whole: bool,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct JsonRefusal {
+    file: String,
+    segment: String,
     reason: String,
     quarantined: Option<String>,
 }

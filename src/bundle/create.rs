@@ -35,6 +35,14 @@ pub enum CreateError {
     Rewritten { seq: u64 },
     #[error("--since {since} is before the journal's first seq {first}")]
     SinceTooEarly { since: u64, first: u64 },
+    #[error("--out {} is a file; give the folder the bundle goes into (a USB stick, an outbox)", .0.display())]
+    OutIsAFile(PathBuf),
+    #[error("failed to create the folder {}", path.display())]
+    OutDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What `bundle create` should do.
@@ -124,7 +132,14 @@ impl<'a> Packer<'a> {
                 return Err(CreateError::Rewritten { seq });
             }
         }
-        std::fs::create_dir_all(&opts.out_dir).map_err(|e| CreateError::Bundle(BundleError::Io(e)))?;
+        if opts.out_dir.is_file() {
+            return Err(CreateError::OutIsAFile(opts.out_dir.clone()));
+        }
+        std::fs::create_dir_all(&opts.out_dir)
+            .map_err(|source| CreateError::OutDir { path: opts.out_dir.clone(), source })?;
+        // Left-overs of a killed run never get a final name; a writer still
+        // at work touches its temp file far more often than STALE_TEMP.
+        let _ = crate::fsutil::remove_stale_temps(&opts.out_dir, crate::fsutil::STALE_TEMP);
         Ok(Packer {
             node,
             out_dir: opts.out_dir.clone(),

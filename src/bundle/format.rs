@@ -51,6 +51,96 @@ pub const MAX_EXPANSION: u64 = 1000;
 
 pub(crate) const BLOCK: usize = 512;
 
+/// The largest seq: seqs are stored as SQLite integers (signed 64-bit).
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+/// The largest member a canonical ustar header can describe: 11 octal digits.
+pub const MAX_MEMBER: u64 = 0o77_777_777_777;
+
+/// The longest zstd frame header: magic (4), frame header descriptor (1),
+/// window descriptor (1), dictionary id (4), frame content size (8).
+pub const MAX_FRAME_HEADER: usize = 18;
+
+/// What the header of a segment member's zstd frame says (RFC 8878, 3.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Header length in bytes (6 to 14 for the frames ferry accepts).
+    pub len: usize,
+    /// The window the decoder needs, in bytes.
+    pub window_size: u64,
+    /// The declared decompressed size, when the frame declares it.
+    pub content_size: Option<u64>,
+}
+
+/// Checks the zstd frame header at the start of a segment member, as
+/// `docs/FORMAT.md` requires of readers: a zstd frame (not a skippable
+/// frame), the reserved bit clear, no dictionary, the content checksum
+/// present, a window of at most 2^[`WINDOW_LOG_MAX`] bytes (for a
+/// single-segment frame the window is its content size), and a declared
+/// content size, if any, equal to `entries_len`. `b` holds the member's first
+/// bytes (up to [`MAX_FRAME_HEADER`] of them).
+pub fn check_frame_header(b: &[u8], entries_len: u64) -> Result<FrameHeader, String> {
+    const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    let short = || format!("the member holds {} bytes, too few for a zstd frame header", b.len());
+    let magic: [u8; 4] = b.get(..4).and_then(|m| m.try_into().ok()).ok_or_else(short)?;
+    if magic[1..] == [0x2a, 0x4d, 0x18] && magic[0] & 0xf0 == 0x50 {
+        return Err("the member starts with a skippable zstd frame (not allowed)".into());
+    }
+    if magic != MAGIC {
+        return Err("the member does not start with a zstd frame".into());
+    }
+    let fhd = *b.get(4).ok_or_else(short)?;
+    let fcs_flag = fhd >> 6;
+    let single_segment = fhd & 0x20 != 0;
+    if fhd & 0x08 != 0 {
+        return Err("the zstd frame header sets its reserved bit".into());
+    }
+    if fhd & 0x03 != 0 {
+        return Err("the zstd frame names a dictionary (not allowed)".into());
+    }
+    if fhd & 0x04 == 0 {
+        return Err("the zstd frame has no content checksum (required)".into());
+    }
+    let mut at = 5;
+    let mut window_size = None;
+    if !single_segment {
+        let wd = *b.get(at).ok_or_else(short)?;
+        at += 1;
+        let log = 10 + u32::from(wd >> 3);
+        let base = 1u64 << log;
+        window_size = Some(base + (base / 8) * u64::from(wd & 7));
+    }
+    let fcs_len = match (fcs_flag, single_segment) {
+        (0, false) => 0,
+        (0, true) => 1,
+        (1, _) => 2,
+        (2, _) => 4,
+        _ => 8,
+    };
+    let field = b.get(at..at + fcs_len).ok_or_else(short)?;
+    at += fcs_len;
+    let content_size = (fcs_len > 0).then(|| {
+        let mut v = [0u8; 8];
+        v[..fcs_len].copy_from_slice(field);
+        let n = u64::from_le_bytes(v);
+        if fcs_len == 2 {
+            n + 256
+        } else {
+            n
+        }
+    });
+    let window_size = window_size.or(content_size).unwrap_or(0);
+    if window_size > 1 << WINDOW_LOG_MAX {
+        return Err(format!(
+            "the zstd frame needs a window of {window_size} bytes, more than the {} allowed",
+            1u64 << WINDOW_LOG_MAX
+        ));
+    }
+    if let Some(n) = content_size.filter(|&n| n != entries_len) {
+        return Err(format!("the zstd frame declares {n} bytes of content, the descriptor {entries_len}"));
+    }
+    Ok(FrameHeader { len: at, window_size, content_size })
+}
+
 /// Per-table counts of each operation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,7 +159,7 @@ impl OpCounts {
         }
     }
     pub fn total(&self) -> u64 {
-        self.insert + self.update + self.delete
+        self.insert.saturating_add(self.update).saturating_add(self.delete)
     }
 }
 
@@ -217,8 +307,8 @@ impl Summary {
     }
 }
 
-/// The canonical ustar header ferry writes for a member.
-pub(crate) fn tar_header(name: &str, size: u64) -> io::Result<[u8; BLOCK]> {
+/// The canonical ustar header of a member (`docs/FORMAT.md`, "Tar headers").
+pub fn tar_header(name: &str, size: u64) -> io::Result<[u8; BLOCK]> {
     let mut h = tar::Header::new_ustar();
     h.set_path(name)?;
     h.set_size(size);
@@ -256,6 +346,48 @@ mod tests {
         assert_eq!(parsed.size().expect("size"), 10);
         assert_eq!(&*parsed.path_bytes(), b"manifest.json");
         assert_eq!(&h[257..263], b"ustar\0");
+    }
+
+    #[test]
+    fn frame_headers_ferry_writes_pass() {
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL).expect("encoder");
+        enc.include_checksum(true).expect("checksum");
+        enc.window_log(WINDOW_LOG).expect("window");
+        std::io::Write::write_all(&mut enc, &[b'x'; 5000]).expect("write");
+        let frame = enc.finish().expect("finish");
+        let h = check_frame_header(&frame[..MAX_FRAME_HEADER.min(frame.len())], 5000).expect("ferry's own frame");
+        assert!(h.window_size <= 1 << WINDOW_LOG_MAX);
+        // The bulk API declares the content size (a single-segment frame).
+        let mut c = zstd::bulk::Compressor::new(3).expect("compressor");
+        c.include_checksum(true).expect("checksum");
+        let frame = c.compress(&[b'y'; 300]).expect("compress");
+        let h = check_frame_header(&frame[..MAX_FRAME_HEADER], 300).expect("single segment");
+        assert_eq!(h.content_size, Some(300));
+        assert!(check_frame_header(&frame[..MAX_FRAME_HEADER], 301).is_err());
+    }
+
+    #[test]
+    fn frame_headers_that_break_the_rules_are_refused() {
+        let magic = [0x28, 0xb5, 0x2f, 0xfd];
+        let with = |rest: &[u8]| [&magic[..], rest].concat();
+        for (bytes, why) in [
+            (vec![0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0], "skippable"),
+            (vec![1, 2, 3, 4, 5, 6], "does not start"),
+            (with(&[0x04]), "too few"),
+            (with(&[0x00, 0x58]), "checksum"),
+            (with(&[0x0c, 0x58]), "reserved"),
+            (with(&[0x05, 0x58, 1]), "dictionary"),
+            // Window descriptor 0x68: 2^(10+13) = 8 MiB, the limit; 0x69 is 9 MiB.
+            (with(&[0x04, 0x69]), "window"),
+            // Window 2^30, but a declared content size of 300 bytes.
+            (with(&[0x44, 0xa0, 44, 0]), "window"),
+            // Single segment: the window is the 16 MiB content size.
+            (with(&[0xa4, 0, 0, 0, 1]), "window"),
+        ] {
+            let e = check_frame_header(&bytes, 300).expect_err(why);
+            assert!(e.contains(why), "{why}: {e}");
+        }
+        assert_eq!(check_frame_header(&with(&[0x04, 0x68]), 300).map(|h| h.window_size), Ok(8 << 20));
     }
 
     #[test]

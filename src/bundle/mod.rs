@@ -28,7 +28,7 @@ pub enum BundleError {
     #[error("not a ferry bundle: {0}")]
     NotABundle(String),
     #[error("unsupported bundle format version {0} (made by a newer ferry? upgrade ferry to read it)")]
-    UnsupportedVersion(u32),
+    UnsupportedVersion(u64),
     #[error("malformed bundle: {0}")]
     Malformed(String),
     #[error("hash mismatch in {member}: its {what} are not what the signed descriptor says")]
@@ -48,23 +48,66 @@ pub enum BundleError {
     Io(#[source] std::io::Error),
 }
 
+/// A path given to look for bundles in could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to read {}", path.display())]
+pub struct FindError {
+    pub path: std::path::PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// What [`scan_bundles`] found.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Bundle files, in a stable order.
+    pub files: Vec<std::path::PathBuf>,
+    /// Sub-folders that could not be read (such as `lost+found`), with why;
+    /// the rest of the tree was still searched.
+    pub unreadable: Vec<(std::path::PathBuf, String)>,
+}
+
 /// The bundle files at `paths`: files as given, folders walked recursively
-/// for `*.tar` (skipping hidden files and `*.tmp`), in a stable order.
-pub fn find_bundles(paths: &[std::path::PathBuf]) -> std::io::Result<Vec<std::path::PathBuf>> {
-    let mut out = Vec::new();
+/// for `*.tar` (skipping hidden files and `*.tmp`), in a stable order. A
+/// given path that is missing or unreadable is an error naming it; an
+/// unreadable folder below it is listed in [`Found::unreadable`] and skipped.
+pub fn scan_bundles(paths: &[std::path::PathBuf]) -> Result<Found, FindError> {
+    let mut found = Found::default();
     for p in paths {
-        if std::fs::metadata(p)?.is_dir() {
-            let walk = walkdir::WalkDir::new(p).sort_by_file_name().into_iter();
-            let visible = walk.filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
-            for item in visible {
-                let item = item.map_err(std::io::Error::from)?;
-                if item.file_type().is_file() && item.file_name().to_string_lossy().ends_with(".tar") {
-                    out.push(item.into_path());
+        let meta = std::fs::metadata(p).map_err(|source| FindError { path: p.clone(), source })?;
+        if !meta.is_dir() {
+            found.files.push(p.clone());
+            continue;
+        }
+        let walk = walkdir::WalkDir::new(p).sort_by_file_name().into_iter();
+        let visible = walk.filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+        for item in visible {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) if e.depth() == 0 => {
+                    return Err(FindError { path: p.clone(), source: std::io::Error::from(e) });
                 }
+                Err(e) => {
+                    let path = e.path().unwrap_or(p).to_path_buf();
+                    let why = e.io_error().map_or_else(|| e.to_string(), ToString::to_string);
+                    found.unreadable.push((path, why));
+                    continue;
+                }
+            };
+            let name = item.file_name().to_string_lossy();
+            if item.file_type().is_file() && name.ends_with(".tar") {
+                found.files.push(item.into_path());
             }
-        } else {
-            out.push(p.clone());
         }
     }
-    Ok(out)
+    Ok(found)
+}
+
+/// [`scan_bundles`] that also fails on an unreadable sub-folder, naming it.
+pub fn find_bundles(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>, FindError> {
+    let found = scan_bundles(paths)?;
+    match found.unreadable.into_iter().next() {
+        Some((path, why)) => Err(FindError { path, source: std::io::Error::other(why) }),
+        None => Ok(found.files),
+    }
 }

@@ -73,11 +73,15 @@ impl<R: Read> BundleReader<R> {
             .ok()
             .and_then(keys::decode_signature)
             .ok_or_else(|| BundleError::Malformed("manifest.sig is not a base64url ed25519 signature".into()))?;
+        if manifest.segments.is_empty() {
+            return Err(BundleError::Malformed("the manifest lists no segments (a bundle holds at least one)".into()));
+        }
         let mut descriptors = Vec::with_capacity(manifest.segments.len());
+        let mut names = std::collections::HashSet::with_capacity(manifest.segments.len());
         for (i, s) in manifest.segments.iter().enumerate() {
             let d = parse_descriptor(s.descriptor.get())
                 .map_err(|m| BundleError::Malformed(format!("segment {}: {m}", i + 1)))?;
-            if descriptors.iter().any(|o: &SegmentDescriptor| o.member_name() == d.member_name()) {
+            if !names.insert((d.origin.clone(), d.first_seq, d.last_seq)) {
                 return Err(BundleError::Malformed(format!("segment {} is listed twice", d.member_name())));
             }
             descriptors.push(d);
@@ -224,7 +228,7 @@ fn parse_manifest(bytes: &[u8]) -> Result<Manifest, BundleError> {
     #[derive(serde::Deserialize)]
     struct Head {
         format: Option<String>,
-        version: Option<u32>,
+        version: Option<u64>,
     }
     let head: Head =
         serde_json::from_slice(bytes).map_err(|e| BundleError::Malformed(format!("manifest.json: {e}")))?;
@@ -232,8 +236,8 @@ fn parse_manifest(bytes: &[u8]) -> Result<Manifest, BundleError> {
         return Err(BundleError::NotABundle("manifest.json does not name the ferry-bundle format".into()));
     }
     match head.version {
-        Some(FORMAT_VERSION) => {}
-        Some(v) if v > FORMAT_VERSION => return Err(BundleError::UnsupportedVersion(v)),
+        Some(v) if v == u64::from(FORMAT_VERSION) => {}
+        Some(v) if v > u64::from(FORMAT_VERSION) => return Err(BundleError::UnsupportedVersion(v)),
         v => return Err(BundleError::Malformed(format!("manifest.json: unknown version {v:?}"))),
     }
     let m: Manifest =
@@ -244,7 +248,10 @@ fn parse_manifest(bytes: &[u8]) -> Result<Manifest, BundleError> {
     Ok(m)
 }
 
-/// Parses a descriptor and requires it in canonical form.
+/// Parses a descriptor and requires it in canonical form and within the
+/// rules of `docs/FORMAT.md` ("Segment descriptor"): every rule a single
+/// descriptor can break is checked here, before any signature, in time
+/// linear in its size.
 pub fn parse_descriptor(raw: &str) -> Result<SegmentDescriptor, String> {
     let d: SegmentDescriptor = serde_json::from_str(raw).map_err(|e| e.to_string())?;
     if serde_json::to_string(&d).ok().as_deref() != Some(raw) {
@@ -253,12 +260,42 @@ pub fn parse_descriptor(raw: &str) -> Result<SegmentDescriptor, String> {
     if d.first_seq == 0 || d.last_seq < d.first_seq || d.count != d.last_seq - d.first_seq + 1 {
         return Err(format!("seq range {}..={} does not hold {} entries", d.first_seq, d.last_seq, d.count));
     }
-    if d.chain_before().is_none() || d.chain_after().is_none() {
-        return Err("chain hashes must be 64 hex characters".into());
+    if d.last_seq > MAX_SEQ {
+        return Err(format!("seq {} is above the largest seq, {MAX_SEQ}", d.last_seq));
     }
-    let hex32 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let hex32 = |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !hex32(&d.chain_before) || !hex32(&d.chain_after) {
+        return Err("chain hashes must be 64 lowercase hex characters".into());
+    }
     if !hex32(&d.entries_sha256) || !hex32(&d.zstd_sha256) {
         return Err("sha256 fields must be 64 lowercase hex characters".into());
+    }
+    let hex = |s: &str| (1..=64).contains(&s.len()) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if d.schema.as_deref().is_some_and(|s| !hex(s)) {
+        return Err("schema must be null or 1 to 64 lowercase hex characters".into());
+    }
+    if d.first_seq == 1 && d.chain_before != crate::chain::ChainHash::GENESIS.to_hex() {
+        return Err("a segment starting at seq 1 must have the zero chain hash as chain_before".into());
+    }
+    if d.ts_min > d.ts_max {
+        return Err("ts_min is later than ts_max".into());
+    }
+    let mut total = 0u64;
+    for (table, c) in &d.tables {
+        crate::journal::check_name("table", table)?;
+        if c.total() == 0 {
+            return Err(format!("table {table:?} is listed with no entries"));
+        }
+        total = total.saturating_add(c.insert).saturating_add(c.update).saturating_add(c.delete);
+    }
+    if total != d.count {
+        return Err(format!("the per-table counts add up to {total}, not to count {}", d.count));
+    }
+    if d.entries_len == 0 || d.zstd_len == 0 {
+        return Err("an empty segment: entries_len and zstd_len must be at least 1".into());
+    }
+    if d.zstd_len > MAX_MEMBER {
+        return Err(format!("zstd_len {} is above the largest tar member, {MAX_MEMBER} bytes", d.zstd_len));
     }
     Ok(d)
 }
@@ -302,8 +339,33 @@ impl<'a, R: Read> SegmentMember<'a, R> {
                 zstd_len: d.zstd_len,
             });
         }
-        let compressed = BufReader::with_capacity(128 << 10, self.compressed());
-        let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed).map_err(BundleError::Io)?.single_frame();
+        let mut compressed = self.compressed();
+        // The frame header is checked here, before zstd sees it: zstd itself
+        // skips its window limit on some paths (a frame that declares its
+        // content size and fits the caller's buffer).
+        let mut head = [0u8; MAX_FRAME_HEADER];
+        let want = head.len().min(usize::try_from(d.zstd_len).unwrap_or(MAX_FRAME_HEADER));
+        let mut got = 0;
+        while got < want {
+            match compressed.read(&mut head[got..want]) {
+                Ok(0) => return Err(BundleError::Truncated),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(from_io(e)),
+            }
+        }
+        if let Err(reason) = check_frame_header(&head[..got], d.entries_len) {
+            // Bytes that differ from the signed ones are reported as what they are.
+            if let Err(h @ BundleError::HashMismatch { .. }) =
+                io::copy(&mut compressed, &mut io::sink()).map_err(from_io)
+            {
+                return Err(h);
+            }
+            return Err(BundleError::Corrupt { member: d.member_name(), reason });
+        }
+        let header = io::Cursor::new(head[..got].to_vec());
+        let stream = BufReader::with_capacity(128 << 10, FrameStream { header, rest: compressed });
+        let mut decoder = zstd::stream::read::Decoder::with_buffer(stream).map_err(BundleError::Io)?.single_frame();
         decoder.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(WINDOW_LOG_MAX)).map_err(BundleError::Io)?;
         let plain = HashingReader::new(decoder.take(d.entries_len + 1));
         Ok(EntryLines {
@@ -312,6 +374,21 @@ impl<'a, R: Read> SegmentMember<'a, R> {
             buf: Vec::with_capacity(1024),
             done: false,
         })
+    }
+}
+
+/// A member's compressed bytes: the frame header read ahead, then the rest.
+pub struct FrameStream<'a, R: Read> {
+    header: io::Cursor<Vec<u8>>,
+    rest: CompressedReader<'a, R>,
+}
+
+impl<R: Read> Read for FrameStream<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.header.read(buf)? {
+            0 => self.rest.read(buf),
+            n => Ok(n),
+        }
     }
 }
 
@@ -350,7 +427,7 @@ impl<R: Read> Read for CompressedReader<'_, R> {
     }
 }
 
-type Decoded<'a, R> = HashingReader<Take<zstd::stream::read::Decoder<'static, BufReader<CompressedReader<'a, R>>>>>;
+type Decoded<'a, R> = HashingReader<Take<zstd::stream::read::Decoder<'static, BufReader<FrameStream<'a, R>>>>>;
 
 /// Entry lines of one segment, each without its newline.
 pub struct EntryLines<'a, R: Read> {

@@ -92,6 +92,47 @@ pub fn open_db(path: &std::path::Path) -> Result<Connection, CaptureError> {
     Ok(conn)
 }
 
+/// The tables ferry makes in a database: capture's (`ferry track`) and the
+/// apply ledger's (`bundle apply`; `_ferry_rows_<n>` and `_ferry_groups_<n>`
+/// are numbered). A test
+/// applies bundles to a tracked database and checks this list covers them.
+pub const FERRY_TABLES: &[&str] = &[
+    "_ferry_control",
+    "_ferry_tables",
+    "_ferry_journal",
+    "_ferry_applied",
+    "_ferry_chain",
+    "_ferry_columns",
+    "_ferry_conflicts",
+    "_ferry_forks",
+    "_ferry_hashes",
+    "_ferry_held",
+    "_ferry_meta",
+    "_ferry_origins",
+    "_ferry_parked",
+    "_ferry_quarantine",
+    "_ferry_refused",
+    "_ferry_row_tables",
+    "_ferry_rows",
+    "_ferry_rows_v1",
+    "_ferry_waiting",
+];
+
+/// Tables whose names start with `_ferry` but that ferry did not make: the
+/// app's own. Names starting with `_ferry` are reserved for ferry, so these
+/// are never captured (`ferry track` says so).
+pub fn reserved_name_tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut st = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE '\\_ferry%' ESCAPE '\\' ORDER BY name",
+    )?;
+    let names: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let numbered = |n: &str, prefix: &str| {
+        n.strip_prefix(prefix).is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let ours = |n: &str| FERRY_TABLES.contains(&n) || numbered(n, "_ferry_rows_") || numbered(n, "_ferry_groups_");
+    Ok(names.into_iter().filter(|n| !ours(n)).collect())
+}
+
 /// Whether ferry's objects are installed in `conn`'s database.
 pub fn is_tracked(conn: &Connection) -> rusqlite::Result<bool> {
     conn.query_row("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_ferry_control'", [], |_| Ok(()))

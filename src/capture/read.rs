@@ -71,13 +71,13 @@ impl<'c> JournalRows<'c> {
         while let Some(r) = rows.next().map_err(&err)? {
             let seq = r.get::<_, i64>(0).map_err(&err)? as u64;
             let damaged = |reason: String| CaptureError::Damaged { path: self.path.clone(), seq, reason };
-            let ts = super::track::julian_to_micros(r.get::<_, f64>(1).map_err(&err)?);
+            let ts = capture_time(r.get::<_, f64>(1).map_err(&err)?).map_err(&damaged)?;
             let op: i64 = r.get(2).map_err(&err)?;
             let tid: i64 = r.get(3).map_err(&err)?;
             let mask: Option<String> = r.get(4).map_err(&err)?;
             let l = self.layouts.get(&tid).ok_or_else(|| damaged(format!("unknown table layout {tid}")))?;
-            let k = |i: usize| -> rusqlite::Result<Value> { r.get_ref(5 + i).map(Value::from) };
-            let v = |i: usize| -> rusqlite::Result<Value> { r.get_ref(5 + self.nk + i).map(Value::from) };
+            let k = |i: usize| -> rusqlite::Result<Value> { r.get_ref(5 + i).and_then(exact_value) };
+            let v = |i: usize| -> rusqlite::Result<Value> { r.get_ref(5 + self.nk + i).and_then(exact_value) };
             if l.pk.len() > self.nk || l.columns.len() > self.nv {
                 return Err(damaged("the journal has fewer value columns than the table".into()));
             }
@@ -114,7 +114,7 @@ impl<'c> JournalRows<'c> {
                 3 => (Op::Delete, key_from(&k, false).map_err(&err)?, None),
                 other => return Err(damaged(format!("unknown op {other}"))),
             };
-            let entry = Entry { seq, ts: Timestamp(ts), op, table: l.name.clone(), pk: Row(pk), fields };
+            let entry = Entry { seq, ts, op, table: l.name.clone(), pk: Row(pk), fields };
             entry.check().map_err(damaged)?;
             let mut bytes = Vec::with_capacity(128);
             self.lines.write(&entry, &mut bytes);
@@ -135,15 +135,9 @@ impl JournalRows<'_> {
     ) -> Result<(), CaptureError> {
         let err = sql_err(&self.path);
         let mut line = Vec::with_capacity(512);
-        for l in self.layouts.values() {
-            for name in std::iter::once(&l.name).chain(&l.columns) {
-                check_name("table or column", name).map_err(|reason| CaptureError::Damaged {
-                    path: self.path.clone(),
-                    seq: self.next,
-                    reason,
-                })?;
-            }
-        }
+        // Names are checked for the layouts entries use, when first used: a
+        // layout of a table that is not tracked never reaches a bundle.
+        let mut checked = std::collections::HashSet::new();
         while self.next <= self.to {
             let hi = self.to.min(self.next.saturating_add(CHUNK as u64 - 1));
             let mut st = self.conn.prepare_cached(&self.select).map_err(&err)?;
@@ -152,9 +146,22 @@ impl JournalRows<'_> {
                 let seq = r.get::<_, i64>(0).map_err(&err)? as u64;
                 let damaged =
                     |reason: &str| CaptureError::Damaged { path: self.path.clone(), seq, reason: reason.into() };
-                let ts = Timestamp(super::track::julian_to_micros(r.get::<_, f64>(1).map_err(&err)?));
+                let ts = capture_time(r.get::<_, f64>(1).map_err(&err)?).map_err(|m| damaged(&m))?;
                 let tid: i64 = r.get(3).map_err(&err)?;
                 let l = self.layouts.get(&tid).ok_or_else(|| damaged("unknown table layout"))?;
+                if checked.insert(tid) {
+                    check_name("table", &l.name).map_err(|m| damaged(&m))?;
+                    for c in &l.columns {
+                        check_name(&format!("column of table {:?}: the", l.name), c).map_err(|m| damaged(&m))?;
+                    }
+                }
+                let bad_text = |column: &str| {
+                    damaged(&format!(
+                        "column {column:?} of table {:?} holds TEXT that is not valid UTF-8, which a journal \
+                         cannot carry yet; store such bytes as a BLOB, or fix the row",
+                        l.name
+                    ))
+                };
                 if l.pk.len() > self.nk || l.columns.len() > self.nv || l.pk.is_empty() {
                     return Err(damaged("the journal does not match the table layout"));
                 }
@@ -170,7 +177,8 @@ impl JournalRows<'_> {
                 line.extend_from_slice(b",\"pk\":{");
                 for (j, &i) in l.pk.iter().enumerate() {
                     let at = if op == Op::Insert { v0 + i } else { k0 + j };
-                    write_pair(j == 0, &l.columns[i], r.get_ref(at).map_err(&err)?, &mut line);
+                    write_pair(j == 0, &l.columns[i], r.get_ref(at).map_err(&err)?, &mut line)
+                        .map_err(|()| bad_text(&l.columns[i]))?;
                 }
                 line.push(b'}');
                 match op {
@@ -178,7 +186,8 @@ impl JournalRows<'_> {
                         line.extend_from_slice(b",\"fields\":{");
                         let mut first = true;
                         for (i, c) in l.columns.iter().enumerate().filter(|(i, _)| !l.pk.contains(i)) {
-                            write_pair(first, c, r.get_ref(v0 + i).map_err(&err)?, &mut line);
+                            write_pair(first, c, r.get_ref(v0 + i).map_err(&err)?, &mut line)
+                                .map_err(|()| bad_text(c))?;
                             first = false;
                         }
                         line.push(b'}');
@@ -191,7 +200,8 @@ impl JournalRows<'_> {
                         }
                         line.extend_from_slice(b",\"fields\":{");
                         for (n, (i, _)) in mask.bytes().enumerate().filter(|(_, b)| *b == b'1').enumerate() {
-                            write_pair(n == 0, &l.columns[i], r.get_ref(v0 + i).map_err(&err)?, &mut line);
+                            write_pair(n == 0, &l.columns[i], r.get_ref(v0 + i).map_err(&err)?, &mut line)
+                                .map_err(|()| bad_text(&l.columns[i]))?;
                         }
                         line.push(b'}');
                     }
@@ -207,8 +217,10 @@ impl JournalRows<'_> {
 }
 
 /// Writes `"name":value` (preceded by a comma unless `first`), the value
-/// exactly as [`Value`]'s serialisation writes it.
-fn write_pair(first: bool, name: &str, v: ValueRef<'_>, out: &mut Vec<u8>) {
+/// exactly as [`Value`]'s serialisation writes it. `Err` for TEXT that is not
+/// valid UTF-8: the journal's JSON cannot carry it unchanged, and a journal
+/// must never carry it changed.
+fn write_pair(first: bool, name: &str, v: ValueRef<'_>, out: &mut Vec<u8>) -> Result<(), ()> {
     if !first {
         out.push(b',');
     }
@@ -218,10 +230,30 @@ fn write_pair(first: bool, name: &str, v: ValueRef<'_>, out: &mut Vec<u8>) {
     let _ = match v {
         ValueRef::Null => serde_json::to_writer(&mut *out, &()),
         ValueRef::Integer(i) => serde_json::to_writer(&mut *out, &i),
-        ValueRef::Text(t) => serde_json::to_writer(&mut *out, &*String::from_utf8_lossy(t)),
+        ValueRef::Text(t) => serde_json::to_writer(&mut *out, std::str::from_utf8(t).map_err(drop)?),
         ValueRef::Real(f) => serde_json::to_writer(&mut *out, &Value::Real(f)),
         ValueRef::Blob(_) => serde_json::to_writer(&mut *out, &Value::from(v)),
     };
+    Ok(())
+}
+
+/// A journal value exactly as SQLite holds it; TEXT that is not valid UTF-8
+/// is refused (see [`write_pair`]), never rewritten.
+fn exact_value(v: ValueRef<'_>) -> rusqlite::Result<Value> {
+    match v {
+        ValueRef::Text(t) => {
+            std::str::from_utf8(t).map(|s| Value::Text(s.to_owned())).map_err(rusqlite::Error::Utf8Error)
+        }
+        other => Ok(Value::from(other)),
+    }
+}
+
+/// A captured `julianday('now')` as a timestamp, refused outside years
+/// 0000–9999 (no ferry could read a bundle holding it back).
+fn capture_time(jd: f64) -> Result<Timestamp, String> {
+    Timestamp(super::track::julian_to_micros(jd)).in_range().ok_or_else(|| {
+        format!("its time (Julian day {jd}) is outside years 0000 to 9999: is the computer's clock right?")
+    })
 }
 
 impl Iterator for JournalRows<'_> {
@@ -392,6 +424,15 @@ mod tests {
             let jd: f64 = conn.query_row("SELECT julianday(?1)", [text], |r| r.get(0)).expect("jd");
             assert_eq!(super::super::track::julian_to_micros(jd), micros, "{text}");
         }
+    }
+
+    #[test]
+    fn capture_times_outside_years_0000_to_9999_are_refused() {
+        let conn = Connection::open_in_memory().expect("db");
+        let jd: f64 = conn.query_row("SELECT julianday('9999-12-31 23:59:59.999')", [], |r| r.get(0)).expect("jd");
+        assert!(capture_time(jd).is_ok());
+        assert!(capture_time(jd + 1.0).expect_err("year 10000").contains("clock"));
+        assert!(capture_time(-1.0).is_err());
     }
 
     #[test]

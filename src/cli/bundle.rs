@@ -3,10 +3,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use ferry::bundle::create::{create_from_journal, CreateOptions};
 use ferry::bundle::inspect::inspect;
-use ferry::bundle::{find_bundles, BundleReader};
+use ferry::bundle::{scan_bundles, BundleReader};
 use ferry::node::Node;
 use ferry::sanitize;
 use ferry::verify::{verify_file_to, BundleReport, Depth};
@@ -133,29 +134,26 @@ fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
     }
     let node = Node::open(&home_dir(home)?)?;
     let trust = node.trust()?;
-    let mut reports: Vec<BundleReport> = Vec::new();
-    for p in &a.paths {
-        match find_bundles(std::slice::from_ref(p)) {
-            Ok(files) => {
-                for f in files {
-                    let mut progress = ui.progress();
-                    let total = std::fs::metadata(&f).map(|m| m.len()).ok();
-                    progress.start("verifying", total);
-                    let depth = if a.deep { Depth::Entries } else { Depth::Bytes };
-                    reports.push(verify_file_to(&f, &trust, depth, progress.as_mut()));
-                    progress.finish();
-                }
-            }
-            Err(e) => reports.push(BundleReport {
-                file: p.clone(),
-                ok: false,
-                error: Some(format!("failed to read: {e}")),
-                sealed_by: None,
-                segments: Vec::new(),
-            }),
-        }
+    // Every path must exist before anything is verified: a mistyped path is
+    // an error (exit 2), not a failed bundle.
+    let found = scan_bundles(&a.paths)?;
+    for (dir, why) in &found.unreadable {
+        eprintln!(
+            "warning: skipped the folder {}, which cannot be read: {}",
+            sanitize(&dir.display().to_string()),
+            sanitize(why)
+        );
     }
-    let failed = reports.iter().filter(|r| !r.ok).count();
+    let mut reports: Vec<BundleReport> = Vec::new();
+    for f in found.files {
+        let mut progress = ui.progress();
+        let total = std::fs::metadata(&f).map(|m| m.len()).ok();
+        progress.start("verifying", total);
+        let depth = if a.deep { Depth::Entries } else { Depth::Bytes };
+        reports.push(verify_file_to(&f, &trust, depth, progress.as_mut()));
+        progress.finish();
+    }
+    let failed = reports.iter().filter(|r| !r.ok).count() + found.unreadable.len();
     if a.json {
         json(&reports)?;
     } else {
@@ -169,7 +167,8 @@ fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
                 Some(e) => out(format!("FAIL  {file}: {}", sanitize(e)))?,
             }
         }
-        ui.note(format!("{} bundles verified, {failed} failed", reports.len() - failed));
+        let bad = reports.iter().filter(|r| !r.ok).count();
+        ui.note(format!("{} bundles verified, {bad} failed", reports.len() - bad));
     }
     if reports.is_empty() {
         anyhow::bail!(
@@ -180,24 +179,63 @@ fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
     Ok(if failed == 0 { Outcome::Ok } else { Outcome::Negative })
 }
 
+/// `inspect --entries`: every entry line, exactly as the origin wrote it.
+/// The bundle's signatures are not checked here, so each line must first
+/// parse as an entry (JSON keeps C0 controls escaped), and on a terminal the
+/// C1 controls and DEL that JSON allows raw in strings are printed as JSON
+/// escapes (same meaning, but they cannot drive the terminal).
+fn print_entries(file: &std::path::Path) -> anyhow::Result<Outcome> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
+    let mut reader = BundleReader::open(file)?;
+    let stdout = std::io::stdout();
+    let mut o = std::io::BufWriter::new(stdout.lock());
+    while let Some(member) = reader.next_segment()? {
+        let name = member.descriptor().member_name();
+        let mut lines = member.entries()?;
+        let mut n = 0u64;
+        while let Some(line) = lines.next_line()? {
+            n += 1;
+            ferry::journal::Entry::parse_head(line).map_err(|e| {
+                anyhow::anyhow!(
+                    "{name}: entry {n} is not a valid entry ({e}); run `ferry bundle verify` on this bundle"
+                )
+            })?;
+            if terminal {
+                o.write_all(escape_controls(line).as_bytes())?;
+            } else {
+                o.write_all(line)?;
+            }
+            o.write_all(b"\n")?;
+        }
+    }
+    o.flush()?;
+    Ok(Outcome::Ok)
+}
+
+/// A valid entry line with DEL and C1 control characters as JSON `\u00XX`
+/// escapes (valid JSON with the same meaning).
+fn escape_controls(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let mut s = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) {
+            s.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            s.push(c);
+        }
+    }
+    s
+}
+
 fn inspect_cmd(a: InspectArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
     // Names come from the trust store when there is a node; inspect works without one.
     let trust = home_dir(home).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
+    let context = || format!("failed to read {}", a.file.display());
     if a.entries {
-        let mut reader = BundleReader::open(&a.file)?;
-        let stdout = std::io::stdout();
-        let mut o = std::io::BufWriter::new(stdout.lock());
-        while let Some(member) = reader.next_segment()? {
-            let mut lines = member.entries()?;
-            while let Some(line) = lines.next_line()? {
-                o.write_all(line)?;
-                o.write_all(b"\n")?;
-            }
-        }
-        o.flush()?;
-        return Ok(Outcome::Ok);
+        return print_entries(&a.file).with_context(context);
     }
-    let i = inspect(&a.file, trust.as_ref())?;
+    let i = inspect(&a.file, trust.as_ref()).with_context(context)?;
     if a.json {
         json(&i)?;
         return Ok(Outcome::Ok);
@@ -236,4 +274,17 @@ fn inspect_cmd(a: InspectArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome>
         }
     }
     Ok(Outcome::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn terminal_controls_become_json_escapes() {
+        let line = "{\"v\":\"a\u{9b}31m\u{7f}é\"}";
+        assert_eq!(escape_controls(line.as_bytes()), "{\"v\":\"a\\u009b31m\\u007fé\"}");
+        let back: serde_json::Value = serde_json::from_str(&escape_controls(line.as_bytes())).expect("still JSON");
+        assert_eq!(back["v"], "a\u{9b}31m\u{7f}é");
+    }
 }

@@ -37,6 +37,10 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub quiet: bool,
 
+    /// Show every cause of an error, not only the first and the last.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -89,7 +93,7 @@ pub enum Outcome {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let ui = Ui::new(cli.quiet);
+    let ui = Ui::new(cli.quiet, cli.verbose);
     let result = match cli.command {
         Command::Node(c) => node::run_node(c, cli.home, &ui),
         Command::Key(c) => node::run_key(c, cli.home, &ui),

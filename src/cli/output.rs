@@ -7,6 +7,8 @@ use ferry::progress::Progress;
 
 pub struct Ui {
     pub quiet: bool,
+    /// Errors with their whole chain of causes.
+    pub verbose: bool,
 }
 
 /// Whether to draw a progress bar: only on a terminal, never under CI or `--quiet`.
@@ -15,8 +17,8 @@ pub fn want_bar(stderr_is_terminal: bool, quiet: bool, ci: bool) -> bool {
 }
 
 impl Ui {
-    pub fn new(quiet: bool) -> Ui {
-        Ui { quiet }
+    pub fn new(quiet: bool, verbose: bool) -> Ui {
+        Ui { quiet, verbose }
     }
 
     /// A progress reporter: an indicatif bar on a terminal, nothing otherwise.
@@ -36,20 +38,36 @@ impl Ui {
         }
     }
 
-    /// Prints an error, its causes, and a hint.
+    /// Prints an error as one line a person can act on (what failed and
+    /// its root cause), then a hint when there is one; `--verbose` adds
+    /// every cause in between.
     pub fn error(&self, e: &anyhow::Error) {
-        let mut s = format!("error: {e}");
-        for cause in e.chain().skip(1) {
-            let c = cause.to_string();
-            if !s.contains(&c) {
-                s.push_str(&format!("\n  caused by: {c}"));
-            }
-        }
-        eprintln!("{s}");
+        eprintln!("{}", error_text(e, self.verbose));
         if let Some(hint) = hint(e) {
             eprintln!("hint: {hint}");
         }
     }
+}
+
+/// `error: WHAT: ROOT CAUSE` on one line (control characters escaped); with
+/// `verbose`, every cause on a line of its own.
+pub fn error_text(e: &anyhow::Error, verbose: bool) -> String {
+    let top = e.to_string();
+    let mut s = format!("error: {}", ferry::sanitize(&top));
+    if verbose {
+        for cause in e.chain().skip(1) {
+            let c = cause.to_string();
+            if !s.contains(&c) {
+                s.push_str(&format!("\n  caused by: {}", ferry::sanitize(&c)));
+            }
+        }
+    } else if let Some(root) = e.chain().skip(1).last().map(ToString::to_string) {
+        if !top.contains(&root) {
+            s.push_str(": ");
+            s.push_str(&ferry::sanitize(&root));
+        }
+    }
+    s
 }
 
 fn hint(e: &anyhow::Error) -> Option<&'static str> {
@@ -122,7 +140,18 @@ impl Progress for Bar {
 
 #[cfg(test)]
 mod tests {
-    use super::want_bar;
+    use super::{error_text, want_bar};
+
+    #[test]
+    fn errors_are_one_line_unless_verbose() {
+        let root = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        let e = anyhow::Error::new(root).context("middle layer").context("failed to write a bundle into /media/usb");
+        assert_eq!(error_text(&e, false), "error: failed to write a bundle into /media/usb: No space left on device");
+        let v = error_text(&e, true);
+        assert!(v.contains("\n  caused by: middle layer") && v.contains("\n  caused by: No space left"), "{v}");
+        let lone = anyhow::anyhow!("no bundles (*.tar) found in x\u{1b}[2J");
+        assert_eq!(error_text(&lone, false), "error: no bundles (*.tar) found in x\\u{1b}[2J");
+    }
 
     #[test]
     fn bar_only_on_an_interactive_terminal() {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use ferry::node::Node;
-use ferry::relay::{relay, RelayOptions, RelayReport, DEFAULT_MAX_SIZE};
+use ferry::relay::{relay, RelayError, RelayOptions, RelayReport, DEFAULT_MAX_SIZE};
 use ferry::sanitize;
 
 use super::output::{json, out};
@@ -64,7 +64,23 @@ pub fn run(a: RelayArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
         max_size: a.max_size.unwrap_or(DEFAULT_MAX_SIZE),
     };
     let mut progress = ui.progress();
-    let report = relay(&node, &opts, progress.as_mut())?;
+    let report = match relay(&node, &opts, progress.as_mut()) {
+        Ok(report) => report,
+        Err(RelayError::Incomplete { done, source }) => {
+            // What was finished is durable and recorded: list it before the error.
+            if a.json {
+                json(&done)?;
+            } else {
+                human(&done, ui)?;
+            }
+            eprintln!(
+                "stopped part way: {} written completely and recorded; run the same command again to relay the rest",
+                plural(done.counts.bundles_written, "bundle")
+            );
+            return Err((*source).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     if a.json {
         json(&report)?;
     } else {
@@ -98,6 +114,12 @@ fn human(r: &RelayReport, ui: &Ui) -> anyhow::Result<()> {
             eprintln!("  copied to {}", sanitize(&q.display().to_string()));
         }
     }
+    for x in &r.refused_segments {
+        eprintln!("refused: {} in {}: {}", x.segment, sanitize(&x.file.display().to_string()), sanitize(&x.reason));
+        if let Some(q) = &x.quarantined {
+            eprintln!("  copied to {}", sanitize(&q.display().to_string()));
+        }
+    }
     for f in &r.forks {
         eprintln!(
             "fork: {} in {} contradicts {} from {}{}",
@@ -121,7 +143,7 @@ fn human(r: &RelayReport, ui: &Ui) -> anyhow::Result<()> {
     }
     ui.note(format!(
         "read {} ({}), verified {}, duplicate {} (copies {}, other bundles {}, carried before {}), \
-         fork {}, rejected {}, written {} ({}, {}){}{}",
+         fork {}, rejected {}{}, written {} ({}, {}){}{}",
         plural(c.bundles_read, "bundle"),
         plural(c.segments_read, "segment"),
         c.segments_verified,
@@ -131,6 +153,11 @@ fn human(r: &RelayReport, ui: &Ui) -> anyhow::Result<()> {
         c.duplicate_already_carried,
         c.forks,
         c.rejected,
+        if c.segments_refused > 0 {
+            format!(", refused {}", plural(c.segments_refused, "segment"))
+        } else {
+            String::new()
+        },
         plural(c.bundles_written, "bundle"),
         plural(c.segments_written, "segment"),
         plural(c.entries_written, "entry"),

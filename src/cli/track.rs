@@ -86,7 +86,15 @@ pub fn track(a: TrackArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Out
     }
     let node = Node::open(&home_dir(home)?)?;
     let opts = TrackOptions { tables: a.tables, exclude: a.exclude };
-    let r = capture::track(&node, &a.db, &opts)?;
+    let mut r = capture::track(&node, &a.db, &opts)?;
+    let conn = capture::open_db(&a.db)?;
+    let reserved = capture::reserved_name_tables(&conn)
+        .map_err(|source| capture::CaptureError::Sqlite { path: r.db.clone(), source })?;
+    for t in reserved {
+        r.warnings.push(format!(
+            "table {t} is not tracked: names starting with _ferry are reserved for ferry's own tables; rename it to capture its changes"
+        ));
+    }
     if a.json {
         json(&r)?;
     } else {

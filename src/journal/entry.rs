@@ -78,10 +78,32 @@ impl<'de> Deserialize<'de> for Row {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
                 let mut pairs: Vec<(String, Value)> = Vec::new();
+                // Wide rows get a hash set of their names, so checking for
+                // repeats stays linear in the number of columns.
+                let mut wide: Option<std::collections::HashSet<String>> = None;
                 while let Some(k) = map.next_key::<String>()? {
                     check_name("column", &k).map_err(de::Error::custom)?;
-                    if pairs.iter().any(|(c, _)| *c == k) {
+                    let repeated = match &wide {
+                        Some(set) => set.contains(&k),
+                        None => pairs.iter().any(|(c, _)| *c == k),
+                    };
+                    if repeated {
                         return Err(de::Error::custom(format!("column {k:?} appears twice")));
+                    }
+                    if pairs.len() >= MAX_COLUMNS {
+                        return Err(de::Error::custom(format!("more than {MAX_COLUMNS} columns in one object")));
+                    }
+                    match &mut wide {
+                        Some(set) => {
+                            set.insert(k.clone());
+                        }
+                        None if pairs.len() >= 16 => {
+                            let mut set: std::collections::HashSet<String> =
+                                pairs.iter().map(|(c, _)| c.clone()).collect();
+                            set.insert(k.clone());
+                            wide = Some(set);
+                        }
+                        None => {}
                     }
                     let v: Value = map.next_value()?;
                     pairs.push((k, v));
@@ -90,6 +112,46 @@ impl<'de> Deserialize<'de> for Row {
             }
         }
         d.deserialize_map(RowVisitor)
+    }
+}
+
+/// The most columns one `pk` or `fields` object may hold: SQLite's largest
+/// possible table (`SQLITE_MAX_COLUMN` at its ceiling). Bounds the memory a
+/// parsed entry takes beyond its line's bytes.
+pub const MAX_COLUMNS: usize = 32767;
+
+/// The column names of one row object seen so far: refuses bad names, a
+/// repeated name and more than [`MAX_COLUMNS`] names, in time linear in the
+/// number of columns (a hash set takes over from a short list for wide rows).
+#[derive(Default)]
+struct NameSet<'a> {
+    few: smallvec::SmallVec<[std::borrow::Cow<'a, str>; 16]>,
+    many: std::collections::HashSet<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> NameSet<'a> {
+    fn insert(&mut self, name: std::borrow::Cow<'a, str>) -> Result<(), String> {
+        check_name("column", &name)?;
+        let repeated = if self.many.is_empty() { self.few.contains(&name) } else { self.many.contains(&name) };
+        if repeated {
+            return Err(format!("column {name:?} appears twice"));
+        }
+        if self.len() >= MAX_COLUMNS {
+            return Err(format!("more than {MAX_COLUMNS} columns in one object"));
+        }
+        if self.many.is_empty() && self.few.len() < self.few.inline_size() {
+            self.few.push(name);
+        } else {
+            if self.many.is_empty() {
+                self.many.extend(self.few.drain(..));
+            }
+            self.many.insert(name);
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.few.len() + self.many.len()
     }
 }
 
@@ -122,18 +184,30 @@ impl Timestamp {
         Timestamp(chrono::Utc::now().timestamp_micros())
     }
 
-    /// Parses RFC 3339. The canonical form `YYYY-MM-DDTHH:MM:SS.ffffffZ` takes a
-    /// fast path; any other offset or precision up to microseconds is accepted.
+    /// The earliest instant a journal can hold: `0000-01-01T00:00:00.000000Z`.
+    pub const MIN: Timestamp = Timestamp(-62_167_219_200_000_000);
+    /// The latest instant a journal can hold: `9999-12-31T23:59:59.999999Z`.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_999_999);
+
+    /// Parses the timestamp form of `docs/JOURNAL.md`:
+    /// `YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+HH:MM|-HH:MM)` (uppercase `T` and
+    /// `Z`, seconds 00–59), normalised to UTC, which must fall in years
+    /// 0000–9999. The canonical form `YYYY-MM-DDTHH:MM:SS.ffffffZ` takes a
+    /// fast path.
     pub fn parse(s: &str) -> Result<Self, String> {
-        if let Some(t) = parse_canonical(s.as_bytes()) {
-            return Ok(Timestamp(t));
-        }
-        let dt =
-            chrono::DateTime::parse_from_rfc3339(s).map_err(|e| format!("timestamp {s:?} is not RFC 3339: {e}"))?;
-        if dt.timestamp_subsec_nanos() % 1000 != 0 {
-            return Err(format!("timestamp {s:?} is more precise than microseconds"));
-        }
-        Ok(Timestamp(dt.timestamp_micros()))
+        let t = match parse_canonical(s.as_bytes()) {
+            Some(t) => t,
+            None => parse_general(s.as_bytes()).ok_or_else(|| {
+                format!("timestamp {s:?} is not RFC 3339 of the form YYYY-MM-DDTHH:MM:SS[.ffffff](Z|+HH:MM|-HH:MM)")
+            })?,
+        };
+        Timestamp(t).in_range().ok_or_else(|| format!("timestamp {s:?} is outside years 0000 to 9999 in UTC"))
+    }
+
+    /// `Some(self)` when it lies in years 0000–9999 (UTC), the range every
+    /// ferry can write and read back.
+    pub fn in_range(self) -> Option<Self> {
+        (Timestamp::MIN..=Timestamp::MAX).contains(&self).then_some(self)
     }
 
     /// The canonical text form, `2026-11-23T12:00:00.000000Z`.
@@ -165,23 +239,62 @@ impl<'de> Deserialize<'de> for Timestamp {
 }
 
 fn parse_canonical(b: &[u8]) -> Option<i64> {
-    if b.len() != 27 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+    if b.len() != 27 || b[19] != b'.' || b[26] != b'Z' {
         return None;
     }
-    if b[16] != b':' || b[19] != b'.' || b[26] != b'Z' {
+    let us = digits(&b[20..26])?;
+    Some(date_time(&b[..19])? + i64::from(us))
+}
+
+/// Decimal digits as a number; `None` unless every byte is a digit.
+fn digits(b: &[u8]) -> Option<u32> {
+    b.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` as microseconds since the epoch (no offset applied).
+fn date_time(b: &[u8]) -> Option<i64> {
+    if b.len() != 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
-    };
-    let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
-    let (h, m, s, us) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
+    let date = chrono::NaiveDate::from_ymd_opt(digits(&b[0..4])? as i32, digits(&b[5..7])?, digits(&b[8..10])?)?;
+    let (h, m, s) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
     if h > 23 || m > 59 || s > 59 {
         return None;
     }
-    let days = i64::from(date.signed_duration_since(chrono::NaiveDate::default()).num_days() as i32);
-    let secs = days * 86_400 + i64::from(h * 3600 + m * 60 + s);
-    Some(secs * 1_000_000 + i64::from(us))
+    let days = date.signed_duration_since(chrono::NaiveDate::default()).num_days();
+    Some((days * 86_400 + i64::from(h * 3600 + m * 60 + s)) * 1_000_000)
+}
+
+/// Any form [`Timestamp::parse`] accepts, as UTC microseconds.
+fn parse_general(b: &[u8]) -> Option<i64> {
+    let base = date_time(b.get(..19)?)?;
+    let mut rest = &b[19..];
+    let mut micros = 0i64;
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 || n > 6 {
+            return None;
+        }
+        micros = i64::from(digits(&frac[..n])?) * 10i64.pow(6 - n as u32);
+        rest = &frac[n..];
+    }
+    let offset = match rest {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (h, m) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let secs = i64::from(h * 3600 + m * 60);
+            if *sign == b'+' {
+                secs
+            } else {
+                -secs
+            }
+        }
+        _ => return None,
+    };
+    Some(base + micros - offset * 1_000_000)
 }
 
 /// One committed row change, as specified in `docs/JOURNAL.md`.
@@ -234,21 +347,34 @@ impl<'de> Deserialize<'de> for RowCheck {
                 f.write_str("an object of column → value")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RowCheck, A::Error> {
-                let mut keys: smallvec::SmallVec<[std::borrow::Cow<'de, str>; 16]> = smallvec::SmallVec::new();
+                let mut keys = NameSet::default();
                 while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    check_name("column", &k).map_err(de::Error::custom)?;
-                    if keys.contains(&k) {
-                        return Err(de::Error::custom(format!("column {k:?} appears twice")));
-                    }
                     let raw: &'de serde_json::value::RawValue = map.next_value()?;
-                    Value::check_json(raw.get()).map_err(|e| de::Error::custom(format!("column {k:?}: {e}")))?;
-                    keys.push(k);
+                    check_value(raw.get()).map_err(|e| de::Error::custom(format!("column {k:?}: {e}")))?;
+                    keys.insert(k).map_err(de::Error::custom)?;
                 }
                 Ok(RowCheck(keys.len()))
             }
         }
         d.deserialize_map(V)
     }
+}
+
+/// Checks one value's JSON text as entries accept it: exactly what
+/// [`Value::from_json`] accepts, without building the value when it can.
+/// [`Value::check_json`] lets a string through unread, but a string whose
+/// escapes encode a lone UTF-16 surrogate (`"\ud800"`) is no text at all and
+/// `from_json` refuses it; such strings (only strings with a `\` can be) are
+/// decoded here to find out (only those with a `\uD` escape). Found by fuzzing: a journal line with one was
+/// bundled and signed, then refused by every apply.
+pub fn check_value(raw: &str) -> Result<(), String> {
+    let text = raw.trim();
+    // Only an escape `\uD…` can encode a surrogate: other strings need no decoding.
+    let surrogate_escape = || text.as_bytes().windows(3).any(|w| w[0] == b'\\' && w[1] == b'u' && w[2] | 0x20 == b'd');
+    if text.starts_with('"') && surrogate_escape() {
+        return serde_json::from_str::<std::borrow::Cow<'_, str>>(text).map(drop).map_err(|e| e.to_string());
+    }
+    Value::check_json(text)
 }
 
 /// The per-entry rules: seq from 1 (and storable in SQLite), names sane,
@@ -275,10 +401,21 @@ fn check_rules(seq: u64, op: Op, table: &str, pk_len: usize, fields_len: Option<
     Ok(())
 }
 
+/// An entry line is one JSON object and nothing else: its first byte is
+/// `{` and its last `}` (no whitespace around it, no `\r`).
+fn check_framing(line: &[u8]) -> Result<(), String> {
+    if line.first() == Some(&b'{') && line.last() == Some(&b'}') {
+        Ok(())
+    } else {
+        Err("an entry line is one JSON object, from its { to its }, with nothing before or after it".into())
+    }
+}
+
 impl Entry {
     /// Parses one JSON Lines entry and checks the rules of `docs/JOURNAL.md`
     /// that a single line can break.
     pub fn parse(line: &[u8]) -> Result<Entry, String> {
+        check_framing(line)?;
         let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
         let entry: Entry = serde_json::from_str(text).map_err(|e| e.to_string())?;
         entry.check()?;
@@ -287,6 +424,7 @@ impl Entry {
 
     /// Checks a line as [`Entry::parse`] does, returning only its head.
     pub fn parse_head(line: &[u8]) -> Result<EntryHead<'_>, String> {
+        check_framing(line)?;
         // UTF-8 is checked once for the whole line; parsing from `str` then
         // borrows strings without checking each again.
         let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
@@ -343,6 +481,105 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2026-01-01T00:00:00.000000Z");
         assert!(Timestamp::parse("2026-01-01T00:00:00.0000001Z").is_err());
         assert!(Timestamp::parse("2026-13-01T00:00:00.000000Z").is_err());
+    }
+
+    #[test]
+    fn timestamps_follow_the_documented_grammar() {
+        for (s, want) in [
+            ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.000000Z"),
+            ("2026-01-01T00:00:00.5Z", "2026-01-01T00:00:00.500000Z"),
+            ("2026-01-01T00:00:00.123456-00:30", "2026-01-01T00:30:00.123456Z"),
+            ("2024-02-29T23:59:59.999999+23:59", "2024-02-29T00:00:59.999999Z"),
+            ("0000-01-01T00:00:00.000000Z", "0000-01-01T00:00:00.000000Z"),
+            ("9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59.999999Z"),
+        ] {
+            assert_eq!(Timestamp::parse(s).map(Timestamp::to_rfc3339).as_deref(), Ok(want), "{s}");
+        }
+        for bad in [
+            "2026-01-01t00:00:00Z",
+            "2026-01-01 00:00:00Z",
+            "2026-01-01T00:00:00z",
+            "2026-01-01T00:00:60Z",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T00:00:00.Z",
+            "2026-01-01T00:00:00.0000000Z",
+            "2026-01-01T00:00:00",
+            "2026-01-01T00:00:00+0100",
+            "2026-01-01T00:00:00+24:00",
+            "2025-02-29T00:00:00Z",
+            "+2026-01-01T00:00:00Z",
+            " 2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00Z ",
+        ] {
+            assert!(Timestamp::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// An entry whose `fields` hold `n` columns (`c0`, `c1`, …), the last
+    /// one named `last`.
+    fn wide(n: usize, last: &str) -> Vec<u8> {
+        let mut s =
+            String::from(r#"{"seq":1,"ts":"2026-01-01T00:00:00Z","op":"insert","table":"t","pk":{"id":1},"fields":{"#);
+        for i in 0..n - 1 {
+            s.push_str(&format!("\"c{i}\":{i},"));
+        }
+        s.push_str(&format!("\"{last}\":0}}}}"));
+        s.into_bytes()
+    }
+
+    #[test]
+    fn wide_entries_are_checked_in_linear_time() {
+        let started = std::time::Instant::now();
+        let line = wide(MAX_COLUMNS, "end");
+        assert_eq!(Entry::parse(&line).map(|e| e.fields.map(|f| f.len())), Ok(Some(MAX_COLUMNS)));
+        assert!(Entry::parse_head(&line).is_ok());
+        // Comparing every column with every other took seconds here.
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        let repeated = wide(MAX_COLUMNS, "c7");
+        for e in [Entry::parse(&repeated).err(), Entry::parse_head(&repeated).err()] {
+            assert!(e.is_some_and(|e| e.contains("\"c7\" appears twice")));
+        }
+        let too_many = wide(MAX_COLUMNS + 1, "end");
+        for e in [Entry::parse(&too_many).err(), Entry::parse_head(&too_many).err()] {
+            assert!(e.is_some_and(|e| e.contains("more than 32767 columns")));
+        }
+    }
+
+    #[test]
+    fn a_lone_surrogate_escape_is_refused_by_both_parsers() {
+        // Found by the value fuzz target (fuzz/artifacts, kept here).
+        for v in [r#""\ud800""#, r#""a\udddd b""#, r#""\udc00\ud800""#] {
+            let line = format!(
+                r#"{{"seq":1,"ts":"2026-01-01T00:00:00Z","op":"insert","table":"t","pk":{{"id":1}},"fields":{{"v":{v}}}}}"#
+            );
+            assert!(Entry::parse(line.as_bytes()).is_err(), "{v}");
+            assert!(Entry::parse_head(line.as_bytes()).is_err(), "head: {v}");
+            assert!(check_value(v).is_err() && Value::from_json(v).is_err(), "{v}");
+        }
+        assert!(check_value(r#""\ud83e\udda0 \u0041""#).is_ok(), "a surrogate pair is one character");
+    }
+
+    #[test]
+    fn an_entry_line_is_one_object_and_nothing_else() {
+        let ok = br#"{"seq":1,"ts":"2026-01-01T00:00:00Z","op":"delete","table":"t","pk":{"id":1}}"#;
+        assert!(Entry::parse(ok).is_ok());
+        for bad in [[b" ", &ok[..]].concat(), [&ok[..], b" "].concat(), [&ok[..], b"\r"].concat()] {
+            assert!(
+                Entry::parse(&bad).is_err() && Entry::parse_head(&bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(&bad)
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_outside_years_0000_to_9999_are_refused() {
+        for bad in ["0000-01-01T00:00:00+00:01", "9999-12-31T23:59:59-00:01", "9999-12-31T23:30:00.000000-01:00"] {
+            let e = Timestamp::parse(bad).expect_err(bad);
+            assert!(e.contains("outside years 0000 to 9999"), "{e}");
+        }
+        assert_eq!(Timestamp::parse("0000-01-01T00:00:00Z"), Ok(Timestamp::MIN));
+        assert_eq!(Timestamp::parse("9999-12-31T23:59:59.999999Z"), Ok(Timestamp::MAX));
     }
 
     #[test]

@@ -12,10 +12,11 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-pub use entry::{check_name, Entry, EntryHead, Op, Row, Timestamp};
+pub use entry::{check_name, check_value, Entry, EntryHead, Op, Row, Timestamp, MAX_COLUMNS};
 
-/// Longest accepted journal line; a longer one is malformed, not a reason to
-/// run out of memory.
+/// Longest accepted entry line, in bytes, not counting its line ending (`\n`,
+/// or `\r\n` in journal files); a longer one is malformed, not a reason to
+/// run out of memory. The same limit holds in journal files and in bundles.
 pub const MAX_LINE: usize = 16 << 20;
 
 /// Where an entry came from, for error messages.
@@ -265,11 +266,15 @@ fn sniff(path: &Path) -> Result<Option<(FileKind, u64)>, JournalError> {
 }
 
 /// Reads one line (up to and including `\n`) into `buf`, refusing lines
-/// longer than [`MAX_LINE`].
+/// longer than [`MAX_LINE`] bytes without their `\n` or `\r\n` ending.
 pub(crate) fn read_line_bounded<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let n = io::Read::take(&mut *r, MAX_LINE as u64 + 1).read_until(b'\n', buf)?;
-    if buf.len() > MAX_LINE {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("line longer than {MAX_LINE} bytes")));
+    // Room for the longest line and a `\r\n`; anything longer cannot fit.
+    let n = io::Read::take(&mut *r, MAX_LINE as u64 + 2).read_until(b'\n', buf)?;
+    if trim_newline(buf).len() > MAX_LINE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("line longer than {MAX_LINE} bytes (not counting its line ending)"),
+        ));
     }
     Ok(n)
 }

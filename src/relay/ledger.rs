@@ -245,8 +245,7 @@ impl Ledger {
         }
         let mut found: Vec<(String, u64, u64, String, String)> = Vec::new();
         if out_dir.is_dir() {
-            let files = crate::bundle::find_bundles(&[out_dir.to_path_buf()])
-                .map_err(|source| RelayError::Walk { path: out_dir.to_path_buf(), source })?;
+            let files = crate::bundle::scan_bundles(&[out_dir.to_path_buf()])?.files;
             for f in files {
                 // Anything unreadable here was not written by a finished relay step.
                 let Ok(reader) = BundleReader::open(&f) else { continue };

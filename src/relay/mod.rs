@@ -43,7 +43,7 @@ use crate::keys::{self, NodeId, TrustStore};
 use crate::node::{Node, NodeError};
 use crate::progress::Progress;
 use crate::state::StateError;
-use crate::verify::{check_signatures, error_chain, VerifyError};
+use crate::verify::{check_signatures_each, error_chain, VerifyError};
 
 use compare::SegmentRef;
 use ledger::{Carried, Ledger};
@@ -69,12 +69,8 @@ pub enum RelayError {
     },
     #[error("the relay ledger is corrupt: {0}")]
     LedgerCorrupt(String),
-    #[error("failed to read the input {}", path.display())]
-    Walk {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Walk(#[from] crate::bundle::FindError),
     #[error("failed to write a bundle into {}", dir.display())]
     Write {
         dir: PathBuf,
@@ -96,6 +92,16 @@ pub enum RelayError {
     },
     #[error("--max-size {0} is too small: at least {MIN_MAX_SIZE} bytes")]
     MaxSizeTooSmall(u64),
+    #[error("--out {} is a file; give the folder the bundles for the next hop go into", .0.display())]
+    OutIsAFile(PathBuf),
+    /// The run stopped part way (a full disk, a pulled stick): `done` says
+    /// what it finished (bundles written and recorded), `source` why it stopped.
+    #[error("the relay stopped before it finished")]
+    Incomplete {
+        done: Box<RelayReport>,
+        #[source]
+        source: Box<RelayError>,
+    },
 }
 
 /// What `ferry bundle relay` should do.
@@ -142,6 +148,10 @@ pub struct Counts {
     pub duplicate_already_carried: u64,
     /// Segments that fork an origin's journal (quarantined).
     pub forks: u64,
+    /// Segments refused because their origin or a relay that carried them is
+    /// unknown, revoked or not trusted in that role (the rest of their bundle
+    /// is forwarded; the bundle is quarantined for the record).
+    pub segments_refused: u64,
     /// Bundles rejected (failed verification; quarantined).
     pub rejected: u64,
     /// Input files copied into quarantine (rejected or holding a fork).
@@ -172,12 +182,25 @@ pub struct ForkReport {
     pub recovery: String,
 }
 
+/// A segment refused on its own (see [`Counts::segments_refused`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentRefusal {
+    pub file: PathBuf,
+    pub segment: String,
+    pub reason: String,
+    pub quarantined: Option<PathBuf>,
+}
+
 /// A rejected input bundle.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rejection {
     pub file: PathBuf,
     pub reason: String,
     pub quarantined: Option<PathBuf>,
+    /// Whether the quarantine copy is the whole file. A file longer than the
+    /// bundle it claims to be (or than any unsigned bundle start) is copied
+    /// only in part, and is never removed by `--move`.
+    pub whole: bool,
 }
 
 /// A bundle written for the next hop.
@@ -196,6 +219,7 @@ pub struct RelayReport {
     pub written: Vec<WrittenBundle>,
     pub forks: Vec<ForkReport>,
     pub rejected: Vec<Rejection>,
+    pub refused_segments: Vec<SegmentRefusal>,
     /// Files skipped as not ferry bundles.
     pub foreign: Vec<PathBuf>,
     pub moved: Vec<PathBuf>,
@@ -203,9 +227,9 @@ pub struct RelayReport {
 }
 
 impl RelayReport {
-    /// Whether anything was rejected or forked (exit status 1).
+    /// Whether anything was rejected, refused or forked (exit status 1).
     pub fn negative(&self) -> bool {
-        self.counts.rejected > 0 || self.counts.forks > 0
+        self.counts.rejected > 0 || self.counts.forks > 0 || self.counts.segments_refused > 0
     }
 }
 
@@ -216,6 +240,8 @@ enum Fate {
     Duplicate(DuplicateRoute),
     Fork,
     Forward,
+    /// A signer is not trusted for its part; never forwarded.
+    Refused,
 }
 
 /// One verified segment of an input.
@@ -226,6 +252,8 @@ struct Candidate {
     /// Offset of the compressed bytes in the input file.
     offset: u64,
     fate: Fate,
+    /// Why the segment is refused ([`Fate::Refused`]).
+    refused: Option<String>,
 }
 
 /// One verified input bundle.
@@ -237,8 +265,8 @@ struct Input {
     sealed_at: Timestamp,
     manifest_sha256: [u8; 32],
     segments: Vec<Candidate>,
-    /// Why it is quarantined, when it holds a fork.
-    fork_reason: Option<String>,
+    /// Why it is quarantined, when it holds a fork or a refused segment.
+    quarantine_reason: Option<String>,
     quarantined: Option<PathBuf>,
 }
 
@@ -250,18 +278,25 @@ enum Known {
 }
 
 /// Relays the bundles under `opts.inputs` into `opts.out_dir` as `node`.
+/// Holds the node home's lock for the whole run (two relays sharing a home
+/// would complete or forget each other's ledger rows).
 pub fn relay(node: &Node, opts: &RelayOptions, progress: &mut dyn Progress) -> Result<RelayReport, RelayError> {
     if opts.max_size < MIN_MAX_SIZE {
         return Err(RelayError::MaxSizeTooSmall(opts.max_size));
     }
+    if opts.out_dir.is_file() {
+        return Err(RelayError::OutIsAFile(opts.out_dir.clone()));
+    }
+    let _lock = node.lock("ferry bundle relay")?;
     let trust = node.trust()?;
     let mut ledger = Ledger::open(node)?;
     let mut report = RelayReport::default();
     report.counts.recovered = ledger.recover(&opts.out_dir, node.id())?;
     hit("relay: ledger recovered");
+    clean_temps(node, opts, &mut report);
 
     // 1. Read and verify.
-    let files = input_files(node, opts)?;
+    let files = input_files(node, opts, &mut report)?;
     let total: u64 = files.iter().filter_map(|(p, _)| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     progress.start("verifying", Some(total));
     let mut inputs: Vec<Input> = Vec::new();
@@ -271,18 +306,20 @@ pub fn relay(node: &Node, opts: &RelayOptions, progress: &mut dyn Progress) -> R
                 report.counts.bundles_read += 1;
                 report.counts.bundles_verified += 1;
                 report.counts.segments_read += input.segments.len() as u64;
-                report.counts.segments_verified += input.segments.len() as u64;
+                let refused = input.segments.iter().filter(|c| c.fate == Fate::Refused).count() as u64;
+                report.counts.segments_verified += input.segments.len() as u64 - refused;
+                report.counts.segments_refused += refused;
                 inputs.push(input);
             }
             Err(ReadError::Foreign) => {
                 report.counts.foreign += 1;
                 report.foreign.push(path);
             }
-            Err(ReadError::Rejected { reason, segments }) => {
+            Err(ReadError::Rejected { reason, segments, keep }) => {
                 report.counts.bundles_read += 1;
                 report.counts.segments_read += segments;
                 report.counts.rejected += 1;
-                let q = match quarantine(&node.home, &path, &format!("rejected: {reason}\n")) {
+                let q = match quarantine_at_most(&node.home, &path, &format!("rejected: {reason}\n"), keep) {
                     Ok(q) => {
                         report.counts.quarantined += 1;
                         Some(q)
@@ -293,7 +330,17 @@ pub fn relay(node: &Node, opts: &RelayOptions, progress: &mut dyn Progress) -> R
                         None
                     }
                 };
-                report.rejected.push(Rejection { file: path, reason, quarantined: q });
+                let (quarantined, whole) = match q {
+                    Some(q) => (Some(q.path), !q.partial),
+                    None => (None, false),
+                };
+                if !whole && quarantined.is_some() {
+                    report.warnings.push(format!(
+                        "{} holds more than a bundle could; only its start was kept in quarantine, and it stays where it is",
+                        path.display()
+                    ));
+                }
+                report.rejected.push(Rejection { file: path, reason, quarantined, whole });
             }
         }
     }
@@ -303,7 +350,7 @@ pub fn relay(node: &Node, opts: &RelayOptions, progress: &mut dyn Progress) -> R
     inputs.sort_by(|a, b| (a.sealed_at, &a.path).cmp(&(b.sealed_at, &b.path)));
     classify(&mut inputs, &ledger, &mut report)?;
     for input in inputs.iter_mut() {
-        if let Some(reason) = &input.fork_reason {
+        if let Some(reason) = &input.quarantine_reason {
             let q = match quarantine(&node.home, &input.path, reason) {
                 Ok(q) => q,
                 Err(e) => {
@@ -314,6 +361,9 @@ pub fn relay(node: &Node, opts: &RelayOptions, progress: &mut dyn Progress) -> R
             report.counts.quarantined += 1;
             for f in report.forks.iter_mut().filter(|f| f.file == input.path) {
                 f.quarantined = Some(q.clone());
+            }
+            for r in report.refused_segments.iter_mut().filter(|r| r.file == input.path) {
+                r.quarantined = Some(q.clone());
             }
             input.quarantined = Some(q);
         }
@@ -336,7 +386,11 @@ pub fn relay(node: &Node, opts: &RelayOptions, progress: &mut dyn Progress) -> R
     let total: u64 = forward.iter().map(|&(i, j)| inputs[i].segments[j].descriptor.zstd_len).sum();
     progress.start("relaying", Some(total));
     for group in groups {
-        write_group(node, &inputs, &group, opts, &mut ledger, progress, &mut report)?;
+        if let Err(e) = write_group(node, &inputs, &group, opts, &mut ledger, progress, &mut report) {
+            progress.finish();
+            // What was finished is durable and recorded: say so, then why it stopped.
+            return Err(RelayError::Incomplete { done: Box::new(report), source: Box::new(e) });
+        }
     }
     progress.finish();
 
@@ -344,17 +398,36 @@ pub fn relay(node: &Node, opts: &RelayOptions, progress: &mut dyn Progress) -> R
     if opts.move_inputs {
         for input in &inputs {
             // A fork newcomer that could not be quarantined stays where it is.
-            if input.fork_reason.is_none() || input.quarantined.is_some() {
+            if input.quarantine_reason.is_none() || input.quarantined.is_some() {
                 remove_input(&input.path, &mut report)?;
             }
         }
         for r in report.rejected.clone() {
-            if r.quarantined.is_some() {
+            // Only a whole copy lets the input go.
+            if r.quarantined.is_some() && r.whole {
                 remove_input(&r.file, &mut report)?;
             }
         }
     }
     Ok(report)
+}
+
+/// Removes `.ferry-*.tmp` files a killed run left: any in the quarantine
+/// folder (only a relay holding this home's lock writes there), and those
+/// untouched for [`fsutil::STALE_TEMP`] in the output folder (another
+/// writer may share it).
+fn clean_temps(node: &Node, opts: &RelayOptions, report: &mut RelayReport) {
+    let dirs = [(node.home.join("quarantine"), std::time::Duration::ZERO), (opts.out_dir.clone(), fsutil::STALE_TEMP)];
+    for (dir, age) in dirs {
+        match fsutil::remove_stale_temps(&dir, age) {
+            Ok(removed) => {
+                for p in removed {
+                    report.warnings.push(format!("removed {}, left by an interrupted run", p.display()));
+                }
+            }
+            Err(e) => report.warnings.push(format!("could not clean up temp files in {}: {e}", dir.display())),
+        }
+    }
 }
 
 fn remove_input(path: &Path, report: &mut RelayReport) -> Result<(), RelayError> {
@@ -373,15 +446,21 @@ fn remove_input(path: &Path, report: &mut RelayReport) -> Result<(), RelayError>
 
 /// The bundle files under the inputs, each with the `--from` folder it was
 /// found under; the output folder and the quarantine are never inputs.
-fn input_files(node: &Node, opts: &RelayOptions) -> Result<Vec<(PathBuf, PathBuf)>, RelayError> {
+fn input_files(
+    node: &Node,
+    opts: &RelayOptions,
+    report: &mut RelayReport,
+) -> Result<Vec<(PathBuf, PathBuf)>, RelayError> {
     let excluded: Vec<PathBuf> =
         [opts.out_dir.clone(), node.home.join("quarantine")].iter().filter_map(|p| p.canonicalize().ok()).collect();
     let mut out: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for source in &opts.inputs {
-        let files = crate::bundle::find_bundles(std::slice::from_ref(source))
-            .map_err(|e| RelayError::Walk { path: source.clone(), source: e })?;
-        for f in files {
+        let found = crate::bundle::scan_bundles(std::slice::from_ref(source))?;
+        for (path, why) in found.unreadable {
+            report.warnings.push(format!("skipped the folder {}, which cannot be read: {why}", path.display()));
+        }
+        for f in found.files {
             let canon = f.canonicalize().unwrap_or_else(|_| f.clone());
             if excluded.iter().any(|x| canon.starts_with(x)) {
                 continue;
@@ -399,36 +478,57 @@ fn input_files(node: &Node, opts: &RelayOptions) -> Result<Vec<(PathBuf, PathBuf
 
 enum ReadError {
     Foreign,
-    Rejected { reason: String, segments: u64 },
+    /// `keep`: how many of the file's bytes to keep in quarantine.
+    Rejected {
+        reason: String,
+        segments: u64,
+        keep: u64,
+    },
 }
+
+/// Bytes of a rejected file kept in quarantine beyond what a trusted seal
+/// vouches for (all of it, when the file is not longer than that).
+const KEEP_UNSIGNED: u64 = 1 << 20;
 
 /// Reads and verifies one input bundle: seal, signatures, hops, and the
 /// hash of every segment's compressed bytes; records where each segment's
-/// bytes are.
+/// bytes are. A segment whose signer is not trusted for its part is kept
+/// as [`Fate::Refused`]; the rest of its bundle goes on.
 fn read_input(path: &Path, source: &Path, trust: &TrustStore, progress: &mut dyn Progress) -> Result<Input, ReadError> {
     if is_foreign(path) {
         return Err(ReadError::Foreign);
     }
     let mut segments_seen = 0u64;
+    // Until a trusted seal vouches for the manifest's sizes, a rejected file
+    // is kept only up to KEEP_UNSIGNED bytes (a huge, sparse "bundle" must
+    // not fill the quarantine).
+    let mut keep = KEEP_UNSIGNED;
     let result = (|| -> Result<Input, VerifyError> {
         let meta = std::fs::metadata(path).map_err(BundleError::Io)?;
         let mut reader = BundleReader::open(path)?;
         segments_seen = reader.descriptors().len() as u64;
-        check_signatures(&reader, trust)?;
+        let verdicts = check_signatures_each(&reader, trust)?;
         let manifest_len = reader.manifest_bytes().len() as u64;
         let mut offset = BLOCK as u64 + manifest_len + padding(manifest_len) as u64 + 2 * BLOCK as u64;
         let mut segments = Vec::with_capacity(reader.descriptors().len());
-        for (record, d) in reader.manifest().segments.iter().zip(reader.descriptors()) {
+        let mut reasons = String::new();
+        for ((record, d), verdict) in reader.manifest().segments.iter().zip(reader.descriptors()).zip(verdicts) {
             offset += BLOCK as u64;
+            let refused = verdict.err().map(|e| error_chain(&e));
+            if let Some(why) = &refused {
+                reasons.push_str(&format!("refused {}: {why}\n", d.member_name()));
+            }
             segments.push(Candidate {
                 record: record.clone(),
                 descriptor: d.clone(),
                 descriptor_sha256: hex::encode(Sha256::digest(record.descriptor.get().as_bytes())),
                 offset,
-                fate: Fate::Pending,
+                fate: if refused.is_some() { Fate::Refused } else { Fate::Pending },
+                refused,
             });
-            offset += d.zstd_len + padding(d.zstd_len) as u64;
+            offset = offset.saturating_add(d.zstd_len + padding(d.zstd_len) as u64);
         }
+        keep = offset.saturating_add(2 * BLOCK as u64 + KEEP_UNSIGNED);
         let manifest_sha256: [u8; 32] = Sha256::digest(reader.manifest_bytes()).into();
         let sealed_at = reader.manifest().sealed_at;
         while let Some(member) = reader.next_segment()? {
@@ -445,31 +545,34 @@ fn read_input(path: &Path, source: &Path, trust: &TrustStore, progress: &mut dyn
             sealed_at,
             manifest_sha256,
             segments,
-            fork_reason: None,
+            quarantine_reason: (!reasons.is_empty()).then_some(reasons),
             quarantined: None,
         })
     })();
     result.map_err(|e| match e {
         VerifyError::Bundle(BundleError::NotABundle(_)) => ReadError::Foreign,
-        e => ReadError::Rejected { reason: error_chain(&e), segments: segments_seen },
+        e => ReadError::Rejected { reason: error_chain(&e), segments: segments_seen, keep },
     })
 }
 
-/// A `*.tar` that is not a ferry bundle: not named `ferry-*` and not
-/// starting with a `manifest.json` member (someone's own archive on the
-/// stick). Such files are skipped and listed, never quarantined.
+/// A `*.tar` that is not a ferry bundle (someone's own archive on the
+/// stick): not named `ferry-*`, and not starting with a `manifest.json`
+/// member whose text starts as a ferry manifest does
+/// (`{"format":"ferry-bundle"`). Such files are skipped and listed, never
+/// quarantined or removed.
 fn is_foreign(path: &Path) -> bool {
     if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ferry-")) {
         return false;
     }
-    let mut head = [0u8; BLOCK];
+    const START: &[u8] = b"{\"format\":\"ferry-bundle\"";
+    let mut head = [0u8; BLOCK + START.len()];
     let Ok(mut f) = File::open(path) else { return false };
     if f.read_exact(&mut head).is_err() {
         return true;
     }
     let name = &head[..100];
     let end = name.iter().position(|&b| b == 0).unwrap_or(100);
-    &name[..end] != crate::bundle::format::MANIFEST_MEMBER.as_bytes()
+    &name[..end] != crate::bundle::format::MANIFEST_MEMBER.as_bytes() || &head[BLOCK..] != START
 }
 
 /// The verdict on one candidate against one earlier range of its origin.
@@ -484,6 +587,15 @@ fn classify(inputs: &mut [Input], ledger: &Ledger, report: &mut RelayReport) -> 
     let mut known: HashMap<NodeId, Vec<Known>> = HashMap::new();
     for i in 0..inputs.len() {
         for j in 0..inputs[i].segments.len() {
+            if let Some(why) = &inputs[i].segments[j].refused {
+                report.refused_segments.push(SegmentRefusal {
+                    file: inputs[i].path.clone(),
+                    segment: inputs[i].segments[j].descriptor.member_name(),
+                    reason: why.clone(),
+                    quarantined: None,
+                });
+                continue;
+            }
             let origin = inputs[i].segments[j].descriptor.origin.clone();
             if !known.contains_key(&origin) {
                 let rows = ledger.carried(&origin)?.into_iter().map(|c| Known::Ledger(Box::new(c))).collect();
@@ -513,7 +625,7 @@ fn classify(inputs: &mut [Input], ledger: &Ledger, report: &mut RelayReport) -> 
                             f.recovery
                         );
                         let input = &mut inputs[i];
-                        input.fork_reason = Some(match input.fork_reason.take() {
+                        input.quarantine_reason = Some(match input.quarantine_reason.take() {
                             Some(earlier) => earlier + &reason,
                             None => reason,
                         });
@@ -526,7 +638,7 @@ fn classify(inputs: &mut [Input], ledger: &Ledger, report: &mut RelayReport) -> 
                     }
                     known.entry(origin).or_default().push(Known::InRun(i, j));
                 }
-                Fate::Pending => {}
+                Fate::Pending | Fate::Refused => {}
             }
             inputs[i].segments[j].fate = fate;
         }
@@ -862,9 +974,34 @@ fn copy_segment(input: &Input, c: &Candidate, w: &mut dyn Write) -> io::Result<(
 /// Copies `path` into `HOME/quarantine/` (durably, never overwriting a
 /// different file) with a `<name>.reason.txt` beside it.
 pub fn quarantine(home: &Path, path: &Path, reason: &str) -> Result<PathBuf, RelayError> {
+    quarantine_at_most(home, path, reason, u64::MAX).map(|q| q.path)
+}
+
+/// A quarantined copy.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub path: PathBuf,
+    /// Only the file's first bytes were kept (see [`quarantine_at_most`]).
+    pub partial: bool,
+}
+
+/// [`quarantine`] keeping at most the first `keep` bytes of `path`; the
+/// reason file says when the copy is partial.
+pub fn quarantine_at_most(home: &Path, path: &Path, reason: &str, keep: u64) -> Result<Quarantined, RelayError> {
     let dir = home.join("quarantine");
     let err = |source| RelayError::Quarantine { path: path.to_path_buf(), dir: dir.clone(), source };
     std::fs::create_dir_all(&dir).map_err(err)?;
+    let len = std::fs::metadata(path).map_err(err)?.len();
+    let partial = len > keep;
+    let kept = len.min(keep);
+    let reason = if partial {
+        format!(
+            "{reason}only the first {kept} of its {len} bytes were kept here (the rest cannot belong to a bundle); \
+             the file itself was left where it was\n"
+        )
+    } else {
+        reason.to_owned()
+    };
     let raw = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle.tar".into());
     let safe: String =
         raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect();
@@ -877,15 +1014,18 @@ pub fn quarantine(home: &Path, path: &Path, reason: &str) -> Result<PathBuf, Rel
         let dest = dir.join(&name);
         let reason_path = dir.join(format!("{name}.reason.txt"));
         if dest.exists() {
-            if same_content(&dest, path).map_err(err)? {
+            if same_start(&dest, path, kept).map_err(err)? {
                 fsutil::write_atomic(&reason_path, reason.as_bytes()).map_err(err)?;
-                return Ok(dest);
+                return Ok(Quarantined { path: dest, partial });
             }
             continue;
         }
         let mut tmp = fsutil::temp_in(&dir).map_err(err)?;
-        let mut src = File::open(path).map_err(err)?;
-        io::copy(&mut src, tmp.as_file_mut()).map_err(err)?;
+        let src = File::open(path).map_err(err)?;
+        let copied = io::copy(&mut src.take(kept), tmp.as_file_mut()).map_err(err)?;
+        if copied != kept {
+            return Err(err(io::Error::other(format!("{} changed while it was copied", path.display()))));
+        }
         hit("relay: quarantine copy in temp file");
         match fsutil::persist_new(tmp, &dest) {
             Ok(()) => {}
@@ -894,16 +1034,17 @@ pub fn quarantine(home: &Path, path: &Path, reason: &str) -> Result<PathBuf, Rel
         }
         hit("relay: quarantined, reason not yet written");
         fsutil::write_atomic(&reason_path, reason.as_bytes()).map_err(err)?;
-        return Ok(dest);
+        return Ok(Quarantined { path: dest, partial });
     }
     Err(err(io::Error::other("too many different quarantined files of this name")))
 }
 
-fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
-    if std::fs::metadata(a)?.len() != std::fs::metadata(b)?.len() {
+/// Whether `a` holds exactly the first `len` bytes of `b`.
+fn same_start(a: &Path, b: &Path, len: u64) -> io::Result<bool> {
+    if std::fs::metadata(a)?.len() != len {
         return Ok(false);
     }
-    let (mut ra, mut rb) = (BufReader::new(File::open(a)?), BufReader::new(File::open(b)?));
+    let (mut ra, mut rb) = (BufReader::new(File::open(a)?), BufReader::new(File::open(b)?).take(len));
     let (mut ba, mut bb) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
     loop {
         let n = ra.read(&mut ba)?;

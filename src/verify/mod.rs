@@ -37,6 +37,8 @@ pub enum VerifyError {
     Descriptor { member: String, message: String },
     #[error("{0}")]
     Custody(String),
+    #[error("{first}{}", if *more > 0 { format!(" (and {more} more segments refused)") } else { String::new() })]
+    Refused { first: Box<VerifyError>, more: usize },
 }
 
 /// One hop in a report.
@@ -73,10 +75,27 @@ pub struct BundleReport {
 
 /// Checks the seal, every origin signature and every hop against `trust`.
 /// Needs only the manifest: this is what a relay checks before forwarding.
+/// Strict: any segment whose signer is unknown, revoked or in the wrong role
+/// fails the whole bundle (see [`check_signatures_each`] for the verdict per
+/// segment).
 pub fn check_signatures<R: Read>(
     reader: &BundleReader<R>,
     trust: &TrustStore,
 ) -> Result<Vec<SegmentReport>, VerifyError> {
+    check_signatures_each(reader, trust)?.into_iter().collect()
+}
+
+/// [`check_signatures`] with a verdict per segment. The outer error fails the
+/// whole bundle: an untrusted sealer, a seal, origin or hop signature that
+/// does not verify (bytes changed or forged), broken custody or continuity.
+/// An inner error refuses one segment only: its origin or one of its hops is
+/// unknown, revoked, or not trusted in that role. The seal still vouches for
+/// the other segments, so a revoked origin costs only its own entries, not
+/// those of every origin relayed beside it.
+pub fn check_signatures_each<R: Read>(
+    reader: &BundleReader<R>,
+    trust: &TrustStore,
+) -> Result<Vec<Result<SegmentReport, VerifyError>>, VerifyError> {
     let m = reader.manifest();
     let sealer =
         trust.signer(&m.sealed_by, Role::Origin).or_else(|_| trust.signer(&m.sealed_by, Role::Relay)).map_err(
@@ -87,64 +106,72 @@ pub fn check_signatures<R: Read>(
     }
     let mut out = Vec::with_capacity(m.segments.len());
     for (record, d) in m.segments.iter().zip(reader.descriptors()) {
-        let member = d.member_name();
-        let (_, origin_key) = trust
-            .signer(&d.origin, Role::Origin)
-            .map_err(|source| VerifyError::Signer { what: format!("origin of {member}"), source })?;
-        let origin_sig = keys::decode_signature(&record.signature).ok_or_else(|| VerifyError::BadSignature {
-            what: format!("origin signature of {member} is not base64url"),
-        })?;
-        if !keys::verify(&origin_key, SEGMENT_PREFIX, record.descriptor.get().as_bytes(), &origin_sig) {
-            return Err(VerifyError::BadSignature {
-                what: format!("origin {} did not sign {member} as it is", d.origin),
-            });
-        }
-        let mut previous: Option<[u8; 64]> = None;
-        let mut hops = Vec::with_capacity(record.hops.len());
-        for (i, hop) in record.hops.iter().enumerate() {
-            let what = format!("hop {} of {member}", i + 1);
-            let (_, hop_key) = trust
-                .signer(&hop.node, Role::Relay)
-                .map_err(|source| VerifyError::Signer { what: what.clone(), source })?;
-            let sig = keys::decode_signature(&hop.signature)
-                .ok_or_else(|| VerifyError::BadSignature { what: format!("{what} is not base64url") })?;
-            let msg = hop_message(
-                record.descriptor.get().as_bytes(),
-                &origin_sig.to_bytes(),
-                previous.as_ref(),
-                &hop.node,
-                hop.at,
-            );
-            if !keys::verify(&hop_key, HOP_PREFIX, &msg, &sig) {
-                return Err(VerifyError::BadSignature { what: format!("{what} by {}", hop.node) });
-            }
-            previous = Some(sig.to_bytes());
-            hops.push(HopReport {
-                node: hop.node.clone(),
-                name: trust.name_of(&hop.node).map(str::to_owned),
-                at: hop.at,
-            });
-        }
+        let verdict = check_segment_signatures(record, d, trust)?;
         let last_carrier = record.hops.last().map_or(&d.origin, |h| &h.node);
         if *last_carrier != m.sealed_by {
             return Err(VerifyError::Custody(format!(
-                "{member} was last carried by {last_carrier}, but the bundle is sealed by {}",
+                "{} was last carried by {last_carrier}, but the bundle is sealed by {}",
+                d.member_name(),
                 m.sealed_by
             )));
         }
-        out.push(SegmentReport {
-            origin: d.origin.clone(),
-            origin_name: trust.name_of(&d.origin).map(str::to_owned),
-            first_seq: d.first_seq,
-            last_seq: d.last_seq,
-            count: d.count,
-            ts_min: d.ts_min,
-            ts_max: d.ts_max,
-            hops,
-        });
+        out.push(verdict);
     }
     check_continuity(reader.descriptors())?;
     Ok(out)
+}
+
+/// The signatures of one segment: `Ok(Err(_))` when a signer is not
+/// trusted for its part (the segment is refused), `Err(_)` when a signature
+/// is bad (the bundle fails).
+fn check_segment_signatures(
+    record: &crate::bundle::ManifestSegment,
+    d: &SegmentDescriptor,
+    trust: &TrustStore,
+) -> Result<Result<SegmentReport, VerifyError>, VerifyError> {
+    let member = d.member_name();
+    let origin_key = match trust.signer(&d.origin, Role::Origin) {
+        Ok((_, key)) => key,
+        Err(source) => return Ok(Err(VerifyError::Signer { what: format!("origin of {member}"), source })),
+    };
+    let origin_sig = keys::decode_signature(&record.signature)
+        .ok_or_else(|| VerifyError::BadSignature { what: format!("origin signature of {member} is not base64url") })?;
+    if !keys::verify(&origin_key, SEGMENT_PREFIX, record.descriptor.get().as_bytes(), &origin_sig) {
+        return Err(VerifyError::BadSignature { what: format!("origin {} did not sign {member} as it is", d.origin) });
+    }
+    let mut previous: Option<[u8; 64]> = None;
+    let mut hops = Vec::with_capacity(record.hops.len());
+    for (i, hop) in record.hops.iter().enumerate() {
+        let what = format!("hop {} of {member}", i + 1);
+        let hop_key = match trust.signer(&hop.node, Role::Relay) {
+            Ok((_, key)) => key,
+            Err(source) => return Ok(Err(VerifyError::Signer { what, source })),
+        };
+        let sig = keys::decode_signature(&hop.signature)
+            .ok_or_else(|| VerifyError::BadSignature { what: format!("{what} is not base64url") })?;
+        let msg = hop_message(
+            record.descriptor.get().as_bytes(),
+            &origin_sig.to_bytes(),
+            previous.as_ref(),
+            &hop.node,
+            hop.at,
+        );
+        if !keys::verify(&hop_key, HOP_PREFIX, &msg, &sig) {
+            return Err(VerifyError::BadSignature { what: format!("{what} by {}", hop.node) });
+        }
+        previous = Some(sig.to_bytes());
+        hops.push(HopReport { node: hop.node.clone(), name: trust.name_of(&hop.node).map(str::to_owned), at: hop.at });
+    }
+    Ok(Ok(SegmentReport {
+        origin: d.origin.clone(),
+        origin_name: trust.name_of(&d.origin).map(str::to_owned),
+        first_seq: d.first_seq,
+        last_seq: d.last_seq,
+        count: d.count,
+        ts_min: d.ts_min,
+        ts_max: d.ts_max,
+        hops,
+    }))
 }
 
 /// A revoked or unknown sealer reads better under its own role; keep the
@@ -157,24 +184,25 @@ fn relabel(e: KeyError, trust: &TrustStore, node: &NodeId) -> KeyError {
 }
 
 /// Segments of one origin inside a bundle must not overlap, and adjacent
-/// ones must chain.
+/// ones (one's `last_seq + 1` is the other's `first_seq`) must chain.
+/// Sorting makes this O(n log n) in the number of segments.
 fn check_continuity(ds: &[SegmentDescriptor]) -> Result<(), VerifyError> {
-    for (i, a) in ds.iter().enumerate() {
-        for b in &ds[i + 1..] {
-            if a.origin != b.origin {
-                continue;
-            }
-            if a.first_seq <= b.last_seq && b.first_seq <= a.last_seq {
-                return Err(VerifyError::Custody(format!("{} and {} overlap", a.member_name(), b.member_name())));
-            }
-            let (lo, hi) = if a.last_seq < b.first_seq { (a, b) } else { (b, a) };
-            if lo.last_seq + 1 == hi.first_seq && lo.chain_after != hi.chain_before {
-                return Err(VerifyError::Custody(format!(
-                    "{} does not continue the chain of {} (a forked journal?)",
-                    hi.member_name(),
-                    lo.member_name()
-                )));
-            }
+    let mut order: Vec<&SegmentDescriptor> = ds.iter().collect();
+    order.sort_by(|a, b| (&a.origin, a.first_seq).cmp(&(&b.origin, b.first_seq)));
+    for pair in order.windows(2) {
+        let (lo, hi) = (pair[0], pair[1]);
+        if lo.origin != hi.origin {
+            continue;
+        }
+        if hi.first_seq <= lo.last_seq {
+            return Err(VerifyError::Custody(format!("{} and {} overlap", lo.member_name(), hi.member_name())));
+        }
+        if lo.last_seq + 1 == hi.first_seq && lo.chain_after != hi.chain_before {
+            return Err(VerifyError::Custody(format!(
+                "{} does not continue the chain of {} (a forked journal?)",
+                hi.member_name(),
+                lo.member_name()
+            )));
         }
     }
     Ok(())
@@ -241,6 +269,8 @@ fn pipeline<R: Read + Send>(
             let size = usize::try_from(d.entries_len).unwrap_or(CHUNK).clamp(1, CHUNK);
             let mut buf = vec![0u8; size];
             let mut splitter = LineSplitter::new(name);
+            let mut flow = Flow::default();
+            let mut spare: Vec<Batch> = Vec::new();
             let mut parse = |line: &[u8], batch: &mut Batch| -> Result<(), VerifyError> {
                 checker.index += 1;
                 let entry = Entry::parse(line).map_err(|m| checker.err(m))?;
@@ -263,11 +293,13 @@ fn pipeline<R: Read + Send>(
                             return Ok(());
                         }
                         parse(line, &mut batch)?;
-                        if batch.items.len() >= BATCH {
-                            let mut next = recycle_rx.try_recv().unwrap_or_default();
+                        if batch.items.len() >= BATCH || batch.bytes.len() >= BATCH_BYTES {
+                            stopped = !flow.make_room(batch.bytes.len(), &recycle_rx, &mut spare);
+                            let mut next = spare.pop().unwrap_or_default();
                             next.items.clear();
+                            flow.sent(batch.bytes.len());
                             // A closed channel means the caller stopped.
-                            stopped = tx.send(std::mem::replace(&mut batch, next)).is_err();
+                            stopped = stopped || tx.send(std::mem::replace(&mut batch, next)).is_err();
                         }
                         Ok(())
                     })?;
@@ -289,6 +321,8 @@ fn pipeline<R: Read + Send>(
             }
             progress.advance(batch.advanced);
             batch.bytes.clear();
+            // A batch that once held a huge line does not keep its memory.
+            batch.bytes.shrink_to(2 * BATCH_BYTES);
             batch.advanced = 0;
             let _ = recycle_tx.send(batch);
         }
@@ -296,8 +330,56 @@ fn pipeline<R: Read + Send>(
     })
 }
 
-/// Entries handed from the checking thread to the caller at a time.
+/// Entries handed from the checking thread to the caller at a time: a batch
+/// closes at this many entries or [`BATCH_BYTES`] of entry lines.
 const BATCH: usize = 256;
+/// Entry-line bytes that close a batch.
+const BATCH_BYTES: usize = 1 << 20;
+/// Entry-line bytes handed over and not yet given back, beyond which the
+/// checking thread waits (a single larger batch goes alone). With
+/// [`BATCH_BYTES`] and [`MAX_LINE`] this bounds the entries in memory,
+/// whatever the lines' sizes: see `docs/PERFORMANCE.md`, "Memory bounds".
+const IN_FLIGHT: usize = 4 << 20;
+
+/// The checking thread's account of the entry bytes the caller holds.
+#[derive(Default)]
+struct Flow {
+    /// Bytes of each batch sent and not yet given back, oldest first.
+    out: std::collections::VecDeque<usize>,
+    total: usize,
+}
+
+impl Flow {
+    /// Waits until a batch of `next` bytes may be sent: nothing is out, or
+    /// it fits in [`IN_FLIGHT`] with what is. Batches given back go to
+    /// `spare`. `false` when the caller has stopped.
+    fn make_room(&mut self, next: usize, back: &std::sync::mpsc::Receiver<Batch>, spare: &mut Vec<Batch>) -> bool {
+        while let Ok(b) = back.try_recv() {
+            self.returned(b, spare);
+        }
+        while self.total > 0 && self.total + next > IN_FLIGHT {
+            match back.recv() {
+                Ok(b) => self.returned(b, spare),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    fn returned(&mut self, mut b: Batch, spare: &mut Vec<Batch>) {
+        if let Some(n) = self.out.pop_front() {
+            self.total -= n;
+        }
+        // Entries are freed here, on the thread that made them.
+        b.items.clear();
+        spare.push(b);
+    }
+
+    fn sent(&mut self, n: usize) {
+        self.out.push_back(n);
+        self.total += n;
+    }
+}
 
 /// Parsed entries, their bytes (`start..end` of `bytes`) and chain hashes.
 #[derive(Default)]
@@ -396,7 +478,9 @@ impl<'a> LineSplitter<'a> {
         VerifyError::Bundle(BundleError::Corrupt { member: self.member.to_owned(), reason })
     }
 
-    /// Calls `line` for every complete line in `chunk`.
+    /// Calls `line` for every complete line in `chunk`. Every line is held
+    /// to [`MAX_LINE`] bytes (not counting its `\n`), whether or not a chunk
+    /// boundary cuts it.
     fn feed(
         &mut self,
         chunk: &[u8],
@@ -404,30 +488,37 @@ impl<'a> LineSplitter<'a> {
     ) -> Result<(), VerifyError> {
         let mut rest = chunk;
         if !self.carry.is_empty() {
-            match memchr::memchr(b'\n', rest) {
+            let end = memchr::memchr(b'\n', rest);
+            let take = end.unwrap_or(rest.len());
+            if self.carry.len() + take > MAX_LINE {
+                return Err(self.too_long());
+            }
+            self.carry.extend_from_slice(&rest[..take]);
+            match end {
                 Some(at) => {
-                    self.carry.extend_from_slice(&rest[..at]);
                     line(&self.carry)?;
                     self.carry.clear();
                     rest = &rest[at + 1..];
                 }
-                None => {
-                    rest = {
-                        self.carry.extend_from_slice(rest);
-                        &[]
-                    }
-                }
+                None => return Ok(()),
             }
         }
         while let Some(at) = memchr::memchr(b'\n', rest) {
+            if at > MAX_LINE {
+                return Err(self.too_long());
+            }
             line(&rest[..at])?;
             rest = &rest[at + 1..];
         }
-        self.carry.extend_from_slice(rest);
-        if self.carry.len() > MAX_LINE {
-            return Err(self.corrupt(format!("an entry line is longer than {MAX_LINE} bytes")));
+        if rest.len() > MAX_LINE {
+            return Err(self.too_long());
         }
+        self.carry.extend_from_slice(rest);
         Ok(())
+    }
+
+    fn too_long(&self) -> VerifyError {
+        self.corrupt(format!("an entry line is longer than {MAX_LINE} bytes"))
     }
 
     /// The stream ended: nothing may be left over.
@@ -519,12 +610,21 @@ pub fn verify_file_to(path: &Path, trust: &TrustStore, depth: Depth, progress: &
     let result = (|| -> Result<(), VerifyError> {
         let mut reader = BundleReader::open(path)?;
         report.sealed_by = Some(reader.manifest().sealed_by.clone());
-        report.segments = check_signatures(&reader, trust)?;
+        let mut refused = Vec::new();
+        for verdict in check_signatures_each(&reader, trust)? {
+            match verdict {
+                Ok(s) => report.segments.push(s),
+                Err(e) => refused.push(e),
+            }
+        }
         while let Some(member) = reader.next_segment()? {
             check_segment(member, depth, progress)?;
         }
         reader.finish()?;
-        Ok(())
+        match refused.len() {
+            0 => Ok(()),
+            n => Err(VerifyError::Refused { first: Box::new(refused.swap_remove(0)), more: n - 1 }),
+        }
     })();
     match result {
         Ok(()) => report.ok = true,
@@ -546,4 +646,38 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         src = cause.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line `feed` hands on, or the error.
+    fn split(chunks: &[&[u8]]) -> Result<Vec<usize>, String> {
+        let mut s = LineSplitter::new("m");
+        let mut lens = Vec::new();
+        for c in chunks {
+            s.feed(c, |l| {
+                lens.push(l.len());
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+        }
+        s.finish().map_err(|e| e.to_string())?;
+        Ok(lens)
+    }
+
+    #[test]
+    fn the_line_limit_holds_across_chunk_boundaries() {
+        let full = vec![b'a'; MAX_LINE];
+        assert_eq!(split(&[&full[..MAX_LINE - 1], b"a\n"]), Ok(vec![MAX_LINE]));
+        assert_eq!(split(&[&full, b"\n"]), Ok(vec![MAX_LINE]));
+        for chunks in [vec![&full[..], b"a\n"], vec![&full[..1], &full[..], b"\n"], vec![&full[..], b"a"]] {
+            let e = split(&chunks).expect_err("a line over the limit");
+            assert!(e.contains("longer than"), "{e}");
+        }
+        let mut one_chunk = full.clone();
+        one_chunk.extend_from_slice(b"a\nb\n");
+        assert!(split(&[&one_chunk]).is_err());
+    }
 }
