@@ -34,16 +34,87 @@ pub enum KeyError {
     UnknownSigner(NodeId),
     #[error("revoked signer {name} ({node}), revoked at {revoked}")]
     RevokedSigner { name: String, node: NodeId, revoked: Timestamp },
-    #[error("signer {name} ({node}) is not trusted as {role}")]
-    WrongRole { name: String, node: NodeId, role: Role },
-    #[error("the trust store already has {0:?}")]
-    Duplicate(String),
+    #[error("{0}")]
+    WrongRole(Box<WrongRole>),
+    #[error(
+        "the name {name:?} is already used for another key (node {node}); pick another name, or, if this key \
+         replaces that one, revoke the old one first (`ferry trust revoke {name}`)"
+    )]
+    NameTaken { name: String, node: NodeId },
+    #[error("this key is already trusted as {name:?}; to change its roles, run `ferry trust add {name} KEY --role …` with that name")]
+    KeyTaken { name: String },
+    #[error(
+        "{name} ({node}) was revoked at {revoked}; a revoked key is never trusted again (a stolen laptop's key \
+         stays refused). Make that computer a new identity (`ferry node init` in a new home) and trust its new key"
+    )]
+    Revoked { name: String, node: NodeId, revoked: Timestamp },
     #[error("no trusted key is named {0:?}")]
     NoSuchName(String),
     #[error("the key of {name} does not match its node id {node}")]
     IdMismatch { name: String, node: NodeId },
     #[error("the name {0:?} must be 1 to 64 characters, none of them control characters")]
     BadName(String),
+}
+
+/// A signer acting in a role it is not trusted with.
+#[derive(Debug)]
+pub struct WrongRole {
+    pub name: String,
+    pub node: NodeId,
+    /// The role it acted in.
+    pub role: Role,
+    /// The roles it is trusted with.
+    pub roles: Vec<Role>,
+    pub key: String,
+}
+
+impl std::fmt::Display for WrongRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}) signed as {}, but this node trusts it only as {}: if {} really is a {}, run `ferry trust add \
+             {} {} {}` here to change its roles",
+            self.name,
+            self.node,
+            self.role,
+            roles_text(&self.roles),
+            self.name,
+            role_kind(self.role),
+            self.name,
+            self.key,
+            role_flags(&self.roles, self.role)
+        )
+    }
+}
+
+fn roles_text(roles: &[Role]) -> String {
+    roles.iter().map(Role::to_string).collect::<Vec<_>>().join(" and ")
+}
+
+fn role_kind(role: Role) -> &'static str {
+    match role {
+        Role::Origin => "computer whose own entries this node takes (a laptop, or a server with local edits)",
+        Role::Relay => "computer that carries others' bundles (a middleman or a server)",
+    }
+}
+
+/// The `--role` flags of a key trusted as `roles` that may also act as `role`.
+fn role_flags(roles: &[Role], role: Role) -> String {
+    let mut all = roles.to_vec();
+    all.push(role);
+    all.sort();
+    all.dedup();
+    all.iter().map(|r| format!("--role {r}")).collect::<Vec<_>>().join(" ")
+}
+
+/// What [`TrustStore::add`] changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustChange {
+    Added,
+    /// The key was trusted already under this name; its roles changed from these.
+    Roles(Vec<Role>),
+    /// The key was trusted already, under this name, with these roles.
+    Unchanged,
 }
 
 /// Names of nodes (in `node init` and the trust store): 1 to 64 characters,
@@ -198,22 +269,43 @@ pub struct TrustStore {
 }
 
 impl TrustStore {
-    /// Adds a key. Refuses weak keys, duplicate names and duplicate keys.
+    /// Adds a key, or changes the roles of a key already trusted under the
+    /// same name. Refuses weak keys, a name used for another key, a key
+    /// trusted under another name, and a revoked key.
     pub fn add(&mut self, name: &str, key: &VerifyingKey, roles: &[Role]) -> Result<&TrustedKey, KeyError> {
+        self.add_or_change(name, key, roles).map(|(k, _)| k)
+    }
+
+    /// [`TrustStore::add`], saying what changed.
+    pub fn add_or_change(
+        &mut self,
+        name: &str,
+        key: &VerifyingKey,
+        roles: &[Role],
+    ) -> Result<(&TrustedKey, TrustChange), KeyError> {
         check_node_name(name)?;
         if key.is_weak() {
             return Err(KeyError::WeakKey);
         }
         let node = NodeId::of(key);
-        if self.keys.iter().any(|k| k.name == name) {
-            return Err(KeyError::Duplicate(name.to_owned()));
-        }
-        if let Some(k) = self.keys.iter().find(|k| k.node == node) {
-            return Err(KeyError::Duplicate(format!("key of node {node} (named {:?})", k.name)));
-        }
         let mut roles = roles.to_vec();
         roles.sort();
         roles.dedup();
+        if let Some(i) = self.keys.iter().position(|k| k.node == node) {
+            let k = &self.keys[i];
+            if k.name != name {
+                return Err(KeyError::KeyTaken { name: k.name.clone() });
+            }
+            if let Some(revoked) = k.revoked {
+                return Err(KeyError::Revoked { name: k.name.clone(), node, revoked });
+            }
+            let change = if k.roles == roles { TrustChange::Unchanged } else { TrustChange::Roles(k.roles.clone()) };
+            self.keys[i].roles = roles;
+            return Ok((&self.keys[i], change));
+        }
+        if let Some(k) = self.keys.iter().find(|k| k.name == name) {
+            return Err(KeyError::NameTaken { name: name.to_owned(), node: k.node.clone() });
+        }
         self.keys.push(TrustedKey {
             name: name.to_owned(),
             node,
@@ -222,7 +314,7 @@ impl TrustStore {
             added: Timestamp::now(),
             revoked: None,
         });
-        Ok(self.keys.last().expect("just pushed"))
+        Ok((self.keys.last().expect("just pushed"), TrustChange::Added))
     }
 
     /// Marks the key named `name` revoked (it stays listed, with the time).
@@ -241,7 +333,13 @@ impl TrustStore {
             return Err(KeyError::RevokedSigner { name: k.name.clone(), node: node.clone(), revoked });
         }
         if !k.roles.contains(&role) {
-            return Err(KeyError::WrongRole { name: k.name.clone(), node: node.clone(), role });
+            return Err(KeyError::WrongRole(Box::new(WrongRole {
+                name: k.name.clone(),
+                node: node.clone(),
+                role,
+                roles: k.roles.clone(),
+                key: k.key.clone(),
+            })));
         }
         let vk = k.verifying_key()?;
         if NodeId::of(&vk) != *node {
@@ -295,7 +393,7 @@ mod tests {
         let mut store = TrustStore::default();
         store.add("a", &k, &[Role::Origin]).expect("add");
         assert!(store.signer(&id, Role::Origin).is_ok());
-        assert!(matches!(store.signer(&id, Role::Relay), Err(KeyError::WrongRole { .. })));
+        assert!(matches!(store.signer(&id, Role::Relay), Err(KeyError::WrongRole(_))));
         store.revoke("a").expect("revoke");
         assert!(matches!(store.signer(&id, Role::Origin), Err(KeyError::RevokedSigner { .. })));
     }

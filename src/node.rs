@@ -42,6 +42,17 @@ pub enum NodeError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "a field laptop needs its own id block: a number from 1 to 999 that no other laptop uses (for example \
+         --id-block 3 for field-3); write it down with the laptop's name"
+    )]
+    FieldNeedsBlock,
+    #[error("field laptops take id blocks 1 to 999 (servers take blocks from 1000 up, above every laptop's), not {0}")]
+    FieldBlock(u32),
+    #[error("servers take id blocks from 1000 up, above every laptop's, not {0}")]
+    ServerBlock(u32),
+    #[error("a middleman makes no rows of its own: leave out --id-block")]
+    RelayBlock,
     #[error("id block {0} is out of range (1 to {MAX_ID_BLOCK})")]
     IdBlockRange(u32),
     #[error("this node's id block is {current}; it can only move up (ids already handed out stay taken, and a lower block may be another computer's): choose a block above {current}, not {wanted}")]
@@ -73,9 +84,60 @@ pub struct NodeInfo {
     pub name: String,
     pub public_key: String,
     pub id_block: Option<u32>,
+    /// What the node is for (older nodes have none; see [`NodeInfo::kind`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<NodeKind>,
     /// The machine's MAC address when the node was made: provenance only.
     pub mac: Option<String>,
     pub created: Timestamp,
+}
+
+/// What a node is for: it decides the id blocks it may take and the roles
+/// other nodes trust it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// A field laptop: captures the app's changes (an origin); id blocks 1 to 999.
+    Field,
+    /// A middleman: carries bundles (a relay); no id block.
+    Relay,
+    /// A community or central server: applies bundles, may edit and relay
+    /// (origin and relay); id blocks from 1000.
+    Server,
+}
+
+impl std::fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeKind::Field => "field laptop",
+            NodeKind::Relay => "middleman",
+            NodeKind::Server => "server",
+        })
+    }
+}
+
+/// Laptops take id blocks below this; servers from it up.
+pub const SERVER_BLOCKS: u32 = 1000;
+
+impl NodeInfo {
+    /// The node's kind: as given at `node init`, else told by its id block
+    /// (below [`SERVER_BLOCKS`]: a field laptop; from it: a server).
+    pub fn kind(&self) -> Option<NodeKind> {
+        self.kind.or(match self.id_block {
+            Some(b) if b < SERVER_BLOCKS => Some(NodeKind::Field),
+            Some(_) => Some(NodeKind::Server),
+            None => None,
+        })
+    }
+
+    /// The roles other nodes should trust this one with.
+    pub fn roles(&self) -> Vec<Role> {
+        match self.kind() {
+            Some(NodeKind::Field) => vec![Role::Origin],
+            Some(NodeKind::Relay) => vec![Role::Relay],
+            Some(NodeKind::Server) | None => vec![Role::Origin, Role::Relay],
+        }
+    }
 }
 
 /// An opened node home.
@@ -93,6 +155,25 @@ pub fn default_home() -> Result<PathBuf, NodeError> {
 impl Node {
     /// Creates a node in `home`. Never overwrites an existing identity.
     pub fn init(home: &Path, name: &str, id_block: Option<u32>) -> Result<Node, NodeError> {
+        Node::init_kind(home, name, id_block, None)
+    }
+
+    /// [`Node::init`] for a node of `kind`, whose id block must suit it:
+    /// a field laptop needs one below [`SERVER_BLOCKS`], a server one from it
+    /// (or none), a middleman none.
+    pub fn init_kind(
+        home: &Path,
+        name: &str,
+        id_block: Option<u32>,
+        kind: Option<NodeKind>,
+    ) -> Result<Node, NodeError> {
+        match (kind, id_block) {
+            (Some(NodeKind::Field), None) => return Err(NodeError::FieldNeedsBlock),
+            (Some(NodeKind::Field), Some(b)) if b >= SERVER_BLOCKS => return Err(NodeError::FieldBlock(b)),
+            (Some(NodeKind::Server), Some(b)) if b < SERVER_BLOCKS => return Err(NodeError::ServerBlock(b)),
+            (Some(NodeKind::Relay), Some(_)) => return Err(NodeError::RelayBlock),
+            _ => {}
+        }
         if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
             return Err(NodeError::BadName(name.to_owned()));
         }
@@ -127,6 +208,7 @@ impl Node {
             name: name.to_owned(),
             public_key: keys::format_public_key(&vk),
             id_block,
+            kind,
             mac: mac_address::get_mac_address().ok().flatten().map(|m| m.to_string().to_lowercase()),
             created: Timestamp::now(),
         };

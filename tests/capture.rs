@@ -338,13 +338,13 @@ fn untrack_removes_everything_ferry_added_and_leaves_the_data() {
         .expect("dml");
     f.bundle(None);
     let before = dump(&c);
-    assert!(capture::untrack(&f.db).expect("untrack"));
+    assert!(capture::untrack(&f.db, false).expect("untrack"));
     let after = dump(&c);
     let ferry_objects: Vec<&String> = before.iter().filter(|l| l.contains("_ferry")).collect();
     assert!(!ferry_objects.is_empty());
     let expected: Vec<String> = before.iter().filter(|l| !l.contains("_ferry")).cloned().collect();
     assert_eq!(after, expected);
-    assert!(!capture::untrack(&f.db).expect("second untrack"), "nothing left to remove");
+    assert!(!capture::untrack(&f.db, false).expect("second untrack"), "nothing left to remove");
     let triggers: i64 =
         c.query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'", [], |r| r.get(0)).expect("q");
     assert_eq!(triggers, 0);
@@ -436,6 +436,52 @@ fn cli_track_status_bundle_and_untrack() {
     common::ferry(&home).args(["track", "--status"]).arg(&db).assert().code(1);
     common::ferry(&home).args(["bundle", "create", "--db"]).arg(&db).arg("--out").arg(&out).assert().code(2);
     common::ferry(&home).arg("untrack").arg(&db).assert().success();
+}
+
+/// Untracking never throws away entries nobody has yet, unless told to, and
+/// says which and how to keep them.
+#[test]
+fn untrack_refuses_while_entries_are_unsent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = common::init_node(dir.path(), "field-1", Some(2));
+    let db = dir.path().join("app.sqlite3");
+    Connection::open(&db).expect("db").execute_batch(SIMPLE).expect("ddl");
+    common::ferry(&home).arg("track").arg(&db).assert().success();
+    Connection::open(&db).expect("db").execute_batch("INSERT INTO item (id) VALUES (1), (2)").expect("insert");
+    let o = common::ferry(&home).arg("untrack").arg(&db).output().expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("2 entries not yet bundled (entries 1–2)") && e.contains("ferry bundle create --db"), "{e}");
+    assert!(capture::is_tracked(&Connection::open(&db).expect("db")).expect("tracked"), "nothing was removed");
+    common::create_bundle_db(&home, &db, &dir.path().join("out")).expect("a bundle");
+    common::ferry(&home).arg("untrack").arg(&db).assert().success();
+    // With unsent entries and --discard-unsent it goes, as asked.
+    common::ferry(&home).arg("track").arg(&db).assert().success();
+    Connection::open(&db).expect("db").execute_batch("INSERT INTO item (id) VALUES (3)").expect("insert");
+    common::ferry(&home).args(["untrack", "--discard-unsent"]).arg(&db).assert().success();
+}
+
+/// A database copied from another computer is refused with the safe ways
+/// out, never with advice that would lose its entries.
+#[test]
+fn a_database_tracked_by_another_node_gets_safe_advice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = common::init_node(dir.path(), "field-1", Some(1));
+    let b = common::init_node(dir.path(), "field-2", Some(2));
+    let db = dir.path().join("app.sqlite3");
+    Connection::open(&db).expect("db").execute_batch(SIMPLE).expect("ddl");
+    common::ferry(&a).arg("track").arg(&db).assert().success();
+    let o = common::ferry(&b)
+        .args(["bundle", "create", "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(e.contains("--home") && e.contains("ferry node reissue"), "{e}");
+    assert!(!e.contains("untrack"), "no advice that loses data: {e}");
 }
 
 #[cfg(unix)]

@@ -15,12 +15,60 @@ fn node_init_show_and_key_export() {
     assert_eq!(v["name"], "field-1");
     assert_eq!(v["id_block"], 7);
     assert_eq!(v["id"].as_str().map(str::len), Some(16));
-    // The export line is the exact command another node runs.
-    ferry(&home)
-        .args(["key", "export"])
+    // The export line is the exact command another node runs, with the
+    // roles for the node's kind (a field laptop: origin).
+    ferry(&home).args(["key", "export"]).assert().success().stdout(
+        predicate::str::is_match(r"^ferry trust add field-1 ferry-ed25519:[A-Za-z0-9_-]{43} --role origin\n$")
+            .expect("re"),
+    );
+}
+
+#[test]
+fn node_kinds_decide_blocks_and_exported_roles() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let init = |name: &str, args: &[&str]| {
+        let mut c = ferry(&dir.path().join(name));
+        c.args(["node", "init", "--name", name]).args(args);
+        c.assert()
+    };
+    init("f", &["--kind", "field"]).code(2).stderr(predicate::str::contains("needs its own id block"));
+    init("f", &["--kind", "field", "--id-block", "1200"]).code(2).stderr(predicate::str::contains("1 to 999"));
+    init("s", &["--kind", "server", "--id-block", "3"]).code(2).stderr(predicate::str::contains("from 1000"));
+    init("r", &["--kind", "relay", "--id-block", "3"]).code(2).stderr(predicate::str::contains("leave out --id-block"));
+    let export = |name: &str| {
+        let o = ferry(&dir.path().join(name)).args(["key", "export"]).output().expect("run");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    init("clinic", &["--kind", "server", "--id-block", "1000"]).success();
+    assert!(export("clinic").ends_with("--role origin --role relay\n"), "{}", export("clinic"));
+    init("driver", &["--kind", "relay"]).success();
+    assert!(export("driver").ends_with("--role relay\n"), "{}", export("driver"));
+}
+
+#[test]
+fn trust_add_again_changes_roles_and_a_wrong_role_refusal_names_the_fix() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let central = init_node(dir.path(), "central", None);
+    let clinic = init_node(dir.path(), "clinic", Some(1000));
+    let key = public_key(&clinic);
+    ferry(&central).args(["trust", "add", "clinic", &key, "--role", "relay"]).assert().success();
+    ferry(&central)
+        .args(["trust", "add", "clinic", &key, "--role", "origin", "--role", "relay"])
         .assert()
         .success()
-        .stdout(predicate::str::is_match(r"^ferry trust add field-1 ferry-ed25519:[A-Za-z0-9_-]{43}\n$").expect("re"));
+        .stderr(predicate::str::contains("now trusted as origin and relay (was relay)"));
+    let other = init_node(dir.path(), "other", None);
+    ferry(&central)
+        .args(["trust", "add", "clinic", &public_key(&other)])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("already used for another key"));
+    // A refusal for a wrong role prints the command that changes it.
+    let mut t = ferry::keys::TrustStore::default();
+    let k = ferry::keys::parse_public_key(&key).expect("key");
+    t.add("clinic", &k, &[ferry::keys::Role::Relay]).expect("add");
+    let e = t.signer(&ferry::keys::NodeId::of(&k), ferry::keys::Role::Origin).expect_err("wrong role").to_string();
+    assert!(e.contains(&format!("ferry trust add clinic {key} --role origin --role relay")), "{e}");
 }
 
 #[test]

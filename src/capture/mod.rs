@@ -54,8 +54,19 @@ pub enum CaptureError {
     NoDatabase { path: String },
     #[error("{path} is not tracked: run `ferry track {path}` first")]
     NotTracked { path: String },
-    #[error("{path} was tracked by node {tracked_by}, not by this node ({this}); bundle it with that node's home, or `ferry untrack` it first")]
+    #[error(
+        "{path} is tracked by node {tracked_by}, not by this node ({this}). If you meant that node, give its home \
+         (`ferry --home DIR …`, or FERRY_HOME). If this database was copied from that computer, both would send \
+         entries under one name: see `ferry node reissue --help`"
+    )]
     OtherOrigin { path: String, tracked_by: String, this: String },
+    #[error(
+        "{path} holds {} not yet bundled ({}); removing capture would lose them. Bundle them first \
+         (`ferry bundle create --db {path} --out DIR`), or pass --discard-unsent to throw them away",
+        if .last - .first == 0 { "1 entry".to_owned() } else { format!("{} entries", .last - .first + 1) },
+        if .first == .last { format!("entry {first}") } else { format!("entries {first}–{last}") }
+    )]
+    Unsent { path: String, first: u64, last: u64 },
     #[error("{path} was tracked by a newer ferry (capture format {found}); upgrade ferry")]
     NewerFormat { path: String, found: i64 },
     #[error("no table matches {0:?}")]

@@ -596,15 +596,27 @@ pub fn status(db: &Path) -> Result<Status, CaptureError> {
 /// row). The app's rows are untouched; AUTOINCREMENT counters raised into
 /// the node's id block stay raised, so no id is ever handed out twice.
 /// Returns whether anything was removed.
-pub fn untrack(db: &Path) -> Result<bool, CaptureError> {
+pub fn untrack(db: &Path, discard_unsent: bool) -> Result<bool, CaptureError> {
     let p = db.display().to_string();
     let err = sql_err(&p);
     let mut conn = open_db(db)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+    if is_tracked(&tx).map_err(&err)? && !discard_unsent {
+        let last: i64 =
+            tx.query_row("SELECT coalesce(max(seq), 0) FROM _ferry_journal", [], |r| r.get(0)).map_err(&err)?;
+        let (bundled, _) = super::watermark(&tx).map_err(&err)?;
+        if last as u64 > bundled {
+            return Err(CaptureError::Unsent { path: p, first: bundled + 1, last: last as u64 });
+        }
+    }
+    // Capture's objects only: the ledger of a database bundles were applied
+    // to (a server that also tracks) stays, or a later apply would forget
+    // what it applied and which writes lost.
     let objects: Vec<(String, String)> = {
         let mut st = tx
             .prepare(
-                "SELECT type, name FROM sqlite_schema WHERE name LIKE '\\_ferry%' ESCAPE '\\' AND type IN ('trigger', 'table')
+                "SELECT type, name FROM sqlite_schema WHERE (type = 'trigger' AND name LIKE '\\_ferry%' ESCAPE '\\')
+                 OR (type = 'table' AND name IN ('_ferry_control', '_ferry_tables', '_ferry_journal'))
                  ORDER BY type = 'table'",
             )
             .map_err(&err)?;

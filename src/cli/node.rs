@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use ferry::node::Node;
+use ferry::node::{Node, NodeKind};
 use serde::Serialize;
 
 use super::output::{json, out};
@@ -68,7 +68,7 @@ pub struct SetBlockArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Print this node's public key as the `ferry trust add` line other nodes run.
+    /// Print this node's public key as the `ferry trust add` line other nodes run (with the roles for its kind).
     Export(JsonArg),
 }
 
@@ -77,9 +77,34 @@ pub struct InitArgs {
     /// A human name for this node (shown in status and inspect).
     #[arg(long, value_name = "NAME")]
     pub name: String,
-    /// This node's block of integer row ids: ids start at N × 2^32 (1 to 2097151).
+    /// This node's block of integer row ids: ids start at N × 2^32. Field laptops 1 to 999, each its own;
+    /// servers from 1000.
     #[arg(long, value_name = "N")]
     pub id_block: Option<u32>,
+    /// What this computer is: a field laptop (needs an id block 1–999), a middleman (relay), or a community or
+    /// central server (id block from 1000).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub kind: Option<KindArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KindArg {
+    /// A field laptop: captures the app's changes.
+    Field,
+    /// A middleman: carries bundles from stick to stick.
+    Relay,
+    /// A community or central server: applies bundles, may edit and pass them on.
+    Server,
+}
+
+impl From<KindArg> for NodeKind {
+    fn from(k: KindArg) -> NodeKind {
+        match k {
+            KindArg::Field => NodeKind::Field,
+            KindArg::Relay => NodeKind::Relay,
+            KindArg::Server => NodeKind::Server,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -100,9 +125,17 @@ pub fn run_node(cmd: NodeCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Res
     let home = home_dir(home)?;
     match cmd {
         NodeCommand::Init(a) => {
-            let node = Node::init(&home, &a.name, a.id_block)?;
-            ui.note(format!("created node {} ({}) in {}", node.info.name, node.info.id, home.display()));
-            ui.note("next: give other nodes your key with `ferry key export`");
+            let node = Node::init_kind(&home, &a.name, a.id_block, a.kind.map(NodeKind::from))?;
+            let i = &node.info;
+            let what = i.kind().map_or_else(|| "node".to_owned(), |k| k.to_string());
+            ui.note(format!("created {what} {} ({}) in {}", i.name, i.id, home.display()));
+            if let Some(b) = i.id_block {
+                ui.note(format!(
+                    "its id block is {b}: rows made here are numbered from {}; no other computer may use block {b}",
+                    u64::from(b) << 32
+                ));
+            }
+            ui.note("next: run `ferry key export` and the line it prints on the computers that receive from this one");
             Ok(Outcome::Ok)
         }
         NodeCommand::SetBlock(a) => {
@@ -125,6 +158,7 @@ pub fn run_node(cmd: NodeCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Res
                 json(&ShowJson { home: &home, info: i })?;
             } else {
                 out(format!("name      {}", i.name))?;
+                out(format!("kind      {}", i.kind().map_or_else(|| "not given".to_owned(), |k| k.to_string())))?;
                 out(format!("id        {}", i.id))?;
                 out(format!("key       {}", i.public_key))?;
                 match i.id_block {
@@ -194,16 +228,25 @@ struct ExportJson<'a> {
     name: &'a str,
     node: &'a ferry::keys::NodeId,
     key: &'a str,
+    roles: &'a [ferry::keys::Role],
 }
 
 pub fn run_key(cmd: KeyCommand, home: Option<PathBuf>, _ui: &Ui) -> anyhow::Result<Outcome> {
     let node = Node::open(&home_dir(home)?)?;
     let KeyCommand::Export(a) = cmd;
     let i = &node.info;
+    let roles = i.roles();
     if a.json {
-        json(&ExportJson { name: &i.name, node: &i.id, key: &i.public_key })?;
+        json(&ExportJson { name: &i.name, node: &i.id, key: &i.public_key, roles: &roles })?;
     } else {
-        out(format!("ferry trust add {} {}", shell_word(&i.name), i.public_key))?;
+        let flags: Vec<String> = roles.iter().map(|r| format!("--role {r}")).collect();
+        out(format!("ferry trust add {} {} {}", shell_word(&i.name), i.public_key, flags.join(" ")))?;
+        if i.kind().is_none() {
+            _ui.note(
+                "this node was made without --kind or --id-block, so the line trusts it for both roles; \
+                 a middleman needs only --role relay",
+            );
+        }
     }
     Ok(Outcome::Ok)
 }

@@ -40,13 +40,18 @@ pub struct TrackArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Removes every _ferry… trigger and table, including entries not yet bundled. \
-The app's rows are untouched; AUTOINCREMENT counters stay in this node's id block.\n\n\
+#[command(after_help = "Removes capture: its triggers and its tables (_ferry_control, _ferry_tables, \
+_ferry_journal). Refuses while the journal holds entries not yet bundled, unless --discard-unsent. The app's \
+rows are untouched; AUTOINCREMENT counters stay in this node's id block; what `bundle apply` recorded in the \
+database (a server's ledger) stays.\n\n\
 Example:\n  ferry untrack app.sqlite3")]
 pub struct UntrackArgs {
     /// The app's SQLite database.
     #[arg(value_name = "DB")]
     pub db: PathBuf,
+    /// Remove capture even though entries were captured and not yet bundled (they are lost).
+    #[arg(long)]
+    pub discard_unsent: bool,
 }
 
 pub fn track(a: TrackArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
@@ -114,7 +119,7 @@ pub fn track(a: TrackArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Out
 }
 
 pub fn untrack(a: UntrackArgs, ui: &Ui) -> anyhow::Result<Outcome> {
-    if capture::untrack(&a.db)? {
+    if capture::untrack(&a.db, a.discard_unsent)? {
         ui.note(format!("removed capture from {}", sanitize(&a.db.display().to_string())));
     } else {
         ui.note(format!("{} was not tracked; nothing to remove", sanitize(&a.db.display().to_string())));

@@ -11,9 +11,14 @@ use super::{home_dir, Outcome, Ui};
 
 #[derive(Debug, Subcommand)]
 pub enum TrustCommand {
-    /// Accept another node's key (the line `ferry key export` printed there).
+    /// Accept another node's key (the line `ferry key export` printed there), or change its roles.
     #[command(
-        after_help = "Example:\n  ferry trust add field-1 ferry-ed25519:3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA --role origin"
+        after_help = "Roles: origin for a computer whose own entries this node takes (a field laptop, a server \
+with local edits), relay for one that carries others' bundles (a middleman, a community server); a server that \
+does both needs both. `ferry key export` prints the line with the right roles. Running `trust add` again with \
+the same name and key changes its roles.\n\n\
+Examples:\n  ferry trust add field-1 ferry-ed25519:3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA --role origin\n  \
+ferry trust add clinic ferry-ed25519:… --role origin --role relay"
     )]
     Add(AddArgs),
     /// List trusted keys.
@@ -61,9 +66,24 @@ pub fn run(cmd: TrustCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<
                     RoleArg::Relay => Role::Relay,
                 })
                 .collect();
-            let added = trust.add(&a.name, &key, &roles)?.clone();
+            let (k, change) = trust.add_or_change(&a.name, &key, &roles)?;
+            let k = k.clone();
             node.save_trust(&trust)?;
-            ui.note(format!("now trusting {} ({}) as {}", added.name, added.node, roles_text(&added.roles)));
+            match change {
+                keys::TrustChange::Added => {
+                    ui.note(format!("now trusting {} ({}) as {}", k.name, k.node, roles_text(&k.roles)))
+                }
+                keys::TrustChange::Roles(before) => ui.note(format!(
+                    "{} ({}) is now trusted as {} (was {})",
+                    k.name,
+                    k.node,
+                    roles_text(&k.roles),
+                    roles_text(&before)
+                )),
+                keys::TrustChange::Unchanged => {
+                    ui.note(format!("{} ({}) was trusted as {} already", k.name, k.node, roles_text(&k.roles)))
+                }
+            }
         }
         TrustCommand::List(a) => {
             if a.json {
@@ -88,5 +108,5 @@ pub fn run(cmd: TrustCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<
 }
 
 fn roles_text(roles: &[Role]) -> String {
-    roles.iter().map(Role::to_string).collect::<Vec<_>>().join("+")
+    roles.iter().map(Role::to_string).collect::<Vec<_>>().join(" and ")
 }

@@ -178,7 +178,7 @@ fn check_segment_signatures(
 /// error but prefer the revocation over a role mismatch.
 fn relabel(e: KeyError, trust: &TrustStore, node: &NodeId) -> KeyError {
     match e {
-        KeyError::WrongRole { .. } => trust.signer(node, Role::Origin).err().unwrap_or(e),
+        KeyError::WrongRole(_) => trust.signer(node, Role::Origin).err().unwrap_or(e),
         other => other,
     }
 }
