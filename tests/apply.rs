@@ -190,24 +190,29 @@ fn an_insert_of_a_key_already_in_the_target_outside_ferry_is_a_conflict() {
 }
 
 #[test]
-fn unknown_table_or_column_refuses_that_bundle_only_naming_origin_seq_table_column() {
+fn an_entry_naming_an_unknown_table_or_column_is_quarantined_naming_them() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut a = Origin::new(dir.path(), "a");
     let mut b = Origin::new(dir.path(), "b");
     a.insert(10, 1, &[("a", text("fine"))]);
     b.insert(10, 2, &[("a", text("ok"))]);
     b.insert(11, 3, &[("nope", text("bad"))]);
+    b.push(12, ferry::journal::Op::Insert, "gone", id_row(4), Some(row(&[("a", text("x"))])));
     let trust = trust(&[&a, &b]);
     let db = target(dir.path(), "db.sqlite3", SIMPLE);
-    let r = run(&db, &[b.bundle(dir.path(), &[(1, 2)], None), a.bundle(dir.path(), &[(1, 1)], None)], &trust);
-    assert_eq!(r.refused, 1);
-    assert!(r.negative());
-    let e = r.bundles[0].error.as_deref().expect("refusal");
-    for needle in [b.id().as_str(), "seq 2", "\"t\"", "\"nope\""] {
-        assert!(e.contains(needle), "{e} lacks {needle}");
-    }
-    assert_eq!(dump(&db), "table t\n[1,\"fine\",7]\n", "nothing of the refused bundle, all of the other");
-    assert_eq!(count(&db, "SELECT count(*) FROM _ferry_refused"), 1);
+    let r = run(&db, &[b.bundle(dir.path(), &[(1, 3)], None), a.bundle(dir.path(), &[(1, 1)], None)], &trust);
+    assert_eq!((r.refused, r.totals.quarantined, r.totals.applied), (0, 2, 2), "{r:?}");
+    assert!(!r.negative());
+    let reasons: Vec<String> = conn(&db)
+        .prepare("SELECT reason FROM _ferry_quarantine ORDER BY seq")
+        .expect("q")
+        .query_map([], |r| r.get(0))
+        .expect("q")
+        .collect::<Result<_, _>>()
+        .expect("q");
+    assert!(reasons[0].contains("\"t\" here has no column nope"), "{reasons:?}");
+    assert!(reasons[1].contains("no table \"gone\""), "{reasons:?}");
+    assert_eq!(dump(&db), "table t\n[1,\"fine\",7]\n[2,\"ok\",7]\n", "everything that fits applied");
 }
 
 #[test]
@@ -242,21 +247,34 @@ fn an_untrusted_origin_is_refused() {
     assert_eq!(dump(&db), "table t\n");
 }
 
+/// Another schema version no longer refuses a bundle: what fits applies,
+/// entries naming columns the target lacks are quarantined, naming them,
+/// and go in once the target is migrated and they are retried.
 #[test]
-fn schema_drift_is_refused_unless_allowed_and_then_columns_still_checked() {
+fn a_different_schema_quarantines_only_the_entries_that_do_not_fit() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut a = Origin::new(dir.path(), "a");
-    a.insert(10, 1, &[("a", text("x"))]);
-    let trust = trust(&[&a]);
-    let bundle = a.bundle(dir.path(), &[(1, 1)], Some("0000"));
+    let mut b = Origin::new(dir.path(), "b");
+    a.insert(10, 1, &[("a", text("x")), ("phone", text("0712"))]);
+    a.insert(11, 2, &[("a", text("y"))]);
+    b.insert(12, 3, &[("a", text("other origin"))]);
+    let trust = trust(&[&a, &b]);
+    let (ba, bb) = (a.bundle(dir.path(), &[(1, 2)], Some("0000")), b.bundle(dir.path(), &[(1, 1)], None));
     let db = target(dir.path(), "db.sqlite3", SIMPLE);
-    let r = run(&db, std::slice::from_ref(&bundle), &trust);
-    assert_eq!(r.refused, 1);
-    assert!(r.bundles[0].error.as_deref().unwrap_or("").contains("--allow-schema-drift"));
-    let opts = ApplyOptions { allow_schema_drift: true, now: None };
-    let r = apply(&db, &[bundle], &trust, &opts, &mut Silent).expect("apply");
-    assert_eq!(r.refused, 0);
-    assert_eq!(dump(&db), "table t\n[1,\"x\",7]\n");
+    let r = run(&db, &[ba, bb], &trust);
+    assert_eq!((r.refused, r.totals.applied, r.totals.quarantined), (0, 2, 1), "{r:?}");
+    assert_eq!(dump(&db), "table t\n[2,\"y\",7]\n[3,\"other origin\",7]\n");
+    let reason: String = conn(&db).query_row("SELECT reason FROM _ferry_quarantine", [], |r| r.get(0)).expect("q");
+    assert!(reason.contains("no column phone") && reason.contains("--retry-quarantined"), "{reason}");
+    conn(&db).execute_batch("ALTER TABLE t ADD COLUMN phone TEXT").expect("migrate");
+    let opts = ApplyOptions { retry_quarantined: true, now: None };
+    let r = apply(&db, &[], &trust, &opts, &mut Silent).expect("retry");
+    assert_eq!((r.retried.received, r.retried.applied), (1, 1), "{r:?}");
+    assert_eq!(count(&db, "SELECT count(*) FROM _ferry_quarantine"), 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM t WHERE phone = '0712'"), 1);
+    let s = read_status(&conn(&db), "db").expect("status");
+    assert!(s.outcomes.adds_up());
+    assert_eq!(s.outcomes.quarantined, 0);
 }
 
 #[test]
@@ -412,7 +430,7 @@ fn values_are_bound_and_hostile_names_refused() {
     run(&db, &[a.bundle(dir.path(), &[(1, 1)], None)], &trust);
     assert_eq!(dump(&db), "table t\n[1,\"'); DROP TABLE t; --\",7]\n");
     let r = run(&db, &[a.bundle(dir.path(), &[(2, 2)], None)], &trust);
-    assert_eq!(r.refused, 1);
+    assert_eq!(r.totals.quarantined, 1, "a table the target does not have: quarantined, never spliced");
     assert_eq!(count(&db, "SELECT count(*) FROM t"), 1);
 }
 
@@ -457,8 +475,7 @@ fn a_dropped_column_loses_its_versions_and_later_deletes_still_apply() {
     // The delete is older than a's update of `a`, which would survive it as
     // a parked write, but the column is gone: the delete must not try to
     // read it back.
-    let opts = ApplyOptions { allow_schema_drift: true, now: None };
-    let r = apply(&db, &[b.bundle(dir.path(), &[(1, 1)], None)], &trust, &opts, &mut Silent).expect("apply");
+    let r = run(&db, &[b.bundle(dir.path(), &[(1, 1)], None)], &trust);
     assert_eq!((r.totals.applied, r.refused), (1, 0));
     assert_eq!(dump(&db), "table t\n");
 }
@@ -513,16 +530,23 @@ fn a_refused_bundle_leaves_no_trace_in_the_row_ledger() {
     let mut c = Origin::new(dir.path(), "c");
     a.insert(10, 1, &[("a", text("fine"))]);
     b.insert(10, 2, &[("a", text("refused"))]);
-    b.insert(11, 3, &[("nope", text("bad"))]);
+    // The target's own trigger fails on this row: the bundle is refused after its first entry was written.
+    b.insert(11, 3, &[("a", text("boom"))]);
     c.insert(5, 2, &[("a", text("late"))]);
     c.update(5, 1, &[("a", text("older"))]);
     let trust = trust(&[&a, &b, &c]);
-    let db = target(dir.path(), "db.sqlite3", SIMPLE);
+    let db = target(
+        dir.path(),
+        "db.sqlite3",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER DEFAULT 7);
+         CREATE TABLE log (x);
+         CREATE TRIGGER audit AFTER INSERT ON t WHEN NEW.a = 'boom' BEGIN INSERT INTO log SELECT json_extract(NEW.a, '$'); END;",
+    );
     let r = run(&db, &[a.bundle(dir.path(), &[(1, 1)], None), b.bundle(dir.path(), &[(1, 2)], None)], &trust);
     assert_eq!(r.refused, 1);
     let r = run(&db, &[c.bundle(dir.path(), &[(1, 2)], None)], &trust);
     assert_eq!(r.refused, 0);
-    assert_eq!(dump(&db), "table t\n[1,\"fine\",7]\n[2,\"late\",7]\n", "c's insert of 2 is not lost");
+    assert_eq!(dump(&db), "table log\ntable t\n[1,\"fine\",7]\n[2,\"late\",7]\n", "c's insert of 2 is not lost");
     let conflicts = read_conflicts(&conn(&db)).expect("conflicts");
     assert_eq!(conflicts.len(), 1, "only c's older update of 1 loses: {conflicts:?}");
 }

@@ -629,3 +629,65 @@ fn a_write_the_database_fails_for_another_reason_refuses_that_bundle_only() {
     assert!(why.contains("seq 1") && why.contains("malformed JSON"), "names the entry and the cause: {why}");
     assert_eq!(dump_t(&db), "[2,\"{\\\"x\\\":1}\",7]", "the other bundle applied");
 }
+
+/// A middleman's bundle carries three laptops' entries; the server trusts
+/// only two of them: their entries apply, the third's are refused alone.
+#[test]
+fn trusted_origins_in_a_relayed_bundle_apply_when_another_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let laptops: Vec<Laptop> = (1..=3).map(|i| Laptop::new(dir.path(), &format!("field-{i}"), i, ITEMS)).collect();
+    let stick = dir.path().join("stick");
+    for (i, l) in laptops.iter().enumerate() {
+        l.sql(&format!("INSERT INTO item (name) VALUES ('from laptop {}')", i + 1));
+        let opts = CreateOptions { out_dir: stick.clone(), since: None };
+        capture::create_from_db(&l.node, &l.db, &opts, &mut Silent).expect("bundle");
+    }
+    let driver = common::init_node(dir.path(), "driver", None);
+    for l in &laptops {
+        common::trust(&driver, &l.node.home, &l.node.info.name, &["origin"]);
+    }
+    let town = dir.path().join("town");
+    common::ferry(&driver).args(["bundle", "relay", "--from"]).arg(&stick).arg("--out").arg(&town).assert().success();
+    let central = common::init_node(dir.path(), "central", None);
+    common::trust(&central, &driver, "driver", &["relay"]);
+    common::trust(&central, &laptops[0].node.home, "field-1", &["origin"]);
+    common::trust(&central, &laptops[1].node.home, "field-2", &["origin"]);
+    let db = target(dir.path(), "central.sqlite3", ITEMS);
+    let o = common::ferry(&central).args(["bundle", "apply", "--db"]).arg(&db).arg(&town).output().expect("run");
+    assert_eq!(o.status.code(), Some(1), "a refused part is a negative verdict");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("REFUSED") && text.contains("the rest of the bundle applied"), "{text}");
+    let names: Vec<String> = conn(&db)
+        .prepare("SELECT name FROM item ORDER BY name")
+        .expect("q")
+        .query_map([], |r| r.get(0))
+        .expect("q")
+        .collect::<Result<_, _>>()
+        .expect("q");
+    assert_eq!(names, ["from laptop 1", "from laptop 2"]);
+    // Once field-3 is trusted, the same bundle brings its entries too.
+    common::trust(&central, &laptops[2].node.home, "field-3", &["origin"]);
+    common::ferry(&central).args(["bundle", "apply", "--db"]).arg(&db).arg(&town).assert().success();
+    assert_eq!(one::<i64>(&db, "SELECT count(*) FROM item"), 3);
+}
+
+/// Two laptops given the same id block: the first server to see both stops
+/// the second's rows before they overwrite the first's, naming both and the
+/// fix.
+#[test]
+fn two_laptops_in_one_id_block_are_caught_before_rows_are_overwritten() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = Laptop::new(dir.path(), "field-1", 1, ITEMS);
+    let b = Laptop::new(dir.path(), "field-2", 1, ITEMS);
+    a.sql("INSERT INTO item (name) VALUES ('Achieng')");
+    b.sql("INSERT INTO item (name) VALUES ('Kamau')");
+    let (fa, fb) = (a.bundle(), b.bundle());
+    let trust = trusting(&[&a.node, &b.node]);
+    let db = target(dir.path(), "central.sqlite3", ITEMS);
+    let r = run(&db, &[fa, fb], &trust);
+    assert_eq!(r.refused, 1, "{r:?}");
+    let why = r.bundles[1].segments.iter().find_map(|s| s.refused.clone()).unwrap_or_default();
+    assert!(why.contains("field-1") || why.contains(&a.node.id().to_string()), "{why}");
+    assert!(why.contains("same id block") && why.contains("ferry node reissue"), "{why}");
+    assert_eq!(one::<String>(&db, "SELECT group_concat(name) FROM item"), "Achieng", "nothing was overwritten");
+}

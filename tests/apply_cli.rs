@@ -54,14 +54,24 @@ fn apply_json_reports_counts_and_a_second_run_skips_everything() {
 }
 
 #[test]
-fn a_refused_bundle_exits_1_and_names_the_column() {
+fn an_entry_naming_a_missing_column_is_quarantined_and_listed_with_its_fix() {
     let mut s = setup();
     s.a.insert(10, 1, &[("missing_col", text("x"))]);
     let f = s.a.bundle(s.dir.path(), &[(1, 1)], None);
     let o = common::ferry(&s.home).args(["bundle", "apply", "--db"]).arg(&s.db).arg(&f).output().expect("run");
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(0));
+    let hints = String::from_utf8_lossy(&o.stderr);
+    assert!(hints.contains("1 quarantined") && hints.contains("--list"), "{hints}");
+    let o = common::ferry(&s.home).args(["status", "--list", "--db"]).arg(&s.db).output().expect("run");
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("REFUSED") && text.contains("missing_col") && text.contains("seq 1"), "{text}");
+    assert!(
+        text.contains("quarantined") && text.contains("no column missing_col") && text.contains("a's entry 1"),
+        "{text}"
+    );
+    let o = common::ferry(&s.home).args(["status", "--list", "--json", "--db"]).arg(&s.db).output().expect("run");
+    let l: ferry::apply::status::Lists = serde_json::from_slice(&o.stdout).expect("lists shape");
+    assert_eq!(l.quarantined.len(), 1);
+    assert_eq!(l.quarantined[0].seq, Some(1));
 }
 
 #[test]

@@ -151,7 +151,11 @@ fn generate(dir: &Path) {
 
     let s = segment(t, &id(&origin), &origin, 1, 3, g);
     write(dir, "fail_hop_wrong_role.tar", std::slice::from_ref(&s), vec![hop(&s, &origin)], &origin);
-    add("fail_hop_wrong_role.tar", "a hop signed by a key trusted only as an origin", Some("signed as relay, but this node trusts it only as origin"));
+    add(
+        "fail_hop_wrong_role.tar",
+        "a hop signed by a key trusted only as an origin",
+        Some("signed as relay, but this node trusts it only as origin"),
+    );
 
     let s = segment(t, &id(&origin), &origin, 1, 3, g);
     plain(dir, "fail_sealed_by_non_carrier.tar", std::slice::from_ref(&s), &relay);

@@ -32,7 +32,9 @@ use crate::crashpoint;
 use crate::keys::TrustStore;
 use crate::progress::Progress;
 use crate::schema;
-use crate::verify::{check_entries, check_entries_chained, check_signatures, error_chain, VerifyError};
+use crate::verify::{
+    check_entries, check_entries_chained, check_signatures, check_signatures_each, error_chain, VerifyError,
+};
 pub use engine::{Counts, Events};
 use engine::{Engine, Fail};
 use ledger::Hashes;
@@ -67,9 +69,9 @@ pub enum ApplyError {
 /// What `bundle apply` should do.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
-    /// Apply segments whose schema fingerprint differs from the target's,
-    /// as long as every table and column they use exists.
-    pub allow_schema_drift: bool,
+    /// Try the quarantined entries again first (after the target was
+    /// migrated, or a wrong key fixed at the origin).
+    pub retry_quarantined: bool,
     /// The time to judge entries' dates by (entries dated more than a day
     /// after it wait); `None`: this computer's clock.
     pub now: Option<crate::journal::Timestamp>,
@@ -102,6 +104,10 @@ pub struct SegmentApply {
     pub counts: Counts,
     /// Set when the segment forks from what was applied: it was not applied.
     pub fork: Option<ForkReport>,
+    /// Why the segment was refused (nothing of it was applied), while the
+    /// bundle's other segments applied: a signer this node does not trust
+    /// for it, or rows in an id block another origin uses.
+    pub refused: Option<String>,
 }
 
 /// What happened to one bundle.
@@ -130,8 +136,11 @@ pub struct ApplyReport {
     pub local: Counts,
     /// What the run changed about entries and rows counted before.
     pub events: Events,
-    /// Bundles refused (verification failed or not applicable).
+    /// Bundles refused (verification failed or not applicable), and
+    /// segments refused inside bundles that otherwise applied.
     pub refused: u64,
+    /// Quarantined entries tried again (`retry_quarantined`) and what became of them.
+    pub retried: Counts,
     /// Segments quarantined as forks.
     pub forks: u64,
 }
@@ -181,7 +190,7 @@ pub fn apply(
     let sql_err = |source| ApplyError::Sqlite { path: db.to_path_buf(), source };
     let fail = |f: Fail| match f {
         Fail::Db(source) => ApplyError::Sqlite { path: db.to_path_buf(), source },
-        Fail::Refused(reason) => ApplyError::LocalJournal { path: db.to_path_buf(), reason },
+        Fail::Refused(reason) | Fail::Segment(reason) => ApplyError::LocalJournal { path: db.to_path_buf(), reason },
     };
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err)?;
     if let Err(source) = ledger::check_version(&tx).map_err(sql_err)? {
@@ -191,12 +200,16 @@ pub fn apply(
     ledger::prepare(&tx, &target_tables).map_err(sql_err)?;
     // Capture triggers skip ferry's own writes (no echoes); see docs/CAPTURE.md.
     crate::capture::suppress(&tx, true).map_err(sql_err)?;
-    let fingerprint = schema::fingerprint(&tx).map_err(sql_err)?;
     let now = opts.now.unwrap_or_else(crate::journal::Timestamp::now);
     let mut eng = Engine::new(&tx, now).map_err(sql_err)?;
     eng.fold_local(&db.display().to_string()).map_err(fail)?;
     eng.release_waiting().map_err(fail)?;
     let local = eng.counts;
+    eng.counts = Counts::default();
+    if opts.retry_quarantined {
+        eng.retry_quarantined().map_err(fail)?;
+    }
+    let retried = eng.counts;
     let mut report = ApplyReport {
         db: db.to_path_buf(),
         bundles: Vec::new(),
@@ -205,6 +218,7 @@ pub fn apply(
         events: Events::default(),
         refused: 0,
         forks: 0,
+        retried,
     };
     for file in files {
         crashpoint::hit("apply: bundle start");
@@ -213,7 +227,7 @@ pub fn apply(
         let total = std::fs::metadata(file).map(|m| m.len()).ok();
         progress.start("applying", total);
         let mut segments = Vec::new();
-        let result = apply_bundle(&mut eng, file, trust, opts, &fingerprint, &mut segments, progress);
+        let result = apply_bundle(&mut eng, file, trust, &mut segments, progress);
         progress.finish();
         let result = match result {
             Err(Fail::Db(e)) if !engine::is_fatal(&e) => {
@@ -225,6 +239,26 @@ pub fn apply(
             Ok(()) => {
                 crashpoint::hit("apply: bundle done, savepoint not released");
                 tx.execute("DELETE FROM _ferry_refused WHERE name = ?1", [bundle_name(file)]).map_err(sql_err)?;
+                for s in segments.iter().filter(|s| s.refused.is_some()) {
+                    let reason = format!(
+                        "entries {}–{} of origin {}: {}",
+                        s.first_seq,
+                        s.last_seq,
+                        s.origin,
+                        s.refused.as_deref().unwrap_or_default()
+                    );
+                    tx.execute(
+                        "INSERT INTO _ferry_refused (bundle, reason, recorded_at, name) VALUES (?1, ?2, ?3, ?4)",
+                        params![
+                            file.display().to_string(),
+                            reason,
+                            crate::journal::Timestamp::now().to_rfc3339(),
+                            bundle_name(file)
+                        ],
+                    )
+                    .map_err(sql_err)?;
+                    report.refused += 1;
+                }
                 eng.release("ferry_bundle").map_err(sql_err)?;
                 report.forks += segments.iter().filter(|s| s.fork.is_some()).count() as u64;
                 report.totals.add(&eng.counts);
@@ -236,7 +270,7 @@ pub fn apply(
                     segments,
                 });
             }
-            Err(Fail::Refused(reason)) => {
+            Err(Fail::Refused(reason) | Fail::Segment(reason)) => {
                 eng.rollback_to("ferry_bundle").and_then(|()| eng.release("ferry_bundle")).map_err(sql_err)?;
                 tx.execute(
                     "INSERT INTO _ferry_refused (bundle, reason, recorded_at, name) VALUES (?1, ?2, ?3, ?4)",
@@ -276,25 +310,15 @@ fn apply_bundle(
     eng: &mut Engine,
     path: &Path,
     trust: &TrustStore,
-    opts: &ApplyOptions,
-    fingerprint: &str,
     segments: &mut Vec<SegmentApply>,
     progress: &mut dyn Progress,
 ) -> Result<(), Fail> {
     let mut reader = BundleReader::open(path).map_err(refuse)?;
-    check_signatures(&reader, trust).map_err(refuse)?;
+    // A signer this node does not trust for its part refuses its segment
+    // only; a bad signature or broken custody refuses the bundle.
+    let verdicts = check_signatures_each(&reader, trust).map_err(refuse)?;
     crashpoint::hit("apply: signatures verified");
     for d in reader.descriptors() {
-        if !opts.allow_schema_drift {
-            if let Some(theirs) = d.schema.as_deref().filter(|s| *s != fingerprint) {
-                return Err(Fail::Refused(format!(
-                    "segment {} was written against schema {theirs}, the target has {fingerprint}: \
-                     migrate one side so they match, or pass --allow-schema-drift to apply it when every \
-                     table and column it uses exists",
-                    d.member_name()
-                )));
-            }
-        }
         // Tables ferry must never write are refused before anything is written.
         for table in d.tables.keys() {
             let why = eng
@@ -312,8 +336,24 @@ fn apply_bundle(
         }
     }
     let bundle_name = path.display().to_string();
+    let mut verdicts = verdicts.into_iter();
     while let Some(member) = reader.next_segment().map_err(refuse)? {
-        segments.push(apply_segment(eng, member, &bundle_name, progress)?);
+        let d = member.descriptor().clone();
+        match verdicts.next() {
+            Some(Err(why)) => {
+                // Read through it (every byte is still checked), apply nothing.
+                check_entries(member, progress, |_, _| Ok(())).map_err(refuse)?;
+                segments.push(SegmentApply {
+                    origin: d.origin.to_string(),
+                    first_seq: d.first_seq,
+                    last_seq: d.last_seq,
+                    counts: Counts::default(),
+                    fork: None,
+                    refused: Some(error_chain(&why)),
+                });
+            }
+            _ => segments.push(apply_segment(eng, member, &bundle_name, progress)?),
+        }
     }
     reader.finish().map_err(refuse)?;
     Ok(())
@@ -362,7 +402,10 @@ fn apply_segment<R: std::io::Read + Send>(
     // one is known inside the segment's range can that happen after entries
     // were applied, and only then does the segment need its own savepoint
     // (pages written under a savepoint are copied to its journal first).
-    let guarded = fork.is_none() && Hashes::any_known(conn, oid, d.first_seq, d.last_seq)?;
+    // A segment of an origin whose id block this target has not seen yet
+    // may turn out to share another origin's block: it is refused alone,
+    // so it needs its own savepoint too.
+    let guarded = fork.is_none() && (Hashes::any_known(conn, oid, d.first_seq, d.last_seq)? || !eng.has_block(oid));
     if guarded {
         eng.savepoint("ferry_segment")?;
     }
@@ -393,7 +436,6 @@ fn apply_segment<R: std::io::Read + Send>(
                 eng.skipped(oid, 1);
                 return Ok(());
             }
-            eng.check(&origin, entry)?;
             eng.apply(oid, entry, line)?;
             hashes.set(seq, &chain)?;
             match runs.last_mut() {
@@ -421,8 +463,30 @@ fn apply_segment<R: std::io::Read + Send>(
             }
         }
     });
-    if let Some(f) = stop {
-        return Err(f);
+    let refused = match stop {
+        Some(Fail::Segment(why)) if guarded => {
+            // Refused on its own: nothing of it stays, the bundle goes on.
+            hashes.discard();
+            eng.rollback_to("ferry_segment")?;
+            eng.release("ferry_segment")?;
+            Some(why)
+        }
+        Some(Fail::Segment(why)) => return Err(Fail::Refused(why)),
+        Some(f) => return Err(f),
+        None => None,
+    };
+    if refused.is_some() {
+        // The rest of the segment's bytes are still checked.
+        let _ = verified;
+        eng.counts = counts_before;
+        return Ok(SegmentApply {
+            origin,
+            first_seq: d.first_seq,
+            last_seq: d.last_seq,
+            counts: Counts::default(),
+            fork: None,
+            refused,
+        });
     }
     verified.map_err(refuse)?;
     let mut counts = eng.counts;
@@ -467,7 +531,7 @@ fn apply_segment<R: std::io::Read + Send>(
     }
     eng.counts = counts_before;
     eng.counts.add(&counts);
-    Ok(SegmentApply { origin, first_seq: d.first_seq, last_seq: d.last_seq, counts, fork })
+    Ok(SegmentApply { origin, first_seq: d.first_seq, last_seq: d.last_seq, counts, fork, refused: None })
 }
 
 /// Will these bundles apply to `conn`'s database? For each bundle, every

@@ -291,6 +291,120 @@ pub fn read_status(conn: &Connection, db: &str) -> rusqlite::Result<DbStatus> {
     Ok(s)
 }
 
+/// One entry or row that waits, is held back or is quarantined
+/// (`ferry status --db --list`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Item {
+    pub table: String,
+    /// The row's key values as a JSON array (when known).
+    pub key: Option<String>,
+    /// The origin of the entry it stands for (when one does).
+    pub origin: Option<String>,
+    pub seq: Option<u64>,
+    pub reason: String,
+    /// When it was recorded (UTC), or the entry's date for entries waiting for their time.
+    pub since: Option<String>,
+}
+
+/// What waits and why (`ferry status --db --list`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Lists {
+    /// Writes waiting for their row.
+    pub waiting_for_row: Vec<Item>,
+    /// Entries waiting for their time.
+    pub waiting_for_time: Vec<Item>,
+    /// Rows held back from their table.
+    pub held: Vec<Item>,
+    /// Entries refused, kept for a person (retry with `bundle apply --retry-quarantined`).
+    pub quarantined: Vec<Item>,
+}
+
+/// Reads what waits, is held back or is quarantined in a target database.
+pub fn lists(path: &Path) -> Result<Lists, StatusError> {
+    let conn = open(path)?;
+    let err = |source| StatusError::Sqlite { path: path.display().to_string(), source };
+    refuse_newer(&conn, path)?;
+    read_lists(&conn).map_err(err)
+}
+
+pub fn read_lists(conn: &Connection) -> rusqlite::Result<Lists> {
+    let mut out = Lists::default();
+    if !has_ledger(conn)? {
+        return Ok(out);
+    }
+    let key_json = |v: rusqlite::types::Value| -> String {
+        let v = crate::value::Value::from(v);
+        match v {
+            crate::value::Value::Text(t) if t.starts_with('[') => t,
+            other => serde_json::to_string(&[other]).unwrap_or_default(),
+        }
+    };
+    let reason = if has_column(conn, "_ferry_parked", "reason")? { "reason" } else { "NULL" };
+    let mut stmt = conn.prepare(&format!(
+        "SELECT tbl, key, origin, seq, coalesce({reason}, 'its row has not arrived yet') FROM _ferry_parked
+         ORDER BY tbl, key, ts"
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.waiting_for_row.push(Item {
+            table: r.get(0)?,
+            key: Some(key_json(r.get(1)?)),
+            origin: Some(r.get(2)?),
+            seq: Some(r.get::<_, i64>(3)? as u64),
+            reason: r.get(4)?,
+            since: None,
+        });
+    }
+    if has_table(conn, "_ferry_waiting")? {
+        let mut stmt = conn.prepare("SELECT origin, seq, ts, entry FROM _ferry_waiting ORDER BY ts")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let entry: String = r.get(3)?;
+            let table = crate::journal::Entry::parse(entry.as_bytes()).map(|e| e.table).unwrap_or_default();
+            let ts = Timestamp(r.get(2)?);
+            out.waiting_for_time.push(Item {
+                table,
+                key: None,
+                origin: Some(r.get(0)?),
+                seq: Some(r.get::<_, i64>(1)? as u64),
+                reason: format!("dated {ts}, more than a day ahead of this computer's clock when it came"),
+                since: Some(ts.to_rfc3339()),
+            });
+        }
+    }
+    if has_table(conn, "_ferry_held")? {
+        let mut stmt = conn.prepare("SELECT tbl, key, origin, seq, reason, since FROM _ferry_held ORDER BY since")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            out.held.push(Item {
+                table: r.get(0)?,
+                key: Some(key_json(r.get(1)?)),
+                origin: r.get(2)?,
+                seq: r.get::<_, Option<i64>>(3)?.map(|n| n as u64),
+                reason: r.get(4)?,
+                since: Some(r.get(5)?),
+            });
+        }
+    }
+    let key = if has_column(conn, "_ferry_quarantine", "key")? { "key" } else { "NULL" };
+    let mut stmt = conn
+        .prepare(&format!("SELECT tbl, {key}, origin, seq, reason, recorded_at FROM _ferry_quarantine ORDER BY id"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.quarantined.push(Item {
+            table: r.get(0)?,
+            key: r.get(1)?,
+            origin: Some(r.get(2)?),
+            seq: r.get::<_, Option<i64>>(3)?.map(|n| n as u64),
+            reason: r.get(4)?,
+            since: Some(r.get(5)?),
+        });
+    }
+    Ok(out)
+}
+
 /// Lists the recorded conflicts, oldest first.
 pub fn conflicts(path: &Path) -> Result<Vec<Conflict>, StatusError> {
     let conn = open(path)?;

@@ -112,6 +112,7 @@ pub const FERRY_TABLES: &[&str] = &[
     "_ferry_tables",
     "_ferry_journal",
     "_ferry_applied",
+    "_ferry_blocks",
     "_ferry_chain",
     "_ferry_columns",
     "_ferry_conflicts",

@@ -19,14 +19,15 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "TARGET")]
     pub db: PathBuf,
     /// Bundle files or folders holding them.
-    #[arg(value_name = "FILE|DIR", required = true)]
+    #[arg(value_name = "FILE|DIR", required_unless_present = "retry_quarantined")]
     pub paths: Vec<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Apply segments made against a different schema, when every table and column they use exists.
+    /// First try the quarantined entries again (after this database was migrated, say); `ferry status --db DB
+    /// --list` shows them and why.
     #[arg(long)]
-    pub allow_schema_drift: bool,
+    pub retry_quarantined: bool,
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +45,7 @@ pub struct ConflictsArgs {
 pub struct StatusArgs {
     pub db: PathBuf,
     pub json: bool,
+    pub list: bool,
 }
 
 /// "1 entry", "2 entries".
@@ -92,14 +94,14 @@ fn outcome_words(c: &ferry::apply::Counts) -> String {
 pub fn run_apply(a: ApplyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
     let node = Node::open(&home_dir(home)?)?;
     let trust = node.trust()?;
-    let files = find_bundles(&a.paths)?;
-    if files.is_empty() {
+    let files = if a.paths.is_empty() { Vec::new() } else { find_bundles(&a.paths)? };
+    if files.is_empty() && !a.retry_quarantined {
         anyhow::bail!(
             "no bundles (*.tar) found in {}",
             a.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         );
     }
-    let opts = ApplyOptions { allow_schema_drift: a.allow_schema_drift, now: None };
+    let opts = ApplyOptions { retry_quarantined: a.retry_quarantined, now: None };
     let mut progress = ui.progress();
     let report = apply(&a.db, &files, &trust, &opts, progress.as_mut())?;
     if a.json {
@@ -114,6 +116,17 @@ pub fn run_apply(a: ApplyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
             plural(report.local.received, "edit", "edits")
         ))?;
     }
+    if a.retry_quarantined {
+        let r = &report.retried;
+        out(format!(
+            "retried  {}: {} applied, {} superseded, {} waiting, {} still quarantined",
+            plural(r.received, "quarantined entry", "quarantined entries"),
+            r.applied,
+            r.superseded,
+            r.parked,
+            r.quarantined
+        ))?;
+    }
     for b in &report.bundles {
         let file = sanitize(&b.file.display().to_string());
         match &b.error {
@@ -121,6 +134,14 @@ pub fn run_apply(a: ApplyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
             None => {
                 out(format!("applied  {file}: {}", outcome_words(&b.counts)))?;
                 for s in &b.segments {
+                    if let Some(why) = &s.refused {
+                        out(format!(
+                            "REFUSED  {file}: {}'s {} (the rest of the bundle applied): {}",
+                            who(Some(&trust), &s.origin),
+                            entries_range(s.first_seq, s.last_seq),
+                            sanitize(why)
+                        ))?;
+                    }
                     if let Some(f) = &s.fork {
                         let name = who(Some(&trust), &f.origin);
                         out(format!(
@@ -167,7 +188,7 @@ pub fn run_apply(a: ApplyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
         ));
     }
     if t.parked > 0 || t.quarantined > 0 || e.held > 0 {
-        ui.note(format!("see what waits and why with `ferry status --db {db}`"));
+        ui.note(format!("see what waits and why with `ferry status --db {db} --list`"));
     }
     if t.conflicts > 0 {
         ui.note(format!("see the values that lost with `ferry conflicts --db {db}`"));
@@ -210,13 +231,38 @@ pub fn run_conflicts(a: ConflictsArgs, home: Option<PathBuf>) -> anyhow::Result<
 
 /// `ferry status --db TARGET`: what the target holds from each origin.
 pub fn run_db_status(a: StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
+    let trust = home_dir(home).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
+    let trust = trust.as_ref();
+    if a.list {
+        let l = ferry::apply::status::lists(&a.db)?;
+        if a.json {
+            json(&l)?;
+            return Ok(Outcome::Ok);
+        }
+        let section = |title: &str, items: &[ferry::apply::status::Item]| -> anyhow::Result<()> {
+            out(format!("{title}: {}", items.len()))?;
+            for i in items {
+                let from = match (&i.origin, i.seq) {
+                    (Some(o), Some(s)) => format!(" ({}'s entry {s})", who(trust, o)),
+                    (Some(o), None) => format!(" ({})", who(trust, o)),
+                    _ => String::new(),
+                };
+                let key = i.key.as_deref().map(|k| format!(" {}", sanitize(k))).unwrap_or_default();
+                out(format!("    {}{key}{from}: {}", sanitize(&i.table), sanitize(&i.reason)))?;
+            }
+            Ok(())
+        };
+        section("waiting for their row", &l.waiting_for_row)?;
+        section("waiting for their time", &l.waiting_for_time)?;
+        section("held back (they go in by themselves once they can)", &l.held)?;
+        section("quarantined (retry with `ferry bundle apply --db DB --retry-quarantined`)", &l.quarantined)?;
+        return Ok(Outcome::Ok);
+    }
     let s = db_status(&a.db)?;
     if a.json {
         json(&s)?;
         return Ok(if s.forks > 0 { Outcome::Negative } else { Outcome::Ok });
     }
-    let trust = home_dir(home).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
-    let trust = trust.as_ref();
     let ranges = |r: &[(u64, u64)]| {
         if r.is_empty() {
             "none".to_owned()

@@ -23,11 +23,15 @@ pub struct StatusArgs {
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
+    /// With --db: list every write waiting for its row, entry waiting for its time, row held back and
+    /// quarantined entry, with its table, key and reason.
+    #[arg(long, requires = "db")]
+    pub list: bool,
 }
 
 pub fn run(a: StatusArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
     if let Some(db) = a.db {
-        return super::apply::run_db_status(super::apply::StatusArgs { db, json: a.json }, home);
+        return super::apply::run_db_status(super::apply::StatusArgs { db, json: a.json, list: a.list }, home);
     }
     let node = Node::open(&home_dir(home)?)?;
     let status = ledger_status(&node)?;

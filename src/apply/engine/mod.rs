@@ -34,12 +34,16 @@ pub const FOREIGN_KEY: &str = "foreign_key";
 pub const UNIQUE: &str = "unique";
 pub const KEY: &str = "key";
 pub const FORK: &str = "fork";
+pub const SCHEMA: &str = "schema";
 
 /// A failure while applying: the bundle is refused (bad input), or the run
 /// stops (the database failed).
 #[derive(Debug)]
 pub enum Fail {
     Refused(String),
+    /// Refuses the segment being applied (the bundle's others still apply
+    /// when it has its own savepoint; else the bundle is refused).
+    Segment(String),
     Db(rusqlite::Error),
 }
 
@@ -205,6 +209,9 @@ pub struct Engine<'c> {
     pub newest: Option<i64>,
     /// The table the last entry wrote (see [`Engine::table`]).
     last_table: Option<Rc<TableInfo>>,
+    /// Id block → the origin whose rows were seen in it first
+    /// (`_ferry_blocks`; see [`Engine::claim_block`]).
+    blocks: HashMap<i64, u32>,
 }
 
 /// One write being carried out.
@@ -373,6 +380,7 @@ impl<'c> Engine<'c> {
             local: local::Local::read(conn)?,
             newest: None,
             last_table: None,
+            blocks: HashMap::new(),
         };
         eng.reload_origins()?;
         Ok(eng)
@@ -426,8 +434,15 @@ impl<'c> Engine<'c> {
         Ok(self.events)
     }
 
-    /// Re-reads the origin table (after a savepoint rollback undid registrations).
+    /// Re-reads the origin and id block tables (after a savepoint rollback
+    /// undid registrations).
     pub fn reload_origins(&mut self) -> rusqlite::Result<()> {
+        self.blocks.clear();
+        let mut stmt = self.conn.prepare("SELECT block, origin FROM _ferry_blocks")?;
+        for r in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?)))? {
+            let (block, origin) = r?;
+            self.blocks.insert(block, origin);
+        }
         self.origins.0.clear();
         let mut stmt = self.conn.prepare("SELECT id, node FROM _ferry_origins")?;
         for r in stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))? {
@@ -466,6 +481,43 @@ impl<'c> Engine<'c> {
         Some(t)
     }
 
+    /// Whether rows of `origin` were seen in some id block.
+    pub fn has_block(&self, origin: u32) -> bool {
+        self.blocks.values().any(|o| *o == origin)
+    }
+
+    /// Two computers given the same id block number their rows alike, and
+    /// their rows would overwrite each other here. The first origin seen
+    /// inserting rows in a block (ids from `block × 2^32`; block 0, ids
+    /// below 2^32, is nobody's) has it; another origin's insert there refuses
+    /// its segment, before anything of it is written.
+    fn claim_block(&mut self, origin: u32, t: &TableInfo, key: &[Value]) -> Result<(), Fail> {
+        let [Value::Integer(id)] = key else { return Ok(()) };
+        if !t.integer_key || *id < (1 << 32) {
+            return Ok(());
+        }
+        let block = id >> 32;
+        match self.blocks.get(&block) {
+            Some(o) if *o == origin => Ok(()),
+            Some(o) => Err(Fail::Segment(format!(
+                "{} and {} both number their rows in id block {block} (this one's row {id} of {:?}): the two \
+                 computers were given the same id block, and their rows would overwrite each other. Nothing of \
+                 this part was applied. On the computer that made it, run `ferry node reissue APP.sqlite3 --name \
+                 NEW-NAME --id-block N --from 1` (N: a block no other computer uses), then trust its new key here",
+                self.origins.name(*o),
+                self.origins.name(origin),
+                t.name
+            ))),
+            None => {
+                self.conn
+                    .prepare_cached("INSERT INTO _ferry_blocks (block, origin) VALUES (?1, ?2)")?
+                    .execute(params![block, origin])?;
+                self.blocks.insert(block, origin);
+                Ok(())
+            }
+        }
+    }
+
     /// Counts entries of `origin` skipped as duplicates.
     pub fn skipped(&mut self, origin: u32, n: u64) {
         self.counts.received += n;
@@ -498,44 +550,80 @@ impl<'c> Engine<'c> {
         }
     }
 
-    /// Checks an entry's table and columns against the target schema.
-    pub fn check(&mut self, origin: &str, e: &Entry) -> Result<(), Fail> {
-        let refuse = |what: String| Fail::Refused(format!("origin {origin} seq {}: {what}", e.seq));
-        if let Some(t) = self.table(&e.table) {
-            for c in e.pk.columns().chain(e.fields.iter().flat_map(|f| f.columns())) {
-                if !t.has_column(c) {
-                    return Err(refuse(format!(
-                        "table {:?} has no column {c:?} (the target's schema differs; migrate it first)",
-                        e.table
-                    )));
-                }
-            }
-            return Ok(());
-        }
-        if let Some(why) = self.unwritable.get(&e.table) {
-            return Err(refuse(format!("table {:?} is {why}; ferry never writes it", e.table)));
-        }
-        let Some(t) = self.tables.get(&e.table) else {
-            return Err(refuse(format!(
-                "table {:?} does not exist in the target (the target's schema differs; migrate it first)",
+    /// Why an entry does not fit the target's tables (a table or columns it
+    /// lacks: the two databases' apps differ in version), `None` when it fits.
+    fn misfit(&mut self, e: &Entry) -> Option<String> {
+        let Some(t) = self.table(&e.table) else {
+            return Some(format!(
+                "this database has no table {:?}: the app here is older or newer than the one that wrote the \
+                 entry. Update this database (for Django: `manage.py migrate`), then `ferry bundle apply --db DB \
+                 --retry-quarantined`",
                 e.table
-            )));
+            ));
         };
-        for c in e.pk.columns().chain(e.fields.iter().flat_map(|f| f.columns())) {
-            if !t.has_column(c) {
-                return Err(refuse(format!(
-                    "table {:?} has no column {c:?} (the target's schema differs; migrate it first)",
-                    e.table
-                )));
-            }
+        let missing: Vec<&str> =
+            e.pk.columns().chain(e.fields.iter().flat_map(|f| f.columns())).filter(|c| !t.has_column(c)).collect();
+        if missing.is_empty() {
+            return None;
         }
+        Some(format!(
+            "table {:?} here has no column{} {}: the app here is older or newer than the one that wrote the entry. \
+             Update this database (for Django: `manage.py migrate`), then `ferry bundle apply --db DB \
+             --retry-quarantined`",
+            e.table,
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", ")
+        ))
+    }
+
+    /// Applies one entry from `origin` and counts its outcome. An entry that
+    /// does not fit the target's tables is quarantined, with the columns it
+    /// misses, while the rest applies.
+    pub fn apply(&mut self, origin: u32, e: &Entry, line: &[u8]) -> Result<(), Fail> {
+        let outcome = match self.misfit(e) {
+            Some(why) => {
+                self.quarantine(origin, e, line, None, SCHEMA, &why)?;
+                Outcome::Quarantined
+            }
+            None => self.apply_entry(origin, e, line, false)?,
+        };
+        self.count(origin, outcome);
         Ok(())
     }
 
-    /// Applies one checked entry from `origin` and counts its outcome.
-    pub fn apply(&mut self, origin: u32, e: &Entry, line: &[u8]) -> Result<(), Fail> {
-        let outcome = self.apply_entry(origin, e, line, false)?;
-        self.count(origin, outcome);
+    /// Applies an entry counted before (waiting, or quarantined) once more;
+    /// one that still cannot apply is quarantined with today's reason.
+    fn apply_again(&mut self, origin: u32, e: &Entry, line: &[u8]) -> Result<Outcome, Fail> {
+        if let Some(why) = self.misfit(e) {
+            self.quarantine(origin, e, line, None, SCHEMA, &why)?;
+            return Ok(Outcome::Quarantined);
+        }
+        match self.apply_entry(origin, e, line, false) {
+            Err(Fail::Segment(why) | Fail::Refused(why)) => {
+                self.quarantine(origin, e, line, None, CONSTRAINT, &why)?;
+                Ok(Outcome::Quarantined)
+            }
+            r => r,
+        }
+    }
+
+    /// Tries every quarantined entry again, oldest first: the ones that fit
+    /// now take their outcome; the others stay, with today's reason.
+    pub fn retry_quarantined(&mut self) -> Result<(), Fail> {
+        let all: Vec<(i64, String, String)> = {
+            let mut stmt = self.conn.prepare("SELECT id, origin, entry FROM _ferry_quarantine ORDER BY id")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (id, origin, line) in all {
+            let Ok(e) = Entry::parse(line.as_bytes()) else { continue };
+            let oid = self.origin_id(&origin)?;
+            self.conn.execute("DELETE FROM _ferry_quarantine WHERE id = ?1", [id])?;
+            let outcome = self.apply_again(oid, &e, line.as_bytes())?;
+            self.counts.received += 1;
+            *self.counts.bucket(outcome) += 1;
+            self.moved(oid, Outcome::Quarantined, outcome);
+        }
         Ok(())
     }
 
@@ -572,6 +660,9 @@ impl<'c> Engine<'c> {
         };
         if !local {
             self.check_block(&t, e, &key_vals)?;
+            if e.op == Op::Insert {
+                self.claim_block(origin, &t, &key_vals)?;
+            }
         }
         let mut cx = Ctx::new(e, line, v, t, key_vals);
         cx.local = local;
@@ -890,6 +981,7 @@ impl<'c> Engine<'c> {
     ) -> Result<Outcome, Fail> {
         if !local {
             self.check_block(t, e, &new)?;
+            self.claim_block(origin, t, &new)?;
         }
         let old_lkey = ledger_key(&old);
         let st_old = self.rows.load_row(&t.name, &old_lkey)?;
@@ -974,17 +1066,8 @@ impl<'c> Engine<'c> {
         for (origin, seq, line) in due {
             self.conn.execute("DELETE FROM _ferry_waiting WHERE origin = ?1 AND seq = ?2", params![origin, seq])?;
             let oid = self.origin_id(&origin)?;
-            let outcome = match Entry::parse(line.as_bytes()) {
-                Ok(e) => match self.check(&origin, &e) {
-                    Ok(()) => self.apply_entry(oid, &e, line.as_bytes(), false)?,
-                    Err(Fail::Refused(why)) => {
-                        self.quarantine(oid, &e, line.as_bytes(), None, CONSTRAINT, &why)?;
-                        Outcome::Quarantined
-                    }
-                    Err(f) => return Err(f),
-                },
-                Err(_) => continue,
-            };
+            let Ok(e) = Entry::parse(line.as_bytes()) else { continue };
+            let outcome = self.apply_again(oid, &e, line.as_bytes())?;
             self.moved(oid, Outcome::Parked, outcome);
         }
         Ok(())

@@ -144,6 +144,10 @@ CREATE TABLE IF NOT EXISTS _ferry_forks (
     recorded_at TEXT NOT NULL,
     entries     INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS _ferry_blocks (
+    block       INTEGER PRIMARY KEY,
+    origin      INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS _ferry_refused (
     id          INTEGER PRIMARY KEY,
     bundle      TEXT NOT NULL,
