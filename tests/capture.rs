@@ -251,7 +251,7 @@ fn autoincrement_without_id_block_and_tables_without_key_are_refused() {
     assert!(e.to_string().contains("nokey") && e.to_string().contains("--exclude"), "{e}");
     // Nothing was installed by the refused attempt.
     assert!(!capture::is_tracked(&f.conn()).expect("check"));
-    let opts = TrackOptions { tables: None, exclude: Some(vec!["nokey".into()]) };
+    let opts = TrackOptions { exclude: Some(vec!["nokey".into()]), ..Default::default() };
     let r = capture::track(&f.node, &f.db, &opts).expect("track with exclude");
     assert_eq!(r.tables, vec!["ok".to_owned()]);
 }
@@ -539,9 +539,9 @@ fn crash_before_watermark_bundles_the_same_entries_again() {
 #[test]
 fn refresh_reuses_the_stored_selection_even_after_an_excluded_table_is_dropped() {
     let f = fixture("CREATE TABLE a (id TEXT PRIMARY KEY); CREATE TABLE cache (id TEXT PRIMARY KEY);", None);
-    let opts = TrackOptions { tables: None, exclude: Some(vec!["cache".into()]) };
+    let opts = TrackOptions { exclude: Some(vec!["cache".into()]), ..Default::default() };
     capture::track(&f.node, &f.db, &opts).expect("track");
-    let unknown = TrackOptions { tables: Some(vec!["nope".into()]), exclude: None };
+    let unknown = TrackOptions { tables: Some(vec!["nope".into()]), ..Default::default() };
     let e = capture::track(&f.node, &f.db, &unknown).expect_err("unknown table");
     assert!(e.to_string().contains("nope"), "{e}");
     f.conn().execute_batch("DROP TABLE cache; CREATE TABLE b (id TEXT PRIMARY KEY);").expect("migrate");
@@ -565,6 +565,10 @@ struct TrackJson {
     sequences_raised: std::collections::BTreeMap<String, i64>,
     warnings: Vec<String>,
     fingerprint: String,
+    existing: std::collections::BTreeMap<String, u64>,
+    included: serde_json::Map<String, serde_json::Value>,
+    recovered: serde_json::Map<String, serde_json::Value>,
+    unchecked: Vec<String>,
 }
 
 #[allow(dead_code)]
@@ -721,7 +725,7 @@ fn a_control_character_in_an_excluded_table_does_not_block_bundling() {
          CREATE TABLE scratch (id INTEGER PRIMARY KEY, \"bad\x01name\" TEXT);",
         None,
     );
-    capture::track(&f.node, &f.db, &TrackOptions { tables: None, exclude: Some(vec!["scratch".into()]) })
+    capture::track(&f.node, &f.db, &TrackOptions { exclude: Some(vec!["scratch".into()]), ..Default::default() })
         .expect("track");
     f.conn().execute_batch("INSERT INTO item VALUES (1, 'a'); INSERT INTO scratch VALUES (1, 'b');").expect("insert");
     let r = f.bundle(None);
@@ -780,4 +784,149 @@ fn ferrys_own_tables_are_not_taken_for_the_apps() {
         .expect("count");
     assert!(ferry_tables > 5, "the ledger is there");
     assert_eq!(capture::reserved_name_tables(&conn).expect("list"), Vec::<String>::new());
+}
+
+/// Applies every bundle in `dir` to a fresh database with `ddl` and returns it.
+fn central_from(f: &Fixture, ddl: &str, bundles: &Path) -> PathBuf {
+    let central = f.dir.join(format!("central-{}.sqlite3", std::process::id()));
+    let _ = std::fs::remove_file(&central);
+    Connection::open(&central).expect("db").execute_batch(ddl).expect("ddl");
+    let files = ferry::bundle::find_bundles(&[bundles.to_path_buf()]).expect("bundles");
+    let trust = f.node.trust().expect("trust");
+    let r = ferry::apply::apply(&central, &files, &trust, &Default::default(), &mut Silent).expect("apply");
+    assert_eq!(r.refused, 0, "{r:?}");
+    central
+}
+
+/// Every row of every app table, by key.
+fn rows_of(db: &Path) -> Vec<String> {
+    let c = Connection::open(db).expect("db");
+    let mut out = Vec::new();
+    for t in ferry::schema::tables(&c).expect("tables") {
+        let cols: Vec<String> = t.columns.iter().map(|c| ferry::schema::quote(&c.name)).collect();
+        let mut st = c
+            .prepare(&format!("SELECT {} FROM {} ORDER BY 1", cols.join(", "), ferry::schema::quote(&t.name)))
+            .expect("select");
+        let n = st.column_count();
+        let rows = st
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .expect("rows");
+        for r in rows {
+            out.push(format!("{}: {}", t.name, r.expect("row").join("|")));
+        }
+    }
+    out
+}
+
+/// Writes made after a migration dropped (or outran) the capture triggers
+/// and before `ferry track` refreshed them are found by the refresh and
+/// journalled: the servers end up with every write.
+#[test]
+fn writes_made_while_a_migration_had_capture_off_are_found_and_sent() {
+    let before = "CREATE TABLE item (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, qty INTEGER);
+                  CREATE TABLE note (code TEXT PRIMARY KEY, body TEXT);";
+    let after = "CREATE TABLE item (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, qty INTEGER, colour TEXT);
+                 CREATE TABLE note (code TEXT PRIMARY KEY, body TEXT, pinned INTEGER);";
+    let f = fixture(before, Some(3));
+    f.track();
+    let c = f.conn();
+    c.execute_batch(
+        "INSERT INTO item (name, qty) VALUES ('spade', 1), ('hoe', 2), ('rake', 3);
+         INSERT INTO note VALUES ('a', 'first'), ('b', 'second');",
+    )
+    .expect("writes");
+    // A migration: item rebuilt the way Django does it on SQLite (the
+    // triggers go with the old table), note given a column in place.
+    c.execute_batch(
+        "CREATE TABLE new__item (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, qty INTEGER, colour TEXT);
+         INSERT INTO new__item (id, name, qty) SELECT id, name, qty FROM item;
+         DROP TABLE item; ALTER TABLE new__item RENAME TO item;
+         ALTER TABLE note ADD COLUMN pinned INTEGER;",
+    )
+    .expect("migrate");
+    // The app goes on before anyone runs `ferry track`.
+    c.execute_batch(
+        "INSERT INTO item (name, qty, colour) VALUES ('sickle', 4, 'red');
+         UPDATE item SET qty = 20, colour = 'blue' WHERE name = 'hoe';
+         DELETE FROM item WHERE name = 'rake';
+         UPDATE note SET pinned = 1 WHERE code = 'a';
+         INSERT INTO note VALUES ('c', 'third', 0);",
+    )
+    .expect("writes while capture is off");
+    let s = capture::status(&f.db).expect("status");
+    assert!(!s.stale.is_empty(), "capture is stale: {s:?}");
+    let r = f.track();
+    let item = &r.recovered["item"];
+    assert_eq!((item.inserted, item.updated, item.deleted), (1, 1, 1), "{:?}", r.recovered);
+    let note = &r.recovered["note"];
+    // Note 'a' got pinned; note 'c' was captured by the old trigger, which
+    // knew no `pinned`: its 0 was found too.
+    assert_eq!((note.inserted, note.updated, note.deleted), (0, 2, 0), "{:?}", r.recovered);
+    let out = f.dir.join("out");
+    let opts = CreateOptions { out_dir: out.clone(), since: None };
+    capture::create_from_db(&f.node, &f.db, &opts, &mut Silent).expect("bundle");
+    let central = central_from(&f, after, &out);
+    assert_eq!(rows_of(&central), rows_of(&f.db), "the server has every write");
+    // A second refresh finds nothing more.
+    assert!(f.track().recovered.is_empty());
+}
+
+/// Rows entered before tracking are counted, and on request journalled,
+/// renumbered into the node's id block first (every laptop numbered them
+/// 1, 2, 3 …), references following.
+#[test]
+fn rows_entered_before_tracking_are_counted_and_sent_on_request() {
+    let ddl = "CREATE TABLE village (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT);
+               CREATE TABLE household (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                                       village_id INTEGER REFERENCES village(id), name TEXT);";
+    let mut bundles = Vec::new();
+    let mut laptops = Vec::new();
+    for (block, names) in [(4, ["Kanyadet", "Achieng"]), (5, ["Siaya", "Kamau"])] {
+        let f = fixture(ddl, Some(block));
+        f.conn()
+            .execute_batch(&format!(
+                "INSERT INTO village (name) VALUES ('{}'); INSERT INTO household (village_id, name) VALUES (1, '{}');",
+                names[0], names[1]
+            ))
+            .expect("data before tracking");
+        let r = f.track();
+        assert_eq!(r.existing.get("village"), Some(&1), "{r:?}");
+        assert_eq!(r.existing.get("household"), Some(&1));
+        let r = capture::track(&f.node, &f.db, &TrackOptions { include_existing: Some(vec![]), ..Default::default() })
+            .expect("include");
+        assert_eq!(r.included["village"].rows, 1);
+        assert_eq!(r.included["village"].renumbered, 1);
+        assert!(r.existing.is_empty(), "nothing left out: {r:?}");
+        let (vid, hvid): (i64, i64) = f
+            .conn()
+            .query_row("SELECT v.id, h.village_id FROM village v, household h", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("ids");
+        assert_eq!(vid >> 32, i64::from(block), "moved into the block");
+        assert_eq!(hvid, vid, "the reference followed");
+        let out = f.dir.join("out");
+        capture::create_from_db(&f.node, &f.db, &CreateOptions { out_dir: out.clone(), since: None }, &mut Silent)
+            .expect("bundle");
+        bundles.push(out);
+        laptops.push(f);
+    }
+    // Both laptops' rows reach a server, none overwriting the other.
+    let c = laptops[0].dir.join("both.sqlite3");
+    Connection::open(&c).expect("db").execute_batch(ddl).expect("ddl");
+    let mut trust = ferry::keys::TrustStore::default();
+    for l in &laptops {
+        trust
+            .add(&format!("{}", l.node.id()), &l.node.signing_key().verifying_key(), &[ferry::keys::Role::Origin])
+            .expect("trust");
+    }
+    let files: Vec<PathBuf> =
+        bundles.iter().flat_map(|b| ferry::bundle::find_bundles(std::slice::from_ref(b)).expect("b")).collect();
+    let r = ferry::apply::apply(&c, &files, &trust, &Default::default(), &mut Silent).expect("apply");
+    assert_eq!((r.refused, r.totals.conflicts), (0, 0), "{r:?}");
+    let n: i64 =
+        Connection::open(&c).expect("db").query_row("SELECT count(*) FROM household", [], |r| r.get(0)).expect("n");
+    assert_eq!(n, 2);
 }

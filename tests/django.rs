@@ -143,3 +143,91 @@ fn django_migration_makes_capture_stale_until_tracked_again() {
             "pk":{"id":"00000000000040008000000000000003"},"fields":{"phone":"+254 700 000000"}})
     );
 }
+
+/// Every app table's rows (not ferry's, not Django's bookkeeping), by key.
+fn survey_rows(db: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open(db).expect("db");
+    let mut out = Vec::new();
+    for t in ferry::schema::tables(&c).expect("tables").into_iter().filter(|t| t.name.starts_with("survey_")) {
+        let cols: Vec<String> = t.columns.iter().map(|c| ferry::schema::quote(&c.name)).collect();
+        let mut st = c
+            .prepare(&format!("SELECT {} FROM {} ORDER BY 1, 2", cols.join(", "), ferry::schema::quote(&t.name)))
+            .expect("select");
+        let n = st.column_count();
+        let rows = st
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .expect("rows");
+        for r in rows {
+            out.push(format!("{}: {}", t.name, r.expect("row").join("|")));
+        }
+    }
+    out
+}
+
+/// A laptop that entered data before tracking, and went on entering data
+/// after a migration that rebuilt a table and before anyone ran `ferry
+/// track`: with `--include-existing` and the refresh, the central server
+/// ends up with every row the laptop has.
+#[test]
+fn django_data_from_before_tracking_and_across_a_rebuilding_migration_reaches_central() {
+    require_django();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.sqlite3");
+    let shell = |script: &str| run_python(&db, &["manage.py", "shell", "-v", "0", "-c", script]);
+    run_python(&db, &["manage.py", "migrate", "survey", "0002", "--noinput", "-v", "0"]);
+    shell(
+        "from survey.models import Household, Village\n\
+         v = Village.objects.create(name='Kanyadet')\n\
+         Household.objects.create(id='00000000-0000-4000-8000-000000000001', village=v, name='Achieng')\n",
+    );
+    let home = common::init_node(dir.path(), "field-1", Some(5));
+    let o = common::ferry(&home).arg("track").arg(&db).output().expect("run");
+    assert!(o.status.success());
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains("survey_village: 1 row from before tracking") && said.contains("--include-existing"),
+        "{said}"
+    );
+    common::ferry(&home).args(["track", "--include-existing"]).arg(&db).assert().success();
+    shell(
+        "from survey.models import Household, Village\n\
+         Household.objects.create(id='00000000-0000-4000-8000-000000000002', village=Village.objects.get(), name='Kamau')\n",
+    );
+    // Migration 0003 rebuilds survey_household; the app goes on before `ferry track`.
+    run_python(&db, &["manage.py", "migrate", "--noinput", "-v", "0"]);
+    shell(
+        "from survey.models import Household, Village\n\
+         Household.objects.filter(name='Kamau').update(members=4, phone='+254 711 000000')\n\
+         Household.objects.create(id='00000000-0000-4000-8000-000000000003', village=Village.objects.get(), name='Wanjiru Atieno Odhiambo-Otieno Achieng')\n",
+    );
+    let o = common::ferry(&home)
+        .args(["bundle", "create", "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "stale capture is refused until refreshed");
+    let o = common::ferry(&home).arg("track").arg(&db).output().expect("run");
+    assert!(o.status.success());
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("survey_household") && said.contains("1 inserted, 1 changed"), "{said}");
+    let out = dir.path().join("out");
+    common::create_bundle_db(&home, &db, &out).expect("a bundle");
+
+    let central = dir.path().join("central.sqlite3");
+    run_python(&central, &["manage.py", "migrate", "--noinput", "-v", "0"]);
+    let home_c = common::init_node(dir.path(), "central", None);
+    common::trust(&home_c, &home, "field-1", &["origin"]);
+    common::ferry(&home_c).args(["bundle", "apply", "--db"]).arg(&central).arg(&out).assert().success();
+    assert_eq!(survey_rows(&central), survey_rows(&db), "central has every row the laptop has");
+    let village_id: i64 = rusqlite::Connection::open(&db)
+        .expect("db")
+        .query_row("SELECT id FROM survey_village", [], |r| r.get(0))
+        .expect("id");
+    assert_eq!(village_id >> 32, 5, "the village entered before tracking got an id in the laptop's block");
+}

@@ -21,12 +21,15 @@
 //! [`JournalRows`] turns journal rows into canonical entry lines;
 //! [`create_from_db`] bundles them.
 
+mod existing;
 mod read;
 mod reissue;
+mod renumber;
 mod track;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+pub use existing::{Included, Recovered};
 pub use read::{create_from_db, JournalRows};
 pub use reissue::{reissue, ForkCheck, ReissueError, ReissueReport};
 pub(crate) use track::micros_to_julian;
@@ -112,6 +115,7 @@ pub const FERRY_TABLES: &[&str] = &[
     "_ferry_tables",
     "_ferry_journal",
     "_ferry_applied",
+    "_ferry_baseline",
     "_ferry_blocks",
     "_ferry_chain",
     "_ferry_columns",

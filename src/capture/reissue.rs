@@ -20,14 +20,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, TransactionBehavior};
 use serde::Serialize;
 
+use super::renumber::{integer_key_layouts, Renumber};
 use super::track::layouts;
 use super::{is_tracked, open_db, sql_err, CaptureError};
 use crate::chain::ChainHash;
 use crate::node::Node;
-use crate::schema::{self, quote};
+use crate::schema;
 
 /// A check that this is the copy whose entries were refused: its chain hash
 /// at `seq` starts with `hash` (hex, as the fork report prints it).
@@ -129,142 +130,43 @@ pub fn reissue(
     let all = layouts(&tx, "").map_err(&err)?;
     let tables = schema::tables(&tx).map_err(&err)?;
 
-    // 1. New ids for the rows this copy inserted from `from` on, in its old block.
-    tx.execute_batch("CREATE TEMP TABLE _ferry_renumber (tbl TEXT NOT NULL, old INTEGER NOT NULL, new INTEGER NOT NULL, PRIMARY KEY (tbl, old))")
-        .map_err(&err)?;
-    let mut renumbered = BTreeMap::new();
+    // 1. New ids for the rows this copy inserted from `from` on, in its old
+    // block, and every column that refers to them, in the tables and the
+    // journal (capture is off meanwhile: this is not an edit to send).
+    let mut map = Renumber::begin(&tx).map_err(&err)?;
     if let (Some(old), Some(new)) = (old_block, new_block) {
         let (lo, hi) = (i64::from(old) << 32, (i64::from(old) + 1) << 32);
         for t in &tables {
-            let pk = t.pk_columns();
-            if pk.len() != 1 || !pk[0].decl_type.eq_ignore_ascii_case("integer") {
-                continue;
-            }
-            let tids: Vec<(i64, usize)> = all
-                .iter()
-                .filter(|(_, l)| l.name == t.name && l.pk.len() == 1)
-                .map(|(tid, l)| (*tid, l.pk[0]))
-                .collect();
+            let Some(tids) = integer_key_layouts(&all, t) else { continue };
             let mut ids: Vec<i64> = Vec::new();
+            let mut earlier = std::collections::BTreeSet::new();
             for (tid, pos) in &tids {
                 let sql = format!(
-                    "SELECT DISTINCT v{pos} FROM _ferry_journal WHERE op = 1 AND tid = ?1 AND seq >= ?2 \
+                    "SELECT v{pos}, seq >= ?2 FROM _ferry_journal WHERE op = 1 AND tid = ?1 \
                      AND typeof(v{pos}) = 'integer' AND v{pos} >= ?3 AND v{pos} < ?4"
                 );
                 let mut stmt = tx.prepare(&sql).map_err(&err)?;
-                let found = stmt
-                    .query_map(params![tid, from as i64, lo, hi], |r| r.get::<_, i64>(0))
-                    .map_err(&err)?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(&err)?;
-                ids.extend(found);
-            }
-            // Ids this copy had before the fork are the same in both copies.
-            let mut earlier = std::collections::BTreeSet::new();
-            for (tid, pos) in &tids {
-                let sql = format!("SELECT v{pos} FROM _ferry_journal WHERE op = 1 AND tid = ?1 AND seq < ?2");
-                let mut stmt = tx.prepare(&sql).map_err(&err)?;
-                for id in stmt.query_map(params![tid, from as i64], |r| r.get::<_, i64>(0)).map_err(&err)? {
-                    earlier.insert(id.map_err(&err)?);
+                let rows = stmt
+                    .query_map(params![tid, from as i64, lo, hi], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?)));
+                for r in rows.map_err(&err)? {
+                    match r.map_err(&err)? {
+                        (id, true) => ids.push(id),
+                        // Ids this copy had before the fork are the same in both copies.
+                        (id, false) => {
+                            earlier.insert(id);
+                        }
+                    }
                 }
             }
-            ids.sort_unstable();
-            ids.dedup();
             ids.retain(|id| !earlier.contains(id));
-            if ids.is_empty() {
-                continue;
-            }
-            let floor = i64::from(new) << 32;
-            let ceiling = (i64::from(new) + 1) << 32;
-            let max: Option<i64> = tx
-                .query_row(
-                    &format!(
-                        "SELECT max({0}) FROM {1} WHERE {0} >= ?1 AND {0} < ?2",
-                        quote(&pk[0].name),
-                        quote(&t.name)
-                    ),
-                    params![floor, ceiling],
-                    |r| r.get(0),
-                )
-                .map_err(&err)?;
-            for (new_id, id) in (max.unwrap_or(floor) + 1..).zip(&ids) {
-                tx.execute("INSERT INTO _ferry_renumber VALUES (?1, ?2, ?3)", params![t.name, id, new_id])
-                    .map_err(&err)?;
-            }
-            renumbered.insert(t.name.clone(), ids.len() as u64);
+            map.renumber(&tx, t, &ids, new).map_err(&err)?;
         }
     }
-    // The rows themselves, and every column that refers to them, with
-    // capture switched off (this is not an edit to send).
     tx.execute("UPDATE _ferry_control SET applying = 1 WHERE id = 1", []).map_err(&err)?;
-    for t in tables.iter().filter(|t| renumbered.contains_key(&t.name)) {
-        let k = quote(&t.pk_columns()[0].name);
-        tx.execute(
-            &format!(
-                "UPDATE {} SET {k} = (SELECT new FROM _ferry_renumber WHERE tbl = ?1 AND old = {k})
-                 WHERE {k} IN (SELECT old FROM _ferry_renumber WHERE tbl = ?1)",
-                quote(&t.name)
-            ),
-            [&t.name],
-        )
-        .map_err(&err)?;
-    }
-    let mut refs: Vec<(String, String, String)> = Vec::new(); // (child table, column, parent table)
-    for t in &tables {
-        let mut stmt = tx.prepare("SELECT \"table\", \"from\" FROM pragma_foreign_key_list(?1)").map_err(&err)?;
-        let rows = stmt.query_map([&t.name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(&err)?;
-        for r in rows {
-            let (parent, column) = r.map_err(&err)?;
-            if renumbered.contains_key(&parent) {
-                refs.push((t.name.clone(), column, parent));
-            }
-        }
-    }
-    for (child, column, parent) in &refs {
-        let c = quote(column);
-        tx.execute(
-            &format!(
-                "UPDATE {} SET {c} = (SELECT new FROM _ferry_renumber WHERE tbl = ?1 AND old = {c})
-                 WHERE {c} IN (SELECT old FROM _ferry_renumber WHERE tbl = ?1)",
-                quote(child)
-            ),
-            [parent],
-        )
-        .map_err(&err)?;
-    }
+    map.apply(&tx, &tables, &all).map_err(&err)?;
+    let renumbered = map.counts();
 
-    // 2. The journal: the same renumbering in its values, then only the
-    // entries from `from` on, numbered from 1.
-    for (tid, l) in &all {
-        let mut columns: Vec<(String, &str)> = Vec::new(); // (journal column, table whose ids it holds)
-        if let ([pos], true) = (l.pk.as_slice(), renumbered.contains_key(&l.name)) {
-            columns.push((format!("v{pos}"), &l.name));
-            columns.push(("k0".into(), &l.name));
-        }
-        for (child, column, parent) in &refs {
-            if *child == l.name {
-                if let Some(pos) = l.columns.iter().position(|c| c == column) {
-                    columns.push((format!("v{pos}"), parent));
-                }
-                if let Some(j) = l.pk.iter().position(|&i| l.columns[i] == *column) {
-                    columns.push((format!("k{j}"), parent));
-                }
-            }
-        }
-        for (col, table) in columns {
-            if !journal_has(&tx, &col).map_err(&err)? {
-                continue;
-            }
-            tx.execute(
-                &format!(
-                    "UPDATE _ferry_journal SET {col} = (SELECT new FROM _ferry_renumber WHERE tbl = ?2 AND old = {col})
-                     WHERE tid = ?1 AND {col} IN (SELECT old FROM _ferry_renumber WHERE tbl = ?2)"
-                ),
-                params![tid, table],
-            )
-            .map_err(&err)?;
-        }
-    }
+    // 2. The journal: only the entries from `from` on, numbered from 1.
     let dropped = tx.execute("DELETE FROM _ferry_journal WHERE seq < ?1", [from as i64]).map_err(&err)? as u64;
     let entries = tx.execute("UPDATE _ferry_journal SET seq = seq - ?1", [(from - 1) as i64]).map_err(&err)? as u64;
     tx.execute(
@@ -272,7 +174,7 @@ pub fn reissue(
         [node.id().as_str()],
     )
     .map_err(&err)?;
-    tx.execute_batch("DROP TABLE temp._ferry_renumber").map_err(&err)?;
+    map.end(&tx).map_err(&err)?;
     crate::crashpoint::hit("reissue: renumbered, not yet committed");
     tx.commit().map_err(&err)?;
     drop(conn);
@@ -287,12 +189,4 @@ pub fn reissue(
         dropped,
         renumbered,
     })
-}
-
-fn journal_has(conn: &Connection, column: &str) -> rusqlite::Result<bool> {
-    conn.query_row("SELECT name FROM pragma_table_info('_ferry_journal') WHERE name = ?1", [column], |r| {
-        r.get::<_, String>(0)
-    })
-    .optional()
-    .map(|o| o.is_some())
 }

@@ -33,6 +33,10 @@ pub struct TrackOptions {
     pub tables: Option<Vec<String>>,
     /// Leave these out (in addition to the default excludes when `tables` is `None`).
     pub exclude: Option<Vec<String>>,
+    /// Journal the rows these tables held before tracking (all tracked
+    /// tables when empty), so they reach the servers (see
+    /// `super::existing`).
+    pub include_existing: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -55,6 +59,17 @@ pub struct TrackReport {
     pub sequences_raised: BTreeMap<String, i64>,
     pub warnings: Vec<String>,
     pub fingerprint: String,
+    /// Per table, rows ferry has not journalled: they were there before
+    /// tracking, and other nodes may not have them.
+    pub existing: BTreeMap<String, u64>,
+    /// Rows journalled now by `include_existing`, per table.
+    pub included: BTreeMap<String, super::existing::Included>,
+    /// Writes made while capture was off (after a migration), found and
+    /// journalled now, per table.
+    pub recovered: BTreeMap<String, super::existing::Recovered>,
+    /// Tables whose capture was off but whose missed writes cannot be found
+    /// (the journal was pruned).
+    pub unchecked: Vec<String>,
 }
 
 /// Capture status of a database (`ferry track --status`).
@@ -116,7 +131,7 @@ CREATE TABLE IF NOT EXISTS _ferry_journal (
 /// its time order even after the clock is put back. Either is ignored when
 /// it lies more than a day ahead of the clock, so one wrong date cannot
 /// drag every later entry into the future.
-const TS_SQL: &str =
+pub(crate) const TS_SQL: &str =
     "(SELECT max(n, CASE WHEN p <= n + 1.0 THEN p ELSE 0 END, CASE WHEN f <= n + 1.0 THEN f ELSE 0 END) \
      FROM (SELECT julianday('now') AS n, \
      coalesce((SELECT ts FROM _ferry_journal ORDER BY seq DESC LIMIT 1), 0) AS p, \
@@ -158,6 +173,8 @@ pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport,
     let p = db.display().to_string();
     let err = sql_err(&p);
     let mut conn = open_db(db)?;
+    // Renumbering rows (--include-existing) updates references itself.
+    conn.execute_batch("PRAGMA foreign_keys = OFF").map_err(&err)?;
     // WAL lets `bundle create` read while the app writes. The mode is
     // persistent in the database file; every SQLite since 3.7 opens it.
     let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(&err)?;
@@ -285,6 +302,14 @@ pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport,
         }
     }
 
+    // What capture looked like before this refresh: the tables it tracked,
+    // and those whose capture had gone stale (writes to them since may have
+    // been missed, and are looked for below).
+    tx.execute_batch(super::existing::BASELINE_SQL).map_err(&err)?;
+    let tracked_before: BTreeSet<String> =
+        current_layouts(&tx).map_err(&err)?.into_iter().filter(|(_, l)| l.tracked).map(|(_, l)| l.name).collect();
+    let stale_before = stale_tables(&tx).map_err(&err)?;
+
     // Drop every capture trigger; the tracked set is recreated below.
     let triggers: Vec<String> = {
         let mut st = tx
@@ -301,6 +326,7 @@ pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport,
     let current = current_layouts(&tx).map_err(&err)?;
     tx.execute("UPDATE _ferry_tables SET current = 0", []).map_err(&err)?;
     let (mut max_k, mut max_v) = (0usize, 0usize);
+    let mut new_layouts: BTreeMap<String, (i64, Layout)> = BTreeMap::new();
     for t in &live {
         let is_tracked = tracked.iter().any(|x| x.name == t.name);
         let layout = Layout::of(t, is_tracked);
@@ -333,8 +359,61 @@ pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport,
             max_v = max_v.max(layout.columns.len());
             ensure_journal_columns(&tx, max_k, max_v).map_err(&err)?;
             tx.execute_batch(&trigger_sql(tid, &layout)).map_err(&err)?;
+            new_layouts.insert(t.name.clone(), (tid, layout));
         }
     }
+
+    // Writes made while capture was off are journalled now; rows a table
+    // held before it was tracked are recorded (see `super::existing`).
+    let mut recovered = BTreeMap::new();
+    let mut unchecked = Vec::new();
+    for t in &tracked {
+        let Some((tid, layout)) = new_layouts.get(&t.name) else { continue };
+        if !tracked_before.contains(&t.name) {
+            super::existing::record_baseline(&tx, t).map_err(&err)?;
+        } else if stale_before.contains(&t.name) {
+            match super::existing::reconcile(&tx, &p, t, *tid, layout)? {
+                Some(r) if r.inserted + r.updated + r.deleted > 0 => {
+                    recovered.insert(t.name.clone(), r);
+                }
+                Some(_) => {}
+                None => unchecked.push(t.name.clone()),
+            }
+        }
+    }
+    let mut included = BTreeMap::new();
+    if let Some(which) = &opts.include_existing {
+        let chosen: Vec<&Table> =
+            tracked.iter().copied().filter(|t| which.is_empty() || which.contains(&t.name)).collect();
+        let all_layouts = layouts(&tx, "").map_err(&err)?;
+        let mut map = super::renumber::Renumber::begin(&tx).map_err(&err)?;
+        let mut moved: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        if let Some(block) = node.info.id_block {
+            for t in &chosen {
+                let ids = super::existing::baseline_ids_below_blocks(&tx, t).map_err(&err)?;
+                map.renumber(&tx, t, &ids, block).map_err(&err)?;
+                moved.insert(t.name.clone(), ids);
+            }
+        }
+        tx.execute("UPDATE _ferry_control SET applying = 1 WHERE id = 1", []).map_err(&err)?;
+        map.apply(&tx, &live, &all_layouts).map_err(&err)?;
+        tx.execute("UPDATE _ferry_control SET applying = 0 WHERE id = 1", []).map_err(&err)?;
+        for t in &chosen {
+            let Some((tid, layout)) = new_layouts.get(&t.name) else { continue };
+            let new_ids: std::collections::HashMap<i64, i64> = {
+                let mut stmt = tx.prepare("SELECT old, new FROM temp._ferry_renumber WHERE tbl = ?1").map_err(&err)?;
+                let rows = stmt.query_map([&t.name], |r| Ok((r.get(0)?, r.get(1)?))).map_err(&err)?;
+                rows.collect::<Result<_, _>>().map_err(&err)?
+            };
+            let rows = super::existing::journal_baseline(&tx, t, *tid, layout, &new_ids).map_err(&err)?;
+            if rows > 0 {
+                let renumbered = moved.get(&t.name).map_or(0, |v| v.len() as u64);
+                included.insert(t.name.clone(), super::existing::Included { rows, renumbered });
+            }
+        }
+        map.end(&tx).map_err(&err)?;
+    }
+    let existing = super::existing::baseline_counts(&tx).map_err(&err)?;
 
     let fingerprint = schema::fingerprint(&tx).map_err(&err)?;
     let sel = serde_json::to_string(&selection).unwrap_or_default();
@@ -356,7 +435,37 @@ pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport,
         sequences_raised,
         warnings,
         fingerprint,
+        existing,
+        included,
+        recovered,
+        unchecked,
     })
+}
+
+/// Tracked tables whose capture is stale: columns or key changed, or a
+/// trigger lost (see [`stale_reasons`]).
+fn stale_tables(conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
+    let known = current_layouts(conn)?;
+    let mut out = BTreeSet::new();
+    for t in schema::tables(conn)? {
+        if let Some((_, l)) = known.iter().find(|(_, l)| l.name == t.name && l.tracked) {
+            let now = Layout::of(&t, true);
+            let n: i64 = conn.query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?1 AND name IN (?2, ?3, ?4)",
+                params![
+                    t.name,
+                    trigger_name("ins", &t.name),
+                    trigger_name("upd", &t.name),
+                    trigger_name("del", &t.name)
+                ],
+                |r| r.get(0),
+            )?;
+            if now.columns != l.columns || now.pk != l.pk || n != 3 {
+                out.insert(t.name.clone());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Problems of tracked tables with integer keys holding ids above this
@@ -616,7 +725,7 @@ pub fn untrack(db: &Path, discard_unsent: bool) -> Result<bool, CaptureError> {
         let mut st = tx
             .prepare(
                 "SELECT type, name FROM sqlite_schema WHERE (type = 'trigger' AND name LIKE '\\_ferry%' ESCAPE '\\')
-                 OR (type = 'table' AND name IN ('_ferry_control', '_ferry_tables', '_ferry_journal'))
+                 OR (type = 'table' AND name IN ('_ferry_control', '_ferry_tables', '_ferry_journal', '_ferry_baseline'))
                  ORDER BY type = 'table'",
             )
             .map_err(&err)?;

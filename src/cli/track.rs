@@ -31,6 +31,18 @@ pub struct TrackArgs {
     /// Do not track these tables (comma-separated; added to the default excludes).
     #[arg(long, value_name = "T,..", value_delimiter = ',', conflicts_with = "status")]
     pub exclude: Option<Vec<String>>,
+    /// Journal the rows these tables held before tracking (all tracked tables when no list is given), so
+    /// they reach the servers. Rows with ids below every id block first get ids in this node's block. Not for
+    /// rows that came from the central server (it has them).
+    #[arg(
+        long,
+        value_name = "T,..",
+        value_delimiter = ',',
+        num_args = 0..,
+        require_equals = true,
+        conflicts_with = "status"
+    )]
+    pub include_existing: Option<Vec<String>>,
     /// Only report whether capture is installed and current; change nothing.
     #[arg(long)]
     pub status: bool,
@@ -90,7 +102,7 @@ pub fn track(a: TrackArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Out
         });
     }
     let node = Node::open(&home_dir(home)?)?;
-    let opts = TrackOptions { tables: a.tables, exclude: a.exclude };
+    let opts = TrackOptions { tables: a.tables, exclude: a.exclude, include_existing: a.include_existing };
     let mut r = capture::track(&node, &a.db, &opts)?;
     let conn = capture::open_db(&a.db)?;
     let reserved = capture::reserved_name_tables(&conn)
@@ -110,6 +122,45 @@ pub fn track(a: TrackArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Out
         }
         for (t, v) in &r.sequences_raised {
             ui.note(format!("{}: new ids start after {v} (id block {})", sanitize(t), r.id_block.unwrap_or(0)));
+        }
+        for (t, rec) in &r.recovered {
+            out(format!(
+                "{}: capture was off since a schema change; found and journalled {} inserted, {} changed, {} deleted \
+                 meanwhile (stamped now)",
+                sanitize(t),
+                rec.inserted,
+                rec.updated,
+                rec.deleted
+            ))?;
+        }
+        for t in &r.unchecked {
+            out(format!(
+                "WARNING  {}: capture was off since a schema change, and the journal no longer reaches back far \
+                 enough to find what was written meanwhile; check the table's recent changes by hand",
+                sanitize(t)
+            ))?;
+        }
+        for (t, inc) in &r.included {
+            out(format!(
+                "{}: journalled {} that were there before tracking{}",
+                sanitize(t),
+                if inc.rows == 1 { "1 row".to_owned() } else { format!("{} rows", inc.rows) },
+                if inc.renumbered > 0 {
+                    format!(" ({} got ids in this node's block first)", inc.renumbered)
+                } else {
+                    String::new()
+                }
+            ))?;
+        }
+        for (t, n) in &r.existing {
+            ui.note(format!(
+                "{}: {} from before tracking will not reach the servers. If they were entered on this computer, \
+                 send them with `ferry track {} --include-existing={}`; if they came from the central server, leave them",
+                sanitize(t),
+                if *n == 1 { "1 row".to_owned() } else { format!("{n} rows") },
+                sanitize(&r.db),
+                sanitize(t)
+            ));
         }
     }
     for w in &r.warnings {

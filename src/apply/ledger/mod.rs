@@ -290,6 +290,39 @@ pub fn column_numbers(conn: &Connection) -> rusqlite::Result<HashMap<String, Vec
     Ok(out)
 }
 
+/// What the ledger of a database bundles were applied to knows about one
+/// key, read without a cache (for capture, which must tell rows others sent
+/// from its own): the row state and the node id of each column's writer.
+/// `None` when the database has no ledger or the ledger never saw the key.
+pub fn lookup(conn: &Connection, tbl: &str, key: &Value) -> rusqlite::Result<Option<(RowState, HashMap<u32, String>)>> {
+    if !table_exists(conn, "_ferry_meta")? || version(conn)? != Some(LEDGER_VERSION) {
+        return Ok(None);
+    }
+    let state = match key {
+        Value::Integer(k) => {
+            let id: Option<i64> =
+                conn.query_row("SELECT id FROM _ferry_row_tables WHERE tbl = ?1", [tbl], |r| r.get(0)).optional()?;
+            let Some(id) = id else { return Ok(None) };
+            let (grp, slot) = groups::locate(*k);
+            let blob: Option<Vec<u8>> = conn
+                .query_row(&format!("SELECT states FROM {} WHERE grp = ?1", group_table(id)), [grp], |r| r.get(0))
+                .optional()?;
+            let Some(blob) = blob else { return Ok(None) };
+            let g = Group::parse(&blob).ok_or_else(|| damaged_group(tbl, grp))?;
+            g.get(slot).map_err(|()| undecodable(tbl, key))?
+        }
+        _ => conn
+            .query_row("SELECT flags, st FROM _ferry_rows WHERE tbl = ?1 AND key = ?2", params![tbl, key], |r| {
+                decode_state(r.get(0)?, r.get_ref(1)?.as_blob()?, groups::ZERO).ok_or_else(|| undecodable(tbl, key))
+            })
+            .optional()?,
+    };
+    let Some(state) = state else { return Ok(None) };
+    let mut stmt = conn.prepare_cached("SELECT id, node FROM _ferry_origins")?;
+    let origins = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    Ok(Some((state, origins)))
+}
+
 /// Every registered row ledger: (target table, id).
 pub fn row_tables(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
     if !table_exists(conn, "_ferry_row_tables")? {
