@@ -691,3 +691,70 @@ fn two_laptops_in_one_id_block_are_caught_before_rows_are_overwritten() {
     assert!(why.contains("same id block") && why.contains("ferry node reissue"), "{why}");
     assert_eq!(one::<String>(&db, "SELECT group_concat(name) FROM item"), "Achieng", "nothing was overwritten");
 }
+
+/// A community server's hop is one command: it applies the laptops'
+/// bundles, bundles its own edits and relays everything on. Applied data
+/// that a server never passed on is named by `status --db`.
+#[test]
+fn a_community_server_applies_and_passes_on_in_one_command() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let laptop = Laptop::new(dir.path(), "field-1", 1, ITEMS);
+    laptop.sql("INSERT INTO item (name) VALUES ('from the field')");
+    let stick = dir.path().join("stick");
+    capture::create_from_db(
+        &laptop.node,
+        &laptop.db,
+        &CreateOptions { out_dir: stick.clone(), since: None },
+        &mut Silent,
+    )
+    .expect("bundle");
+    let clinic_home = common::init_node(dir.path(), "clinic", Some(1000));
+    common::trust(&clinic_home, &laptop.node.home, "field-1", &["origin"]);
+    let clinic_db = dir.path().join("clinic.sqlite3");
+    conn(&clinic_db).execute_batch(ITEMS).expect("schema");
+    common::ferry(&clinic_home).arg("track").arg(&clinic_db).assert().success();
+    // Applied but not relayed: status says so, naming the laptop and the entries.
+    common::ferry(&clinic_home).args(["bundle", "apply", "--db"]).arg(&clinic_db).arg(&stick).assert().success();
+    let o = common::ferry(&clinic_home).args(["status", "--db"]).arg(&clinic_db).output().expect("run");
+    let text = String::from_utf8_lossy(&o.stdout);
+    // (no relay ledger yet: a node that never relays is not warned)
+    assert!(!text.contains("NOT PASSED ON"), "{text}");
+    conn(&clinic_db).execute_batch("INSERT INTO item (name) VALUES ('the clinic''s own')").expect("local edit");
+    let to_town = dir.path().join("to-town");
+    let o = common::ferry(&clinic_home)
+        .args(["bundle", "relay", "--from"])
+        .arg(&stick)
+        .arg("--out")
+        .arg(&to_town)
+        .arg("--apply")
+        .arg(&clinic_db)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let names: Vec<String> = std::fs::read_dir(&to_town)
+        .expect("out")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("ferry-clinic-")), "bundles say whose they are: {names:?}");
+    // Central gets the laptop's row and the clinic's own.
+    let central = common::init_node(dir.path(), "central", None);
+    common::trust(&central, &clinic_home, "clinic", &["origin", "relay"]);
+    common::trust(&central, &laptop.node.home, "field-1", &["origin"]);
+    let central_db = target(dir.path(), "central.sqlite3", ITEMS);
+    common::ferry(&central).args(["bundle", "apply", "--db"]).arg(&central_db).arg(&to_town).assert().success();
+    assert_eq!(one::<i64>(&central_db, "SELECT count(*) FROM item"), 2);
+    // A later stick applied without relaying is named by status.
+    laptop.sql("INSERT INTO item (name) VALUES ('second trip')");
+    let stick2 = dir.path().join("stick2");
+    capture::create_from_db(
+        &laptop.node,
+        &laptop.db,
+        &CreateOptions { out_dir: stick2.clone(), since: None },
+        &mut Silent,
+    )
+    .expect("bundle");
+    common::ferry(&clinic_home).args(["bundle", "apply", "--db"]).arg(&clinic_db).arg(&stick2).assert().success();
+    let o = common::ferry(&clinic_home).args(["status", "--db"]).arg(&clinic_db).output().expect("run");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("NOT PASSED ON: field-1's entry 2: applied here, never relayed"), "{text}");
+}

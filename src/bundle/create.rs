@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::writer::{copy_file, write_bundle, SegmentBuilder};
+use super::writer::{copy_file, write_bundle_named, SegmentBuilder};
 use super::BundleError;
 use crate::chain::ChainHash;
 use crate::journal::{Entry, EntryHead, Journal, JournalError};
@@ -195,10 +195,14 @@ impl<'a> Packer<'a> {
         let chain_after = builder.chain();
         let built = builder.finish(schema, node.signing_key())?;
         let d = built.descriptor.clone();
-        let written =
-            write_bundle(&self.out_dir, vec![built.record], std::slice::from_ref(&d), node.signing_key(), |_, w| {
-                copy_file(&built.file, w)
-            })?;
+        let written = write_bundle_named(
+            &self.out_dir,
+            vec![built.record],
+            std::slice::from_ref(&d),
+            node.signing_key(),
+            Some(&node.info.name),
+            |_, w| copy_file(&built.file, w),
+        )?;
         let report = CreateReport {
             file: Some(written.path),
             origin: d.origin,

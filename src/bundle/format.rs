@@ -328,16 +328,51 @@ pub(crate) fn padding(size: u64) -> usize {
     (BLOCK - (size % BLOCK as u64) as usize) % BLOCK
 }
 
-/// The bundle's file name: `ferry-YYYYMMDD-<12 hex of SHA-256(manifest.json)>.tar`:
-/// short, lowercase ASCII, valid on FAT32/exFAT/NTFS, unique by content.
-pub fn bundle_file_name(manifest_bytes: &[u8], sealed_at: Timestamp) -> String {
+/// The bundle's file name: `ferry-<name>-YYYYMMDD-<12 hex of
+/// SHA-256(manifest.json)>.tar`, where `<name>` is the sealing node's name
+/// in lowercase ASCII letters, digits and dashes (at most 24; left out when
+/// nothing remains): short, valid on FAT32/exFAT/NTFS, says whose it is,
+/// unique by content.
+pub fn bundle_file_name(manifest_bytes: &[u8], sealed_at: Timestamp, sealer_name: Option<&str>) -> String {
     let day = sealed_at.to_rfc3339().get(..10).unwrap_or("00000000").replace('-', "");
-    format!("ferry-{day}-{}.tar", &hex::encode(Sha256::digest(manifest_bytes))[..12])
+    let hash = &hex::encode(Sha256::digest(manifest_bytes))[..12];
+    match sealer_name.map(file_name_part).filter(|n| !n.is_empty()) {
+        Some(name) => format!("ferry-{name}-{day}-{hash}.tar"),
+        None => format!("ferry-{day}-{hash}.tar"),
+    }
+}
+
+/// A node name as part of a file name: lowercase ASCII letters and digits,
+/// anything else a dash, no dash twice or at the ends, at most 24 characters.
+fn file_name_part(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+        if out.len() >= 24 {
+            break;
+        }
+    }
+    out.trim_end_matches('-').to_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bundle_file_names_say_whose_they_are_in_safe_letters() {
+        let t = Timestamp(1_790_000_000_000_000);
+        assert!(bundle_file_name(b"m", t, Some("field-1")).starts_with("ferry-field-1-2026"));
+        assert!(bundle_file_name(b"m", t, Some("Clinic Kisumu / Ward 3")).starts_with("ferry-clinic-kisumu-ward-3-"));
+        assert!(bundle_file_name(b"m", t, Some("表")).starts_with("ferry-2026"), "nothing left: no name part");
+        let long = bundle_file_name(b"m", t, Some(&"x".repeat(80)));
+        assert!(long.len() <= "ferry-".len() + 24 + "-20260922-123456789abc.tar".len(), "{long}");
+    }
 
     #[test]
     fn tar_header_is_standard_ustar() {

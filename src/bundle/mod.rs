@@ -16,7 +16,7 @@ pub mod writer;
 
 pub use format::{Hop, Manifest, ManifestSegment, OpCounts, SegmentDescriptor};
 pub use reader::{BundleReader, EntryLines, SegmentMember};
-pub use writer::{write_bundle, BuiltSegment, SegmentBuilder, Written};
+pub use writer::{write_bundle, write_bundle_named, BuiltSegment, SegmentBuilder, Written};
 
 /// What can be wrong with a bundle's bytes (trust is [`crate::verify`]'s).
 #[derive(Debug, thiserror::Error)]

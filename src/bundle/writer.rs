@@ -145,6 +145,18 @@ pub fn write_bundle(
     segments: Vec<ManifestSegment>,
     descriptors: &[SegmentDescriptor],
     sealer: &SigningKey,
+    copy: impl FnMut(usize, &mut dyn Write) -> io::Result<()>,
+) -> Result<Written, BundleError> {
+    write_bundle_named(out_dir, segments, descriptors, sealer, None, copy)
+}
+
+/// [`write_bundle`], naming the file after the sealing node (`sealer_name`).
+pub fn write_bundle_named(
+    out_dir: &Path,
+    segments: Vec<ManifestSegment>,
+    descriptors: &[SegmentDescriptor],
+    sealer: &SigningKey,
+    sealer_name: Option<&str>,
     mut copy: impl FnMut(usize, &mut dyn Write) -> io::Result<()>,
 ) -> Result<Written, BundleError> {
     let sealed_at = Timestamp::now();
@@ -157,7 +169,7 @@ pub fn write_bundle(
     };
     let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| BundleError::Malformed(e.to_string()))?;
     let seal = keys::encode_signature(&keys::sign(sealer, MANIFEST_PREFIX, &manifest_bytes));
-    let name = bundle_file_name(&manifest_bytes, sealed_at);
+    let name = bundle_file_name(&manifest_bytes, sealed_at, sealer_name);
     let dest = out_dir.join(&name);
 
     std::fs::create_dir_all(out_dir).map_err(BundleError::Io)?;

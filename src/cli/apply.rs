@@ -102,12 +102,44 @@ pub fn run_apply(a: ApplyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
         );
     }
     let opts = ApplyOptions { retry_quarantined: a.retry_quarantined, now: None };
-    let mut progress = ui.progress();
-    let report = apply(&a.db, &files, &trust, &opts, progress.as_mut())?;
-    if a.json {
-        json(&report)?;
-        return Ok(if report.negative() { Outcome::Negative } else { Outcome::Ok });
+    let negative = apply_files(&a.db, &files, &trust, &opts, a.json, ui)?;
+    Ok(if negative { Outcome::Negative } else { Outcome::Ok })
+}
+
+/// Applies the bundles found in `paths` to `db` and prints the report
+/// (`bundle relay --apply`); whether the verdict is negative.
+pub fn apply_and_print(
+    db: &std::path::Path,
+    paths: &[PathBuf],
+    home: Option<PathBuf>,
+    as_json: bool,
+    ui: &Ui,
+) -> anyhow::Result<bool> {
+    let node = Node::open(&home_dir(home)?)?;
+    let trust = node.trust()?;
+    let files = find_bundles(paths)?;
+    if files.is_empty() {
+        return Ok(false);
     }
+    apply_files(db, &files, &trust, &ApplyOptions::default(), as_json, ui)
+}
+
+fn apply_files(
+    db_path: &std::path::Path,
+    files: &[PathBuf],
+    trust: &ferry::keys::TrustStore,
+    opts: &ApplyOptions,
+    as_json: bool,
+    ui: &Ui,
+) -> anyhow::Result<bool> {
+    let mut progress = ui.progress();
+    let report = apply(db_path, files, trust, opts, progress.as_mut())?;
+    if as_json {
+        json(&report)?;
+        return Ok(report.negative());
+    }
+    let a = ApplyView { db: db_path, retry_quarantined: opts.retry_quarantined };
+    let trust = trust.clone();
     let db = sanitize(&a.db.display().to_string());
     if report.local.received > 0 {
         out(format!(
@@ -193,7 +225,13 @@ pub fn run_apply(a: ApplyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
     if t.conflicts > 0 {
         ui.note(format!("see the values that lost with `ferry conflicts --db {db}`"));
     }
-    Ok(if report.negative() { Outcome::Negative } else { Outcome::Ok })
+    Ok(report.negative())
+}
+
+/// What the printing of an apply report needs of its arguments.
+struct ApplyView<'a> {
+    db: &'a std::path::Path,
+    retry_quarantined: bool,
 }
 
 pub fn run_conflicts(a: ConflictsArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
@@ -231,7 +269,8 @@ pub fn run_conflicts(a: ConflictsArgs, home: Option<PathBuf>) -> anyhow::Result<
 
 /// `ferry status --db TARGET`: what the target holds from each origin.
 pub fn run_db_status(a: StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
-    let trust = home_dir(home).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
+    let node = home_dir(home).ok().and_then(|h| Node::open(&h).ok());
+    let trust = node.as_ref().and_then(|n| n.trust().ok());
     let trust = trust.as_ref();
     if a.list {
         let l = ferry::apply::status::lists(&a.db)?;
@@ -263,6 +302,7 @@ pub fn run_db_status(a: StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Out
         json(&s)?;
         return Ok(if s.forks > 0 { Outcome::Negative } else { Outcome::Ok });
     }
+    let not_passed_on = not_passed_on(&s, node.as_ref());
     let ranges = |r: &[(u64, u64)]| {
         if r.is_empty() {
             "none".to_owned()
@@ -314,6 +354,16 @@ pub fn run_db_status(a: StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Out
             out(format!("    lost      {}", plural(o.conflicts, "write to a newer one", "writes to newer ones")))?;
         }
     }
+    for (origin, ranges) in &not_passed_on {
+        out(format!(
+            "NOT PASSED ON: {}'s {}: applied here, never relayed by this node, so not on their way to the central \
+             server from here. Relay the bundles they came in (`ferry bundle relay --from DIR --out DIR`), or next \
+             time apply and relay in one step with `ferry bundle relay --apply {}`",
+            who(trust, origin),
+            ranges.iter().map(|(a, b)| entries_range(*a, *b)).collect::<Vec<_>>().join(", "),
+            sanitize(&a.db.display().to_string())
+        ))?;
+    }
     out(format!(
         "in all    {} recorded, {} waiting for their row, {} waiting for their time, {} held back, {} waiting \
          for their row to arrive, {} quarantined, {}, {} refused and not applied since",
@@ -327,6 +377,43 @@ pub fn run_db_status(a: StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Out
         plural(s.refused_bundles, "bundle", "bundles"),
     ))?;
     Ok(if s.forks > 0 { Outcome::Negative } else { Outcome::Ok })
+}
+
+/// Per origin, the seq ranges a node that relays (it has a relay ledger)
+/// applied to this database but never carried on: data that stops here.
+/// Nothing for a node that never relays, and nothing of its own entries.
+fn not_passed_on(s: &ferry::apply::status::DbStatus, node: Option<&Node>) -> Vec<(String, Vec<(u64, u64)>)> {
+    let Some(node) = node else { return Vec::new() };
+    let Ok(carried) = ferry::relay::ledger_status(node) else { return Vec::new() };
+    if carried.origins.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for o in s.origins.iter().filter(|o| o.origin != node.id().as_str()) {
+        let have: Vec<[u64; 2]> = carried
+            .origins
+            .iter()
+            .find(|c| c.origin.as_str() == o.origin)
+            .map(|c| c.ranges.clone())
+            .unwrap_or_default();
+        let mut missing = Vec::new();
+        for &(a, b) in &o.applied {
+            let mut next = a;
+            for r in have.iter().filter(|r| r[1] >= a && r[0] <= b) {
+                if r[0] > next {
+                    missing.push((next, r[0] - 1));
+                }
+                next = next.max(r[1] + 1);
+            }
+            if next <= b {
+                missing.push((next, b));
+            }
+        }
+        if !missing.is_empty() {
+            out.push((o.origin.clone(), missing));
+        }
+    }
+    out
 }
 
 /// `ferry bundle verify --against TARGET`: will these bundles apply there?

@@ -18,9 +18,14 @@ changed unless --move is given. Running it again with the same stick writes noth
 
 Exit status: 0 ok, 1 something was rejected or forked (see the messages), 2 error.
 
+A community server, which applies what the field sends and passes it on with its own edits, does it all
+with --apply: it applies the bundles to its database, bundles its own edits, and relays everything, so
+nothing it applied stays behind.
+
 Examples:
   ferry bundle relay --from /media/usb --out outbox
   ferry bundle relay --from /media/stick1 /media/stick2 --out /media/usb-to-town --move
+  ferry bundle relay --from /media/stick --out /media/to-central --apply clinic.sqlite3
   ferry bundle relay --from inbox --out outbox --max-size 700M --json";
 
 #[derive(Debug, Args)]
@@ -37,6 +42,10 @@ pub struct RelayArgs {
     /// Largest output bundle, in bytes (suffixes K, M, G: powers of 1024) [default: 4G - 1M, for FAT32].
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub max_size: Option<u64>,
+    /// A community server's hop in one command: first apply the bundles to this database, and bundle this
+    /// node's own edits to it (when this node tracks it) into --out; then relay as usual.
+    #[arg(long, value_name = "DB")]
+    pub apply: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -56,6 +65,29 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 pub fn run(a: RelayArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
+    let mut negative = false;
+    if let Some(db) = &a.apply {
+        // Apply first: --move may take the inputs away once relayed.
+        negative |= super::apply::apply_and_print(db, &a.from, home.clone(), a.json, ui)?;
+        let node = Node::open(&home_dir(home.clone())?)?;
+        let conn = ferry::capture::open_db(db)?;
+        let tracked_here = ferry::capture::is_tracked(&conn)?
+            && conn.query_row("SELECT origin FROM _ferry_control", [], |r| r.get::<_, String>(0))?
+                == node.id().as_str();
+        drop(conn);
+        if tracked_here {
+            let opts = ferry::bundle::create::CreateOptions { out_dir: a.out.clone(), since: None };
+            let mut progress = ui.progress();
+            let r = ferry::capture::create_from_db(&node, db, &opts, progress.as_mut())?;
+            if let Some(f) = &r.file {
+                ui.note(format!(
+                    "bundled this server's own edits: {} ({} entries)",
+                    sanitize(&f.display().to_string()),
+                    r.entries
+                ));
+            }
+        }
+    }
     let node = Node::open(&home_dir(home)?)?;
     let opts = RelayOptions {
         inputs: a.from,
@@ -86,7 +118,7 @@ pub fn run(a: RelayArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
     } else {
         human(&report, ui)?;
     }
-    Ok(if report.negative() { Outcome::Negative } else { Outcome::Ok })
+    Ok(if report.negative() || negative { Outcome::Negative } else { Outcome::Ok })
 }
 
 fn plural(n: u64, word: &str) -> String {

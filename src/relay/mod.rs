@@ -34,7 +34,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::bundle::format::{hop_message, padding, tar_header, BLOCK, HOP_PREFIX};
-use crate::bundle::{write_bundle, BundleError, BundleReader, Hop, ManifestSegment, SegmentDescriptor};
+use crate::bundle::{write_bundle_named, BundleError, BundleReader, Hop, ManifestSegment, SegmentDescriptor};
 use crate::chain::ChainHash;
 use crate::crashpoint::hit;
 use crate::fsutil;
@@ -919,14 +919,15 @@ fn write_group(
     }
     ledger.add_pending(&rows)?;
     hit("relay: ledger rows pending, bundle not yet written");
-    let written = write_bundle(&opts.out_dir, records, &descriptors, node.signing_key(), |k, w| {
-        let (i, j) = group[k];
-        let input = &inputs[i];
-        copy_segment(input, &input.segments[j], w)?;
-        progress.advance(input.segments[j].descriptor.zstd_len);
-        Ok(())
-    })
-    .map_err(write_err)?;
+    let written =
+        write_bundle_named(&opts.out_dir, records, &descriptors, node.signing_key(), Some(&node.info.name), |k, w| {
+            let (i, j) = group[k];
+            let input = &inputs[i];
+            copy_segment(input, &input.segments[j], w)?;
+            progress.advance(input.segments[j].descriptor.zstd_len);
+            Ok(())
+        })
+        .map_err(write_err)?;
     hit("relay: bundle durable, ledger not yet completed");
     let name = written.path.display().to_string();
     ledger.complete(&rows, &name)?;
