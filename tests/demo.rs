@@ -16,13 +16,16 @@ fn demo_runs_the_whole_chain_and_reaches_the_expected_central_state() {
     let mut c = assert_cmd::Command::cargo_bin("ferry").expect("bin");
     c.args(["demo", "--dir"]).arg(dir.path()).assert().success().stdout(
         predicate::str::contains("central equals the expected state")
-            .and(predicate::str::contains("1 conflicts recorded"))
-            .and(predicate::str::contains("4 already applied")),
+            .and(predicate::str::contains("1 conflict recorded"))
+            .and(predicate::str::contains("4 already applied before")),
     );
-    // The central server's own view agrees: four origins, nothing missing.
-    let o = ferry(&dir.path().join("central/home"))
-        .args(["status", "--json", "--db"])
-        .arg(dir.path().join("central/app.sqlite3"))
+    // The commands the demo prints are the ones a user types: run from the
+    // demo folder, the central server's own view agrees: four origins,
+    // nothing missing.
+    let o = assert_cmd::Command::cargo_bin("ferry")
+        .expect("bin")
+        .current_dir(dir.path())
+        .args(["--home", "central", "status", "--json", "--db", "central/app.sqlite3"])
         .output()
         .expect("run");
     assert!(o.status.success());

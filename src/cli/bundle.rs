@@ -116,13 +116,13 @@ fn create(a: CreateArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
     } else {
         match (&report.file, report.first_seq, report.last_seq) {
             (Some(file), Some(first), Some(last)) => out(format!(
-                "wrote {} ({} entries, seq {first}..={last}, {} bytes in, {} bytes out)",
+                "wrote {} ({}, {} bytes in, {} bytes out)",
                 file.display(),
-                report.entries,
+                if first == last { format!("entry {first}") } else { format!("entries {first}–{last}") },
                 report.bytes_in,
                 report.bytes_out
             ))?,
-            _ => ui.note("nothing new to bundle: every entry was bundled before (use --since SEQ to send again)"),
+            _ => ui.note("nothing new to bundle: every entry was bundled before (to send them again, add --since 1)"),
         }
     }
     Ok(Outcome::Ok)

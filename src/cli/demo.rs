@@ -1,23 +1,21 @@
 //! `ferry demo`: the whole story on built-in fixtures, in a temporary folder.
 //!
 //! Three field laptops (id blocks 1–3) change a tracked app database and
-//! bundle it; a middleman relays two sticks; the community server (which has
-//! its own edits) applies everything, bundles its edit and relays on; the
-//! central server applies and shows its status. The central database must
-//! then equal `fixtures/demo/expected-central.json`, row for row.
+//! bundle it; a middleman relays two sticks; the community server (block
+//! 1000, which has its own edit) applies everything and passes it on in one
+//! command; the central server (block 2000) applies and shows its status.
+//! Every step is a real `ferry` command line, printed before it runs (in this
+//! process, from the demo's folder, so a person can `cd` there and repeat
+//! it). The central database must then equal
+//! `fixtures/demo/expected-central.json`, row for row, and the community
+//! server's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use ferry::apply::{apply, ApplyOptions};
-use ferry::bundle::create::CreateOptions;
-use ferry::capture::{create_from_db, track, TrackOptions};
-use ferry::keys::Role;
 use ferry::node::Node;
-use ferry::progress::Silent;
-use ferry::relay::{relay, RelayOptions, DEFAULT_MAX_SIZE};
 use ferry::value::Value;
 
 use super::output::out;
@@ -39,143 +37,173 @@ pub struct DemoArgs {
     pub dir: Option<PathBuf>,
 }
 
-pub fn run(a: DemoArgs, _ui: &Ui) -> anyhow::Result<Outcome> {
+/// Prints `$ ferry ARGS` and runs it in this process.
+fn ferry(ui: &Ui, args: &[&str]) -> anyhow::Result<Outcome> {
+    let words: Vec<String> = args.iter().map(|a| shell_word(a)).collect();
+    out(format!("$ ferry {}", words.join(" ")))?;
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    super::run_line(&args, ui).with_context(|| format!("ferry {}", words.join(" ")))
+}
+
+/// A word as a POSIX shell reads it back.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+".contains(c)) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The app on `who` writes: each statement its own transaction, as the
+/// app's requests are.
+fn app_writes(who: &str, db: &Path, sql: &str, script: &str) -> anyhow::Result<()> {
+    let stmts = statements(sql);
+    out(format!(
+        "# the app on {who} saves {} ({script})",
+        super::apply::plural(stmts.len() as u64, "change", "changes")
+    ))?;
+    let conn = rusqlite::Connection::open(db)?;
+    for stmt in stmts {
+        conn.execute_batch(&stmt).with_context(|| format!("{who}: {stmt}"))?;
+        std::thread::sleep(std::time::Duration::from_millis(3));
+    }
+    Ok(())
+}
+
+pub fn run(a: DemoArgs, ui: &Ui) -> anyhow::Result<Outcome> {
     let tmp;
-    let root: &Path = match &a.dir {
+    let root: PathBuf = match &a.dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
-            d
+            d.canonicalize()?
         }
         None => {
             tmp = tempfile::tempdir()?;
-            tmp.path()
+            tmp.path().to_path_buf()
         }
     };
-    out(format!("ferry demo in {}", root.display()))?;
-    let node = |name: &str, block: Option<u32>| Node::init(&root.join(name).join("home"), name, block);
-    let fields = [node("field-1", Some(1))?, node("field-2", Some(2))?, node("field-3", Some(3))?];
-    let middleman = node("middleman", None)?;
-    let community = node("community", Some(4))?;
-    let central = node("central", None)?;
-    out("1. six nodes: three field laptops (id blocks 1-3), a middleman, a community server (block 4), central")?;
-
-    for receiver in [&middleman, &community, &central] {
-        let mut trust = receiver.trust()?;
-        for f in &fields {
-            trust.add(&f.info.name, &f.signing_key().verifying_key(), &[Role::Origin])?;
-        }
-        if receiver.id() != middleman.id() {
-            trust.add("middleman", &middleman.signing_key().verifying_key(), &[Role::Relay])?;
-        }
-        if receiver.id() == central.id() {
-            trust.add("community", &community.signing_key().verifying_key(), &[Role::Origin, Role::Relay])?;
-        }
-        receiver.save_trust(&trust)?;
-    }
-    out("2. keys exchanged: `ferry key export` on each, `ferry trust add` on the receivers")?;
-
-    let app_db = |n: &Node| -> anyhow::Result<PathBuf> {
-        let db = root.join(&n.info.name).join("app.sqlite3");
-        rusqlite::Connection::open(&db)?.execute_batch(SCHEMA)?;
-        Ok(db)
-    };
-    let stick = |name: &str| root.join("sticks").join(name);
-    for (i, f) in fields.iter().enumerate() {
-        let db = app_db(f)?;
-        track(f, &db, &TrackOptions::default())?;
-        // Each statement is its own transaction, as the app's requests are.
-        let conn = rusqlite::Connection::open(&db)?;
-        for stmt in statements(FIELD_SQL[i]) {
-            conn.execute_batch(&stmt).with_context(|| format!("{}: {stmt}", f.info.name))?;
-            std::thread::sleep(std::time::Duration::from_millis(3));
-        }
-        let r = create_from_db(f, &db, &CreateOptions { out_dir: stick(&f.info.name), since: None }, &mut Silent)?;
-        out(format!("3. {}: ferry track, the app writes, bundle create --db → {} entries", f.info.name, r.entries))?;
-    }
-
-    let to_community = root.join("sticks").join("middleman-to-community");
-    let r = relay(
-        &middleman,
-        &RelayOptions {
-            inputs: vec![stick("field-1"), stick("field-2")],
-            out_dir: to_community.clone(),
-            move_inputs: false,
-            max_size: DEFAULT_MAX_SIZE,
-        },
-        &mut Silent,
-    )?;
-    out(format!(
-        "4. middleman: bundle relay from the sticks of field-1 and field-2 → {} bundle(s), {} rejected",
-        r.written.len(),
-        r.counts.rejected
-    ))?;
-
-    let community_db = app_db(&community)?;
-    track(&community, &community_db, &TrackOptions::default())?;
-    // field-1 also handed its stick to the community server directly: a second route.
-    let inbox = vec![to_community.clone(), stick("field-3"), stick("field-1")];
-    let inbox = ferry::bundle::find_bundles(&inbox)?;
-    let r = apply(&community_db, &inbox, &community.trust()?, &ApplyOptions::default(), &mut Silent)?;
-    out(format!(
-        "5. community: bundle apply (middleman's bundle, field-3's stick, field-1's stick again) → {} applied, {} already applied (duplicates) skipped",
-        r.totals.applied, r.totals.skipped
-    ))?;
-    rusqlite::Connection::open(&community_db)?.execute_batch(COMMUNITY_SQL)?;
-    let own = stick("community");
-    let r =
-        create_from_db(&community, &community_db, &CreateOptions { out_dir: own.clone(), since: None }, &mut Silent)?;
-    out(format!(
-        "   community: its own edit, bundle create --db → {} entry (applied entries are not echoed)",
-        r.entries
-    ))?;
-    let to_central = root.join("sticks").join("community-to-central");
-    let r = relay(
-        &community,
-        &RelayOptions {
-            inputs: vec![to_community, stick("field-3"), own],
-            out_dir: to_central.clone(),
-            move_inputs: false,
-            max_size: DEFAULT_MAX_SIZE,
-        },
-        &mut Silent,
-    )?;
-    out(format!("   community: bundle relay → {} bundle(s) for central", r.written.len()))?;
-
-    let central_db = app_db(&central)?;
-    let r = apply(
-        &central_db,
-        &ferry::bundle::find_bundles(&[to_central])?,
-        &central.trust()?,
-        &ApplyOptions::default(),
-        &mut Silent,
-    )?;
-    out(format!("6. central: bundle apply → {} applied, {} conflicts recorded", r.totals.applied, r.totals.conflicts))?;
-    let status = ferry::apply::status::db_status(&central_db)?;
-    let trust = central.trust()?;
-    for o in &status.origins {
-        let name = ferry::keys::NodeId::try_from(o.origin.clone()).ok();
-        let name = name.as_ref().and_then(|id| trust.name_of(id)).unwrap_or("?");
-        let ranges: Vec<String> = o.applied.iter().map(|(a, b)| format!("{a}..={b}")).collect();
-        out(format!(
-            "   ferry status --db: {name:<10} seq {} applied, {} missing ranges, {} conflicts, {} forks",
-            ranges.join(", "),
-            o.missing.len(),
-            o.conflicts,
-            o.forks
-        ))?;
-    }
-
-    let got = dump(&central_db)?;
+    let back = std::env::current_dir()?;
+    std::env::set_current_dir(&root)?;
+    let result = story(ui);
+    std::env::set_current_dir(back)?;
+    let (community_db, central_db) = result?;
+    let got = dump(&root.join(central_db))?;
     let expected: BTreeMap<String, Vec<Vec<serde_json::Value>>> = serde_json::from_str(EXPECTED)?;
     if got != expected {
         out(format!("central database:\n{}", serde_json::to_string_pretty(&got)?))?;
         anyhow::bail!("the central database differs from fixtures/demo/expected-central.json");
     }
-    if dump(&community_db)? != got {
+    if dump(&root.join(community_db))? != got {
         anyhow::bail!("the community and central databases differ");
     }
     out("7. central equals the expected state (fixtures/demo/expected-central.json), and equals the community server")?;
     Ok(Outcome::Ok)
+}
+
+/// The demo's steps, run from its folder; the community and central databases.
+fn story(ui: &Ui) -> anyhow::Result<(&'static str, &'static str)> {
+    let quiet = Ui::new(true, ui.verbose);
+    out(format!("ferry demo in {} (cd there to repeat any command below)", std::env::current_dir()?.display()))?;
+    out("1. Six computers, each its own node: three field laptops, a middleman, a community and a central server")?;
+    let laptops = ["field-1", "field-2", "field-3"];
+    for (i, name) in laptops.iter().enumerate() {
+        ferry(
+            ui,
+            &["--home", name, "node", "init", "--name", name, "--kind", "field", "--id-block", &(i + 1).to_string()],
+        )?;
+    }
+    ferry(ui, &["--home", "middleman", "node", "init", "--name", "middleman", "--kind", "relay"])?;
+    ferry(
+        ui,
+        &["--home", "community", "node", "init", "--name", "community", "--kind", "server", "--id-block", "1000"],
+    )?;
+    ferry(ui, &["--home", "central", "node", "init", "--name", "central", "--kind", "server", "--id-block", "2000"])?;
+
+    out("2. Keys: each node prints its line with `ferry --home NAME key export`; the receivers run it")?;
+    let line = |name: &str| -> anyhow::Result<Vec<String>> {
+        let n = Node::open(Path::new(name))?;
+        let mut words = vec!["trust".to_owned(), "add".into(), n.info.name.clone(), n.info.public_key.clone()];
+        for r in n.info.roles() {
+            words.push("--role".into());
+            words.push(r.to_string());
+        }
+        Ok(words)
+    };
+    let trust = |receiver: &str, giver: &str| -> anyhow::Result<()> {
+        let mut args = vec!["--home".to_owned(), receiver.to_owned()];
+        args.extend(line(giver)?);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ferry(&quiet, &args).map(drop)
+    };
+    for receiver in ["middleman", "community", "central"] {
+        for laptop in laptops {
+            trust(receiver, laptop)?;
+        }
+    }
+    trust("community", "middleman")?;
+    trust("central", "middleman")?;
+    trust("central", "community")?;
+
+    let schema = |db: &str| -> anyhow::Result<()> {
+        std::fs::create_dir_all(Path::new(db).parent().unwrap_or(Path::new(".")))?;
+        rusqlite::Connection::open(db)?.execute_batch(SCHEMA)?;
+        Ok(())
+    };
+    for (i, name) in laptops.iter().enumerate() {
+        out(format!("3. {name}: the app's database is tracked, the app writes, the laptop bundles onto its stick"))?;
+        let db = format!("{name}/app.sqlite3");
+        schema(&db)?;
+        ferry(&quiet, &["--home", name, "track", &db])?;
+        app_writes(name, Path::new(&db), FIELD_SQL[i], &format!("fixtures/demo/{name}.sql"))?;
+        ferry(ui, &["--home", name, "bundle", "create", "--db", &db, "--out", &format!("sticks/{name}")])?;
+    }
+
+    out("4. middleman: collects the sticks of field-1 and field-2, checks them, passes them on in one bundle")?;
+    ferry(
+        ui,
+        &[
+            "--home",
+            "middleman",
+            "bundle",
+            "relay",
+            "--from",
+            "sticks/field-1",
+            "sticks/field-2",
+            "--out",
+            "sticks/middleman-to-community",
+        ],
+    )?;
+
+    out("5. community: its own app edits; then one command applies the middleman's bundle, field-3's stick and")?;
+    out("   field-1's stick (a second route: its entries are applied once), bundles the edit and passes all on")?;
+    let community_db = "community/app.sqlite3";
+    schema(community_db)?;
+    ferry(&quiet, &["--home", "community", "track", community_db])?;
+    app_writes("community", Path::new(community_db), COMMUNITY_SQL, "fixtures/demo/community.sql")?;
+    ferry(
+        ui,
+        &[
+            "--home",
+            "community",
+            "bundle",
+            "relay",
+            "--from",
+            "sticks/middleman-to-community",
+            "sticks/field-3",
+            "sticks/field-1",
+            "--out",
+            "sticks/community-to-central",
+            "--apply",
+            community_db,
+        ],
+    )?;
+
+    out("6. central: applies what the community server passed on, and shows what it holds")?;
+    let central_db = "central/app.sqlite3";
+    schema(central_db)?;
+    ferry(ui, &["--home", "central", "bundle", "apply", "--db", central_db, "sticks/community-to-central"])?;
+    ferry(ui, &["--home", "central", "status", "--db", central_db])?;
+    Ok((community_db, central_db))
 }
 
 /// The statements of a fixture script (one per `;`, comment lines dropped).

@@ -25,9 +25,44 @@ pub use output::Ui;
 /// Carry database changes between rarely-online computers, on files.
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, about, long_about = None, propagate_version = true)]
-#[command(
-    after_help = "The usual journey:\n  ferry node init --name field-1 --id-block 1\n  ferry track app.sqlite3\n  ferry bundle create --db app.sqlite3 --out /media/usb\n  ferry bundle relay --from /media/usb --out outbox      (middleman)\n  ferry bundle apply --db central.sqlite3 inbox          (server)\n  ferry status --db central.sqlite3\n\nExit codes: 0 ok, 1 a negative verdict (verification failed, input rejected), 2 error."
-)]
+#[command(after_help = "The usual journey:
+  ferry node init --name field-1 --kind field --id-block 1
+  ferry track app.sqlite3
+  ferry bundle create --db app.sqlite3 --out /media/usb
+  ferry bundle relay --from /media/usb --out outbox          (middleman)
+  ferry bundle relay --from /media/usb --out /media/to-town \\
+        --apply clinic.sqlite3                               (community server)
+  ferry bundle apply --db central.sqlite3 inbox              (central server)
+  ferry status --db central.sqlite3
+
+Words:
+  node         one computer running ferry, with its own name and key:
+               a field laptop, a middleman, a server
+  id block     a node's own range of row numbers, so two laptops never
+               number rows alike (laptops 1 to 999, servers from 1000)
+  entry        one change to one row, as the app made it on one computer
+  journal      a node's entries, numbered 1, 2, 3 ...
+  bundle       a file carrying entries, signed by the computer that wrote
+               them and by each that carried them
+  part         one node's entries inside a bundle (in docs/FORMAT.md: a
+               segment)
+  waiting      an update whose row has not arrived (or was deleted), or an
+               entry dated ahead of this computer's clock; it applies by
+               itself when it can
+  held back    a row that cannot stand in its table yet (its parent row is
+               missing, or another row had its unique value first); it goes
+               in by itself when it can
+  quarantined  an entry the database refused (a table or column it lacks, a
+               bad key): `ferry status --db DB --list` shows why,
+               `ferry bundle apply --db DB --retry-quarantined` tries again
+  conflict     a value that lost to a later write; `ferry conflicts --db DB`
+               keeps it
+  fork         two computers writing under one identity (a copied laptop);
+               the server prints how to part them
+  set aside    a bundle file a relay could not pass on, copied into
+               HOME/quarantine/ with the reason
+
+Exit codes: 0 ok, 1 a negative verdict (verification failed, input refused, a fork), 2 error.")]
 pub struct Cli {
     /// The node's home folder [default: the per-user data folder, e.g. ~/.local/share/ferry].
     #[arg(long, global = true, env = "FERRY_HOME", value_name = "DIR")]
@@ -94,18 +129,7 @@ pub enum Outcome {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let ui = Ui::new(cli.quiet, cli.verbose);
-    let result = match cli.command {
-        Command::Node(c) => node::run_node(c, cli.home, &ui),
-        Command::Key(c) => node::run_key(c, cli.home, &ui),
-        Command::Trust(c) => trust::run(c, cli.home, &ui),
-        Command::Track(a) => track::track(a, cli.home, &ui),
-        Command::Untrack(a) => track::untrack(a, &ui),
-        Command::Bundle(c) => bundle::run(c, cli.home, &ui),
-        Command::Conflicts(a) => apply::run_conflicts(a, cli.home),
-        Command::Status(a) => status::run(a, cli.home, &ui),
-        Command::Demo(a) => demo::run(a, &ui),
-        Command::Generate(a) => generate(a),
-    };
+    let result = dispatch(cli, &ui);
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Negative) => ExitCode::from(1),
@@ -114,6 +138,29 @@ pub fn main() -> ExitCode {
             ui.error(&e);
             ExitCode::from(2)
         }
+    }
+}
+
+/// Runs one command line (`args` after `ferry`) in this process, as `ferry
+/// demo` does with the commands it shows.
+pub(crate) fn run_line(args: &[String], ui: &Ui) -> anyhow::Result<Outcome> {
+    let cli = Cli::try_parse_from(std::iter::once("ferry".to_owned()).chain(args.iter().cloned()))?;
+    dispatch(cli, ui)
+}
+
+fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<Outcome> {
+    let ui = &Ui::new(ui.quiet || cli.quiet, ui.verbose || cli.verbose);
+    match cli.command {
+        Command::Node(c) => node::run_node(c, cli.home, ui),
+        Command::Key(c) => node::run_key(c, cli.home, ui),
+        Command::Trust(c) => trust::run(c, cli.home, ui),
+        Command::Track(a) => track::track(a, cli.home, ui),
+        Command::Untrack(a) => track::untrack(a, ui),
+        Command::Bundle(c) => bundle::run(c, cli.home, ui),
+        Command::Conflicts(a) => apply::run_conflicts(a, cli.home),
+        Command::Status(a) => status::run(a, cli.home, ui),
+        Command::Demo(a) => demo::run(a, ui),
+        Command::Generate(a) => generate(a),
     }
 }
 

@@ -81,9 +81,9 @@ pub fn run(a: RelayArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
             let r = ferry::capture::create_from_db(&node, db, &opts, progress.as_mut())?;
             if let Some(f) = &r.file {
                 ui.note(format!(
-                    "bundled this server's own edits: {} ({} entries)",
+                    "bundled this server's own edits: {} ({})",
                     sanitize(&f.display().to_string()),
-                    r.entries
+                    super::apply::plural(r.entries, "entry", "entries")
                 ));
             }
         }
@@ -103,11 +103,11 @@ pub fn run(a: RelayArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
             if a.json {
                 json(&done)?;
             } else {
-                human(&done, ui)?;
+                human(&done, node.trust().ok().as_ref(), ui)?;
             }
             eprintln!(
                 "stopped part way: {} written completely and recorded; run the same command again to relay the rest",
-                plural(done.counts.bundles_written, "bundle")
+                super::apply::plural(done.counts.bundles_written, "bundle", "bundles")
             );
             return Err((*source).into());
         }
@@ -116,101 +116,111 @@ pub fn run(a: RelayArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
     if a.json {
         json(&report)?;
     } else {
-        human(&report, ui)?;
+        human(&report, node.trust().ok().as_ref(), ui)?;
     }
     Ok(if report.negative() || negative { Outcome::Negative } else { Outcome::Ok })
 }
 
-fn plural(n: u64, word: &str) -> String {
-    match (n, word.strip_suffix('y')) {
-        (1, _) => format!("1 {word}"),
-        (_, Some(stem)) => format!("{n} {stem}ies"),
-        _ => format!("{n} {word}s"),
+/// A segment's member name (`<origin>.<first>-<last>.jsonl.zst`) for
+/// people: "field-1's entries 3–9".
+fn part(trust: Option<&ferry::keys::TrustStore>, member: &str) -> String {
+    let (origin, rest) = member.split_once('.').unwrap_or((member, ""));
+    let range = rest.split_once('.').map_or(rest, |(r, _)| r);
+    match range.split_once('-').and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))) {
+        Some((a, b)) => format!("{}'s {}", super::apply::who(trust, origin), super::apply::entries_range(a, b)),
+        None => sanitize(member),
     }
 }
 
-fn human(r: &RelayReport, ui: &Ui) -> anyhow::Result<()> {
+fn human(r: &RelayReport, trust: Option<&ferry::keys::TrustStore>, ui: &Ui) -> anyhow::Result<()> {
+    use super::apply::plural as words;
     for w in &r.written {
         out(format!(
-            "wrote {} ({}, {}, {} bytes)",
+            "wrote {}: {} in {}, {} kB",
             sanitize(&w.file.display().to_string()),
-            plural(w.segments, "segment"),
-            plural(w.entries, "entry"),
-            w.bytes
+            words(w.entries, "entry", "entries"),
+            words(w.segments, "part", "parts"),
+            w.bytes.div_ceil(1024)
         ))?;
     }
     // Problems are printed even with --quiet: someone must act on them.
     for x in &r.rejected {
-        eprintln!("rejected: {}: {}", sanitize(&x.file.display().to_string()), sanitize(&x.reason));
+        eprintln!("REJECTED {}: {}", sanitize(&x.file.display().to_string()), sanitize(&x.reason));
         if let Some(q) = &x.quarantined {
-            eprintln!("  copied to {}", sanitize(&q.display().to_string()));
+            eprintln!("         set aside in {}", sanitize(&q.display().to_string()));
         }
     }
     for x in &r.refused_segments {
-        eprintln!("refused: {} in {}: {}", x.segment, sanitize(&x.file.display().to_string()), sanitize(&x.reason));
+        eprintln!(
+            "REFUSED  {} in {} (the rest of the bundle is passed on): {}",
+            part(trust, &x.segment),
+            sanitize(&x.file.display().to_string()),
+            sanitize(&x.reason)
+        );
         if let Some(q) = &x.quarantined {
-            eprintln!("  copied to {}", sanitize(&q.display().to_string()));
+            eprintln!("         set aside in {}", sanitize(&q.display().to_string()));
         }
     }
     for f in &r.forks {
         eprintln!(
-            "fork: {} in {} contradicts {} from {}{}",
-            f.segment,
+            "FORK     {} in {} differ from {} carried before (from {}){}",
+            part(trust, &f.segment),
             sanitize(&f.file.display().to_string()),
-            f.conflicts_with,
+            part(trust, &f.conflicts_with),
             sanitize(&f.conflicts_with_source),
-            f.seq.map(|s| format!(" (first difference at seq {s})")).unwrap_or_default()
+            f.seq.map(|s| format!(", first at entry {s}")).unwrap_or_default()
         );
         if let Some(q) = &f.quarantined {
-            eprintln!("  quarantined: {}", sanitize(&q.display().to_string()));
+            eprintln!("         set aside in {}", sanitize(&q.display().to_string()));
         }
-        eprintln!("  {}", f.recovery);
+        eprintln!("         {}", f.recovery);
     }
     for w in &r.warnings {
         ui.note(format!("warning: {}", sanitize(w)));
     }
     let c = &r.counts;
     if c.recovered > 0 {
-        ui.note(format!("finished {} segments an interrupted relay had written", c.recovered));
+        ui.note(format!("finished {} an interrupted relay had written", words(c.recovered, "part", "parts")));
+    }
+    let mut problems = Vec::new();
+    if c.rejected > 0 {
+        problems.push(format!("{} rejected", words(c.rejected, "bundle", "bundles")));
+    }
+    if c.segments_refused > 0 {
+        problems.push(format!("{} refused", words(c.segments_refused, "part", "parts")));
+    }
+    if c.forks > 0 {
+        problems.push(words(c.forks, "fork", "forks"));
     }
     ui.note(format!(
-        "read {} ({}), verified {}, duplicate {} (copies {}, other bundles {}, carried before {}), \
-         fork {}, rejected {}{}, written {} ({}, {}){}{}",
-        plural(c.bundles_read, "bundle"),
-        plural(c.segments_read, "segment"),
-        c.segments_verified,
-        c.duplicates,
-        c.duplicate_same_bundle,
-        c.duplicate_other_bundle,
+        "read {} ({}): passed on {} in {} ({}); dropped {} (already in another bundle here: {}, carried before: {}){}{}{}",
+        words(c.bundles_read, "bundle", "bundles"),
+        words(c.segments_read, "part", "parts"),
+        words(c.entries_written, "entry", "entries"),
+        words(c.bundles_written, "bundle", "bundles"),
+        words(c.segments_written, "part", "parts"),
+        words(c.duplicates, "duplicate", "duplicates"),
+        c.duplicate_same_bundle + c.duplicate_other_bundle,
         c.duplicate_already_carried,
-        c.forks,
-        c.rejected,
-        if c.segments_refused > 0 {
-            format!(", refused {}", plural(c.segments_refused, "segment"))
-        } else {
-            String::new()
-        },
-        plural(c.bundles_written, "bundle"),
-        plural(c.segments_written, "segment"),
-        plural(c.entries_written, "entry"),
-        if c.foreign > 0 { format!(", {} foreign files skipped", c.foreign) } else { String::new() },
-        if c.moved > 0 { format!(", {} inputs removed (--move)", c.moved) } else { String::new() },
+        if problems.is_empty() { String::new() } else { format!("; {}", problems.join(", ")) },
+        if c.foreign > 0 { format!("; {} other files left alone", c.foreign) } else { String::new() },
+        if c.moved > 0 { format!("; {} inputs removed (--move)", c.moved) } else { String::new() },
     ));
     if c.bundles_written == 0 && c.rejected == 0 && c.forks == 0 {
-        ui.note("nothing new to relay: every segment was carried before");
+        ui.note("nothing new to pass on: every part was carried before");
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_size, plural};
+    use super::{parse_size, part};
 
     #[test]
-    fn counts_read_naturally() {
-        assert_eq!(plural(1, "bundle"), "1 bundle");
-        assert_eq!(plural(0, "segment"), "0 segments");
-        assert_eq!(plural(2, "entry"), "2 entries");
+    fn parts_read_as_whose_entries() {
+        assert_eq!(part(None, "8f619a3505c4bd64.3-9.jsonl.zst"), "8f619a3505c4bd64's entries 3–9");
+        assert_eq!(part(None, "8f619a3505c4bd64.4-4.jsonl.zst"), "8f619a3505c4bd64's entry 4");
+        assert_eq!(part(None, "odd"), "odd");
     }
 
     #[test]

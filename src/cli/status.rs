@@ -44,34 +44,39 @@ pub fn run(a: StatusArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outc
 }
 
 fn human(s: &LedgerStatus, ui: &Ui) -> anyhow::Result<()> {
+    use super::apply::{entries_range, plural};
     out(format!("node {} ({})", sanitize(&s.name), s.node))?;
     if s.origins.is_empty() {
         ui.note("this node has relayed nothing yet (`ferry bundle relay`)");
         return Ok(());
     }
+    let ranges = |r: &[[u64; 2]]| r.iter().map(|r| entries_range(r[0], r[1])).collect::<Vec<_>>().join(", ");
     for o in &s.origins {
-        let name = o.name.as_deref().map(sanitize).unwrap_or_else(|| "unknown".into());
-        let ranges: Vec<String> = o.ranges.iter().map(|r| format!("{}..={}", r[0], r[1])).collect();
-        out(format!("origin {name} ({}): {} entries, seq {}", o.origin, o.entries, ranges.join(", ")))?;
-        out(format!("    time      {} .. {}", o.ts_min, o.ts_max))?;
+        let name = o.name.as_deref().map(sanitize).unwrap_or_else(|| format!("unknown node {}", o.origin));
+        out(format!("from {name}: {} carried ({})", plural(o.entries, "entry", "entries"), ranges(&o.ranges)))?;
+        out(format!("    written   {} to {}", local_time(&o.ts_min), local_time(&o.ts_max)))?;
         if !o.gaps.is_empty() {
-            let gaps: Vec<String> = o.gaps.iter().map(|r| format!("{}..={}", r[0], r[1])).collect();
-            out(format!("    missing   seq {} (not carried by this node)", gaps.join(", ")))?;
+            out(format!("    missing   {} (never came through this node)", ranges(&o.gaps)))?;
         }
         for (t, c) in &o.tables {
             out(super::output::table_counts(t, c))?;
         }
         for c in &o.segments {
             out(format!(
-                "    seq {}..={} ({} entries) from {} on {}, passed on in {}",
-                c.first_seq,
-                c.last_seq,
-                c.count,
+                "    {} from {} on {}, passed on in {}",
+                entries_range(c.first_seq, c.last_seq),
                 sanitize(&c.source),
-                c.carried_at,
+                local_time(&c.carried_at),
                 sanitize(c.output.as_deref().unwrap_or("?"))
             ))?;
         }
     }
     Ok(())
+}
+
+/// A time for people: local time, to the minute.
+pub fn local_time(t: &ferry::journal::Timestamp) -> String {
+    chrono::DateTime::from_timestamp_micros(t.0)
+        .map(|d| d.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| t.to_string())
 }

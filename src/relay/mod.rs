@@ -788,10 +788,10 @@ fn judge(inputs: &[Input], i: usize, j: usize, ranges: &[Known]) -> (Fate, Optio
                         seq,
                         quarantined: None,
                         recovery: format!(
-                            "Two different journals claim origin {} (a cloned laptop, or one restored from an old \
-                             backup). The newcomer was quarantined, nothing was merged. Recovery: find the computer \
-                             that made the newcomer, keep its journal, and give it a new identity (`ferry node init` \
-                             in a new home) before it makes more bundles; then re-create its bundles.",
+                            "Two computers write entries under origin {}'s identity (a copied laptop, or one \
+                             restored from an old backup). The newcomer was set aside, nothing was merged or lost. \
+                             Carry it on to the server anyway: the server's report prints the one command to run on \
+                             the computer that made it (`ferry node reissue …`), which keeps both computers' work.",
                             d.origin
                         ),
                     }),
