@@ -461,6 +461,37 @@ fn untrack_refuses_while_entries_are_unsent() {
     common::ferry(&home).args(["untrack", "--discard-unsent"]).arg(&db).assert().success();
 }
 
+/// `ferry status --db` on a laptop's database says who tracks it, what
+/// waits to be bundled (with the command that bundles it) and which rows
+/// from before tracking were never sent (with the command that sends them).
+#[test]
+fn status_db_shows_what_a_laptop_still_has_to_send() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = common::init_node(dir.path(), "field-1", Some(2));
+    let db = dir.path().join("app.sqlite3");
+    let conn = Connection::open(&db).expect("db");
+    conn.execute_batch(SIMPLE).expect("ddl");
+    conn.execute_batch("INSERT INTO item (id) VALUES (100)").expect("a row from before tracking");
+    common::ferry(&home).arg("track").arg(&db).assert().success();
+    conn.execute_batch("INSERT INTO item (id) VALUES (1), (2)").expect("insert");
+    let status = || {
+        let o = common::ferry(&home).args(["status", "--db"]).arg(&db).output().expect("run");
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let text = status();
+    assert!(text.contains("tracked by this node (field-1)"), "{text}");
+    assert!(text.contains("entries 1–2 waiting to be bundled") && text.contains("ferry bundle create --db"), "{text}");
+    assert!(text.contains("item: 1 row from before tracking") && text.contains("--include-existing=item"), "{text}");
+    common::create_bundle_db(&home, &db, &dir.path().join("out")).expect("a bundle");
+    common::ferry(&home).args(["track", "--include-existing=item"]).arg(&db).assert().success();
+    let text = status();
+    assert!(text.contains("entry 3 waiting to be bundled"), "the included row is journalled: {text}");
+    assert!(!text.contains("from before tracking"), "{text}");
+    common::create_bundle_db(&home, &db, &dir.path().join("out")).expect("a bundle");
+    assert!(status().contains("3 recorded, all bundled"));
+}
+
 /// A database copied from another computer is refused with the safe ways
 /// out, never with advice that would lose its entries.
 #[test]
@@ -584,6 +615,7 @@ struct StatusJson {
     bundled_seq: u64,
     problems: Vec<String>,
     notes: Vec<String>,
+    existing: serde_json::Map<String, serde_json::Value>,
 }
 
 #[test]

@@ -88,7 +88,13 @@ pub(crate) fn record_baseline(conn: &Connection, t: &Table) -> rusqlite::Result<
 }
 
 /// Rows recorded as never journalled, per table.
+/// (None recorded when capture was installed by a ferry without a baseline.)
 pub(crate) fn baseline_counts(conn: &Connection) -> rusqlite::Result<BTreeMap<String, u64>> {
+    let has: bool =
+        conn.query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE name = '_ferry_baseline'", [], |r| r.get(0))?;
+    if !has {
+        return Ok(BTreeMap::new());
+    }
     let mut stmt = conn.prepare("SELECT tbl, count(*) FROM _ferry_baseline GROUP BY tbl ORDER BY tbl")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
     rows.collect()

@@ -90,6 +90,9 @@ pub struct Status {
     pub problems: Vec<String>,
     /// What a refresh (`ferry track`) would improve.
     pub notes: Vec<String>,
+    /// Per table, rows that were there before tracking and were never
+    /// journalled (`ferry track --include-existing` sends them).
+    pub existing: BTreeMap<String, u64>,
 }
 
 const CONTROL_SQL: &str = "
@@ -653,6 +656,7 @@ pub fn status(db: &Path) -> Result<Status, CaptureError> {
             bundled_seq: 0,
             problems: Vec::new(),
             notes: Vec::new(),
+            existing: BTreeMap::new(),
         });
     }
     let (origin, format): (String, i64) = conn
@@ -698,6 +702,7 @@ pub fn status(db: &Path) -> Result<Status, CaptureError> {
         bundled_seq,
         problems,
         notes,
+        existing: super::existing::baseline_counts(&conn).map_err(&err)?,
     })
 }
 

@@ -318,6 +318,20 @@ pub fn run_db_status(a: StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Out
             .map(|d| d.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_else(|| t.to_string())
     };
+    let nothing = s.origins.is_empty()
+        && s.conflicts
+            + s.parked
+            + s.future
+            + s.held
+            + s.tombstones_waiting
+            + s.quarantined
+            + s.forks
+            + s.refused_bundles
+            == 0;
+    if nothing {
+        out(format!("database  {}: no bundles applied here yet", sanitize(&s.db)))?;
+        return Ok(Outcome::Ok);
+    }
     out(format!("database  {}", sanitize(&s.db)))?;
     for o in &s.origins {
         out(format!("from {}", who(trust, &o.origin)))?;

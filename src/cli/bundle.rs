@@ -12,7 +12,9 @@ use ferry::node::Node;
 use ferry::sanitize;
 use ferry::verify::{verify_file_to, BundleReport, Depth};
 
+use super::apply::{entries_range, plural};
 use super::output::{json, out};
+use super::status::local_time;
 use super::{home_dir, Outcome, Ui};
 
 #[derive(Debug, Subcommand)]
@@ -118,7 +120,7 @@ fn create(a: CreateArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
             (Some(file), Some(first), Some(last)) => out(format!(
                 "wrote {} ({}, {} bytes in, {} bytes out)",
                 file.display(),
-                if first == last { format!("entry {first}") } else { format!("entries {first}–{last}") },
+                entries_range(first, last),
                 report.bytes_in,
                 report.bytes_out
             ))?,
@@ -162,13 +164,21 @@ fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
             match &r.error {
                 None => {
                     let entries: u64 = r.segments.iter().map(|s| s.count).sum();
-                    out(format!("ok    {file} ({} segments, {entries} entries)", r.segments.len()))?
+                    let parts: Vec<String> = r
+                        .segments
+                        .iter()
+                        .map(|s| {
+                            let name = s.origin_name.as_deref().map_or_else(|| s.origin.to_string(), sanitize);
+                            format!("{name} {}", entries_range(s.first_seq, s.last_seq))
+                        })
+                        .collect();
+                    out(format!("ok    {file}: {} ({})", plural(entries, "entry", "entries"), parts.join(", ")))?
                 }
                 Some(e) => out(format!("FAIL  {file}: {}", sanitize(e)))?,
             }
         }
         let bad = reports.iter().filter(|r| !r.ok).count();
-        ui.note(format!("{} bundles verified, {bad} failed", reports.len() - bad));
+        ui.note(format!("{} verified, {bad} failed", plural((reports.len() - bad) as u64, "bundle", "bundles")));
     }
     if reports.is_empty() {
         anyhow::bail!(
@@ -246,31 +256,29 @@ fn inspect_cmd(a: InspectArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome>
     };
     out(format!("bundle    {} ({} bytes)", sanitize(&i.file), i.bytes))?;
     out(format!("format    {} v{}", i.format, i.version))?;
-    out(format!("sealed    by {} at {}", who(&i.sealed_by.node, &i.sealed_by.name), i.sealed_at))?;
+    out(format!("sealed    by {} on {}", who(&i.sealed_by.node, &i.sealed_by.name), local_time(&i.sealed_at)))?;
     out(format!(
-        "entries   {} in {} segments (signatures not checked: run `ferry bundle verify`)",
+        "entries   {} in {} (signatures not checked: run `ferry bundle verify`)",
         i.entries,
-        i.segments.len()
+        plural(i.segments.len() as u64, "part", "parts")
     ))?;
     for (n, s) in i.segments.iter().enumerate() {
+        let (from, to) = (local_time(&s.ts_min), local_time(&s.ts_max));
         out(format!(
-            "segment {}: origin {}, seq {}..={} ({} entries), {} .. {}",
+            "part {}: {} of {}, written {}",
             n + 1,
+            entries_range(s.first_seq, s.last_seq),
             who(&s.origin.node, &s.origin.name),
-            s.first_seq,
-            s.last_seq,
-            s.count,
-            s.ts_min,
-            s.ts_max
+            if from == to { from } else { format!("{from} to {to}") }
         ))?;
         for (t, c) in &s.tables {
             out(super::output::table_counts(t, c))?;
         }
         if s.hops.is_empty() {
-            out("    hops: none (straight from the origin)")?;
+            out("    carried straight from the computer that wrote it")?;
         }
-        for (k, h) in s.hops.iter().enumerate() {
-            out(format!("    hop {}: {} at {}", k + 1, who(&h.node, &h.name), h.at))?;
+        for h in &s.hops {
+            out(format!("    carried by {} on {}", who(&h.node, &h.name), local_time(&h.at)))?;
         }
     }
     Ok(Outcome::Ok)

@@ -13,11 +13,12 @@ use super::{home_dir, Outcome, Ui};
 #[derive(Debug, Args)]
 #[command(after_help = "Lists, per origin, the seq ranges this node relayed (and gaps between them), \
 entries, tables, time span and the folders (sticks) they came from: compare them with the \
-research assistant's records. With --db, shows a database bundles were applied to (exit 1 when a fork \
-is recorded).\n\nExamples:\n  ferry status\n  ferry status --db central.sqlite3\n  ferry status --json | jq '.origins[].ranges'")]
+research assistant's records. With --db, shows a database: for an app's database, what capture recorded \
+and what still waits to be bundled; for one bundles were applied to, what arrived from each origin (exit 1 \
+when a fork is recorded).\n\nExamples:\n  ferry status\n  ferry status --db central.sqlite3\n  ferry status --json | jq '.origins[].ranges'")]
 pub struct StatusArgs {
-    /// Show a database bundles were applied to instead: per origin, applied and missing seq ranges,
-    /// last seen, forks, parked entries and conflicts.
+    /// Show a database instead: what its capture waits to send, and per origin the entries applied and
+    /// missing, last seen, forks, waiting entries and conflicts.
     #[arg(long, value_name = "TARGET")]
     pub db: Option<PathBuf>,
     /// Print the status as JSON.
@@ -31,6 +32,15 @@ pub struct StatusArgs {
 
 pub fn run(a: StatusArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
     if let Some(db) = a.db {
+        // A database the app writes (a laptop's, or a server's own): what
+        // its capture holds and waits to send comes first.
+        if !a.json && !a.list {
+            let c = ferry::capture::status(&db)?;
+            if c.tracked {
+                let node = home_dir(home.clone()).ok().and_then(|h| Node::open(&h).ok());
+                super::track::print_capture(&c, node.as_ref(), ui)?;
+            }
+        }
         return super::apply::run_db_status(super::apply::StatusArgs { db, json: a.json, list: a.list }, home);
     }
     let node = Node::open(&home_dir(home)?)?;
@@ -47,7 +57,10 @@ fn human(s: &LedgerStatus, ui: &Ui) -> anyhow::Result<()> {
     use super::apply::{entries_range, plural};
     out(format!("node {} ({})", sanitize(&s.name), s.node))?;
     if s.origins.is_empty() {
-        ui.note("this node has relayed nothing yet (`ferry bundle relay`)");
+        ui.note(
+            "this node has relayed nothing yet. For a database (the app's, or one bundles are applied to): \
+             `ferry status --db DB`",
+        );
         return Ok(());
     }
     let ranges = |r: &[[u64; 2]]| r.iter().map(|r| entries_range(r[0], r[1])).collect::<Vec<_>>().join(", ");

@@ -71,29 +71,9 @@ pub fn track(a: TrackArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Out
         let s = capture::status(&a.db)?;
         if a.json {
             json(&s)?;
-        } else if !s.tracked {
-            out(format!("{}: not tracked", sanitize(&s.db)))?;
         } else {
-            let state = if s.stale.is_empty() { "current" } else { "STALE" };
-            out(format!(
-                "{}: capture {state}, {} tables, {} entries captured, {} bundled",
-                sanitize(&s.db),
-                s.tables.len(),
-                s.last_seq,
-                s.bundled_seq
-            ))?;
-            for r in &s.stale {
-                out(format!("  stale: {}", sanitize(r)))?;
-            }
-            for p in &s.problems {
-                out(format!("  PROBLEM: {}", sanitize(p)))?;
-            }
-            for n in &s.notes {
-                out(format!("  note: {}", sanitize(n)))?;
-            }
-            if !s.stale.is_empty() {
-                ui.note(format!("run `ferry track {}` to refresh capture", sanitize(&s.db)));
-            }
+            let node = home_dir(home).ok().and_then(|h| Node::open(&h).ok());
+            print_capture(&s, node.as_ref(), ui)?;
         }
         return Ok(if s.tracked && s.stale.is_empty() && s.problems.is_empty() {
             Outcome::Ok
@@ -176,4 +156,54 @@ pub fn untrack(a: UntrackArgs, ui: &Ui) -> anyhow::Result<Outcome> {
         ui.note(format!("{} was not tracked; nothing to remove", sanitize(&a.db.display().to_string())));
     }
     Ok(Outcome::Ok)
+}
+
+/// The capture side of a database, for people: who tracks it, whether
+/// capture is current, what waits to be bundled, rows never sent.
+pub fn print_capture(s: &capture::Status, node: Option<&Node>, ui: &Ui) -> anyhow::Result<()> {
+    use super::apply::{plural, who};
+    let db = sanitize(&s.db);
+    let Some(origin) = &s.origin else {
+        out(format!("{db}: not tracked (to capture the app's changes here: `ferry track {db}`)"))?;
+        return Ok(());
+    };
+    let by = match node {
+        Some(n) if n.id().as_str() == origin => format!("this node ({})", sanitize(&n.info.name)),
+        Some(n) => who(n.trust().ok().as_ref(), origin),
+        None => origin.clone(),
+    };
+    let state = if s.stale.is_empty() { "capture up to date" } else { "capture OUT OF DATE" };
+    out(format!("{db}: tracked by {by}, {state}, {}", plural(s.tables.len() as u64, "table", "tables")))?;
+    let waiting = s.last_seq.saturating_sub(s.bundled_seq);
+    out(format!(
+        "    entries   {} recorded, {}",
+        s.last_seq,
+        match waiting {
+            0 if s.last_seq == 0 => "nothing to bundle yet".to_owned(),
+            0 => "all bundled".to_owned(),
+            n => format!(
+                "{} waiting to be bundled (`ferry bundle create --db {db} --out DIR`)",
+                super::apply::entries_range(s.bundled_seq + 1, s.bundled_seq + n)
+            ),
+        }
+    ))?;
+    for r in &s.stale {
+        out(format!("    OUT OF DATE  {} (run `ferry track {db}`)", sanitize(r)))?;
+    }
+    for (t, n) in &s.existing {
+        out(format!(
+            "    not sent  {}: {} from before tracking (if entered on this computer: `ferry track {db} \
+             --include-existing={}`)",
+            sanitize(t),
+            plural(*n, "row", "rows"),
+            sanitize(t)
+        ))?;
+    }
+    for p in &s.problems {
+        out(format!("    PROBLEM   {}", sanitize(p)))?;
+    }
+    for n in &s.notes {
+        ui.note(format!("note: {}", sanitize(n)));
+    }
+    Ok(())
 }
