@@ -148,7 +148,10 @@ fn an_update_after_another_origins_delete_waits_with_its_reason() {
         assert!(!c.iter().any(|c| c.loser_seq == Some(2)), "the update is not lost, it waits: {c:?}");
         assert_eq!(read_status(&conn(&db), "db").expect("status").parked, 1);
         let reason: String = conn(&db).query_row("SELECT reason FROM _ferry_parked", [], |r| r.get(0)).expect("reason");
-        assert!(reason.contains(&b.id()), "the reason names who deleted the row: {reason}");
+        assert!(
+            reason.contains("deleted by b (entry 1)"),
+            "the reason names who deleted the row, by its trusted name: {reason}"
+        );
         std::fs::remove_file(&db).expect("rm");
     }
 }

@@ -684,12 +684,18 @@ fn two_laptops_in_one_id_block_are_caught_before_rows_are_overwritten() {
     let (fa, fb) = (a.bundle(), b.bundle());
     let trust = trusting(&[&a.node, &b.node]);
     let db = target(dir.path(), "central.sqlite3", ITEMS);
-    let r = run(&db, &[fa, fb], &trust);
+    let r = run(&db, &[fa, fb.clone()], &trust);
     assert_eq!(r.refused, 1, "{r:?}");
     let why = r.bundles[1].segments.iter().find_map(|s| s.refused.clone()).unwrap_or_default();
     assert!(why.contains("field-1") || why.contains(&a.node.id().to_string()), "{why}");
     assert!(why.contains("same id block") && why.contains("ferry node reissue"), "{why}");
     assert_eq!(one::<String>(&db, "SELECT group_concat(name) FROM item"), "Achieng", "nothing was overwritten");
+    // Applied again (the bundle stays in its folder): the same refusal is
+    // reported as known, not as a new alarm.
+    let again = run(&db, &[fb], &trust);
+    assert_eq!((again.refused, again.refused_again), (0, 1), "{again:?}");
+    assert!(!again.negative());
+    assert!(again.bundles[0].segments[0].refused_before.is_some());
 }
 
 /// A community server's hop is one command: it applies the laptops'

@@ -347,3 +347,24 @@ fn hostile_inputs_never_panic() {
         assert_eq!(o.status.code(), Some(2), "inspect case {i}");
     }
 }
+
+/// A reader that stops early (`ferry … --json | head`) ends ferry quietly
+/// with success, for JSON output as for text: no "Broken pipe" error.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_json_output_quietly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let home = init_node(dir.path(), "field-1", Some(1));
+    let bin = assert_cmd::cargo::cargo_bin("ferry");
+    for args in ["node show --json", "node show"] {
+        // `head -c 0` exits without reading; ferry writes only after it has.
+        let script = format!(
+            "(sleep 0.3; '{}' --home '{}' {args}; echo \"exit=$?\" >&2) | head -c 0",
+            bin.display(),
+            home.display()
+        );
+        let o = std::process::Command::new("sh").args(["-c", &script]).output().expect("sh");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("exit=0") && !err.contains("Broken pipe"), "{args}: {err}");
+    }
+}

@@ -99,6 +99,9 @@ pub struct ForkReport {
 #[serde(deny_unknown_fields)]
 pub struct SegmentApply {
     pub origin: String,
+    /// The origin's name in this node's trust store.
+    #[serde(default)]
+    pub origin_name: Option<String>,
     pub first_seq: u64,
     pub last_seq: u64,
     pub counts: Counts,
@@ -108,6 +111,10 @@ pub struct SegmentApply {
     /// bundle's other segments applied: a signer this node does not trust
     /// for it, or rows in an id block another origin uses.
     pub refused: Option<String>,
+    /// When this database first refused this part for the same reason (it
+    /// was reported then; a second report is not a new alarm).
+    #[serde(default)]
+    pub refused_before: Option<String>,
 }
 
 /// What happened to one bundle.
@@ -119,6 +126,9 @@ pub struct BundleApply {
     pub ok: bool,
     /// Why the bundle was refused (nothing of it was applied).
     pub error: Option<String>,
+    /// When this database first refused this bundle for the same reason.
+    #[serde(default)]
+    pub refused_before: Option<String>,
     pub counts: Counts,
     pub segments: Vec<SegmentApply>,
 }
@@ -137,8 +147,12 @@ pub struct ApplyReport {
     /// What the run changed about entries and rows counted before.
     pub events: Events,
     /// Bundles refused (verification failed or not applicable), and
-    /// segments refused inside bundles that otherwise applied.
+    /// segments refused inside bundles that otherwise applied, for a reason
+    /// not reported before.
     pub refused: u64,
+    /// Refusals this database had already recorded, for the same reason.
+    #[serde(default)]
+    pub refused_again: u64,
     /// Quarantined entries tried again (`retry_quarantined`) and what became of them.
     pub retried: Counts,
     /// Segments quarantined as forks.
@@ -150,6 +164,17 @@ impl ApplyReport {
     pub fn negative(&self) -> bool {
         self.refused > 0 || self.forks > 0
     }
+}
+
+/// How a refused segment is recorded in `_ferry_refused`.
+fn segment_reason(s: &SegmentApply, why: &str) -> String {
+    format!("entries {}–{} of origin {}: {why}", s.first_seq, s.last_seq, s.origin)
+}
+
+/// When this database first recorded a refusal with exactly this reason
+/// (the same part refused again, in this bundle or another carrying it).
+fn refused_before(conn: &Connection, reason: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT min(recorded_at) FROM _ferry_refused WHERE reason = ?1", [reason], |r| r.get(0))
 }
 
 /// Opens a target database: it must exist; double-quoted string literals
@@ -202,6 +227,7 @@ pub fn apply(
     crate::capture::suppress(&tx, true).map_err(sql_err)?;
     let now = opts.now.unwrap_or_else(crate::journal::Timestamp::now);
     let mut eng = Engine::new(&tx, now).map_err(sql_err)?;
+    eng.names = trust.keys.iter().map(|k| (k.node.to_string(), k.name.clone())).collect();
     eng.fold_local(&db.display().to_string()).map_err(fail)?;
     eng.release_waiting().map_err(fail)?;
     let local = eng.counts;
@@ -217,6 +243,7 @@ pub fn apply(
         local,
         events: Events::default(),
         refused: 0,
+        refused_again: 0,
         forks: 0,
         retried,
     };
@@ -238,26 +265,30 @@ pub fn apply(
         match result {
             Ok(()) => {
                 crashpoint::hit("apply: bundle done, savepoint not released");
+                let mut earlier = Vec::new();
+                for s in segments.iter_mut() {
+                    s.origin_name = eng.names.get(&s.origin).cloned();
+                    let before = match &s.refused {
+                        Some(why) => refused_before(&tx, &segment_reason(s, why)).map_err(sql_err)?,
+                        None => None,
+                    };
+                    earlier.push(before);
+                }
                 tx.execute("DELETE FROM _ferry_refused WHERE name = ?1", [bundle_name(file)]).map_err(sql_err)?;
-                for s in segments.iter().filter(|s| s.refused.is_some()) {
-                    let reason = format!(
-                        "entries {}–{} of origin {}: {}",
-                        s.first_seq,
-                        s.last_seq,
-                        s.origin,
-                        s.refused.as_deref().unwrap_or_default()
-                    );
+                for (s, before) in segments.iter_mut().zip(earlier) {
+                    let Some(why) = &s.refused else { continue };
+                    let reason = segment_reason(s, why);
+                    let at = before.clone().unwrap_or_else(|| crate::journal::Timestamp::now().to_rfc3339());
                     tx.execute(
                         "INSERT INTO _ferry_refused (bundle, reason, recorded_at, name) VALUES (?1, ?2, ?3, ?4)",
-                        params![
-                            file.display().to_string(),
-                            reason,
-                            crate::journal::Timestamp::now().to_rfc3339(),
-                            bundle_name(file)
-                        ],
+                        params![file.display().to_string(), reason, at, bundle_name(file)],
                     )
                     .map_err(sql_err)?;
-                    report.refused += 1;
+                    match before {
+                        Some(_) => report.refused_again += 1,
+                        None => report.refused += 1,
+                    }
+                    s.refused_before = before;
                 }
                 eng.release("ferry_bundle").map_err(sql_err)?;
                 report.forks += segments.iter().filter(|s| s.fork.is_some()).count() as u64;
@@ -266,27 +297,29 @@ pub fn apply(
                     file: file.clone(),
                     ok: true,
                     error: None,
+                    refused_before: None,
                     counts: eng.counts,
                     segments,
                 });
             }
             Err(Fail::Refused(reason) | Fail::Segment(reason)) => {
                 eng.rollback_to("ferry_bundle").and_then(|()| eng.release("ferry_bundle")).map_err(sql_err)?;
+                let before = refused_before(&tx, &reason).map_err(sql_err)?;
+                let at = before.clone().unwrap_or_else(|| crate::journal::Timestamp::now().to_rfc3339());
                 tx.execute(
                     "INSERT INTO _ferry_refused (bundle, reason, recorded_at, name) VALUES (?1, ?2, ?3, ?4)",
-                    params![
-                        file.display().to_string(),
-                        reason,
-                        crate::journal::Timestamp::now().to_rfc3339(),
-                        bundle_name(file)
-                    ],
+                    params![file.display().to_string(), reason, at, bundle_name(file)],
                 )
                 .map_err(sql_err)?;
-                report.refused += 1;
+                match before {
+                    Some(_) => report.refused_again += 1,
+                    None => report.refused += 1,
+                }
                 report.bundles.push(BundleApply {
                     file: file.clone(),
                     ok: false,
                     error: Some(reason),
+                    refused_before: before,
                     counts: Counts::default(),
                     segments: Vec::new(),
                 });
@@ -345,11 +378,13 @@ fn apply_bundle(
                 check_entries(member, progress, |_, _| Ok(())).map_err(refuse)?;
                 segments.push(SegmentApply {
                     origin: d.origin.to_string(),
+                    origin_name: None,
                     first_seq: d.first_seq,
                     last_seq: d.last_seq,
                     counts: Counts::default(),
                     fork: None,
                     refused: Some(error_chain(&why)),
+                    refused_before: None,
                 });
             }
             _ => segments.push(apply_segment(eng, member, &bundle_name, progress)?),
@@ -481,11 +516,13 @@ fn apply_segment<R: std::io::Read + Send>(
         eng.counts = counts_before;
         return Ok(SegmentApply {
             origin,
+            origin_name: None,
             first_seq: d.first_seq,
             last_seq: d.last_seq,
             counts: Counts::default(),
             fork: None,
             refused,
+            refused_before: None,
         });
     }
     verified.map_err(refuse)?;
@@ -531,7 +568,16 @@ fn apply_segment<R: std::io::Read + Send>(
     }
     eng.counts = counts_before;
     eng.counts.add(&counts);
-    Ok(SegmentApply { origin, first_seq: d.first_seq, last_seq: d.last_seq, counts, fork, refused: None })
+    Ok(SegmentApply {
+        origin,
+        origin_name: None,
+        first_seq: d.first_seq,
+        last_seq: d.last_seq,
+        counts,
+        fork,
+        refused: None,
+        refused_before: None,
+    })
 }
 
 /// Will these bundles apply to `conn`'s database? For each bundle, every

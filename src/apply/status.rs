@@ -67,6 +67,10 @@ impl Outcomes {
 #[serde(deny_unknown_fields)]
 pub struct OriginStatus {
     pub origin: String,
+    /// The name the reading node's trust store gives the origin (filled by
+    /// the caller that has one).
+    #[serde(default)]
+    pub name: Option<String>,
     /// Applied seq ranges, inclusive, sorted.
     pub applied: Vec<(u64, u64)>,
     /// Seq ranges below the highest applied one that never arrived.
@@ -126,11 +130,17 @@ pub struct Conflict {
     pub key: String,
     pub column: Option<String>,
     pub loser_origin: Option<String>,
+    /// The losing origin's name in the reading node's trust store.
+    #[serde(default)]
+    pub loser_name: Option<String>,
     pub loser_seq: Option<u64>,
     pub loser_ts: Option<Timestamp>,
     /// The losing value (JSON), kept so a person can restore it.
     pub loser_value: Option<String>,
     pub winner_origin: Option<String>,
+    /// The winning origin's name in the reading node's trust store.
+    #[serde(default)]
+    pub winner_name: Option<String>,
     pub winner_seq: Option<u64>,
     pub winner_ts: Option<Timestamp>,
     pub detail: String,
@@ -270,6 +280,7 @@ pub fn read_status(conn: &Connection, db: &str) -> rusqlite::Result<DbStatus> {
             future_latest,
             conflicts: per("SELECT count(*) FROM _ferry_conflicts WHERE loser_origin = ?1")?,
             origin: node,
+            name: None,
         });
     }
     s.conflicts = count(conn, "SELECT count(*) FROM _ferry_conflicts")?;
@@ -430,10 +441,12 @@ pub fn read_conflicts(conn: &Connection) -> rusqlite::Result<Vec<Conflict>> {
             key: r.get(3)?,
             column: r.get(4)?,
             loser_origin: r.get(5)?,
+            loser_name: None,
             loser_seq: r.get::<_, Option<i64>>(6)?.map(|n| n as u64),
             loser_ts: r.get::<_, Option<i64>>(7)?.map(Timestamp),
             loser_value: r.get(8)?,
             winner_origin: r.get(9)?,
+            winner_name: None,
             winner_seq: r.get::<_, Option<i64>>(10)?.map(|n| n as u64),
             winner_ts: r.get::<_, Option<i64>>(11)?.map(Timestamp),
             detail: r.get(12)?,

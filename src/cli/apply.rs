@@ -48,9 +48,21 @@ pub struct StatusArgs {
     pub list: bool,
 }
 
+/// An RFC 3339 time recorded in a ledger, in local time to the minute.
+fn local_rfc3339(at: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .map(|d| d.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|_| sanitize(at))
+}
+
 /// "1 entry", "2 entries".
 pub fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A node's name in this node's trust store.
+pub fn trusted_name(trust: Option<&ferry::keys::TrustStore>, node: &str) -> Option<String> {
+    trust.and_then(|t| t.keys.iter().find(|k| k.node.as_str() == node)).map(|k| k.name.clone())
 }
 
 /// A node for people: its name in this node's trust store, else its id.
@@ -162,13 +174,24 @@ fn apply_files(
     for b in &report.bundles {
         let file = sanitize(&b.file.display().to_string());
         match &b.error {
-            Some(e) => out(format!("REFUSED  {file}: {} (nothing of it was applied)", sanitize(e)))?,
+            Some(e) => match &b.refused_before {
+                None => out(format!("REFUSED  {file}: {} (nothing of it was applied)", sanitize(e)))?,
+                Some(at) => out(format!(
+                    "refused  {file}: still, as first reported on {} (nothing of it was applied): {}",
+                    local_rfc3339(at),
+                    sanitize(e)
+                ))?,
+            },
             None => {
                 out(format!("applied  {file}: {}", outcome_words(&b.counts)))?;
                 for s in &b.segments {
                     if let Some(why) = &s.refused {
+                        let (word, again) = match &s.refused_before {
+                            None => ("REFUSED ", String::new()),
+                            Some(at) => ("refused ", format!(" still, as first reported on {}", local_rfc3339(at))),
+                        };
                         out(format!(
-                            "REFUSED  {file}: {}'s {} (the rest of the bundle applied): {}",
+                            "{word} {file}: {}'s {}{again} (the rest of the bundle applied): {}",
                             who(Some(&trust), &s.origin),
                             entries_range(s.first_seq, s.last_seq),
                             sanitize(why)
@@ -199,7 +222,13 @@ fn apply_files(
     let bundles = plural(report.bundles.len() as u64, "bundle", "bundles");
     let mut tail = Vec::new();
     if report.refused > 0 {
-        tail.push(format!("{} refused", plural(report.refused, "bundle", "bundles")));
+        tail.push(format!("{} refused", plural(report.refused, "bundle or part", "bundles or parts")));
+    }
+    if report.refused_again > 0 {
+        tail.push(format!(
+            "{} still refused as reported before",
+            plural(report.refused_again, "bundle or part", "bundles or parts")
+        ));
     }
     if report.forks > 0 {
         tail.push(plural(report.forks, "fork", "forks"));
@@ -235,13 +264,17 @@ struct ApplyView<'a> {
 }
 
 pub fn run_conflicts(a: ConflictsArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
-    let list = conflicts(&a.db)?;
+    let mut list = conflicts(&a.db)?;
+    let trust = home_dir(home).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
+    let trust = trust.as_ref();
+    for c in &mut list {
+        c.loser_name = c.loser_origin.as_deref().and_then(|o| trusted_name(trust, o));
+        c.winner_name = c.winner_origin.as_deref().and_then(|o| trusted_name(trust, o));
+    }
     if a.json {
         json(&list)?;
         return Ok(Outcome::Ok);
     }
-    let trust = home_dir(home).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
-    let trust = trust.as_ref();
     for c in &list {
         let col = c.column.as_deref().map(|c| format!(", column {}", sanitize(c))).unwrap_or_default();
         let by = |o: &Option<String>, s: Option<u64>| match (o, s) {
@@ -297,7 +330,13 @@ pub fn run_db_status(a: StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Out
         section("quarantined (retry with `ferry bundle apply --db DB --retry-quarantined`)", &l.quarantined)?;
         return Ok(Outcome::Ok);
     }
-    let s = db_status(&a.db)?;
+    let mut s = db_status(&a.db)?;
+    for o in &mut s.origins {
+        o.name = match &node {
+            Some(n) if n.id().as_str() == o.origin => Some(n.info.name.clone()),
+            _ => trusted_name(trust, &o.origin),
+        };
+    }
     if a.json {
         json(&s)?;
         return Ok(if s.forks > 0 { Outcome::Negative } else { Outcome::Ok });
@@ -334,7 +373,7 @@ pub fn run_db_status(a: StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Out
     }
     out(format!("database  {}", sanitize(&s.db)))?;
     for o in &s.origins {
-        out(format!("from {}", who(trust, &o.origin)))?;
+        out(format!("from {}", o.name.as_deref().map_or_else(|| o.origin.clone(), sanitize)))?;
         out(format!("    entries   {} ({} applied)", ranges(&o.applied), o.entries_applied))?;
         if !o.missing.is_empty() {
             out(format!("    missing   {}  (a bundle never arrived?)", ranges(&o.missing)))?;

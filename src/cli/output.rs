@@ -99,7 +99,12 @@ pub fn table_counts(table: &str, c: &ferry::bundle::OpCounts) -> String {
 /// Writes a value as one JSON document on stdout.
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let mut o = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut o, value)?;
+    // A serde_json error hides the io::Error (a closed pipe) from the
+    // boundary's check: hand the io error itself back.
+    serde_json::to_writer_pretty(&mut o, value).map_err(|e| match e.io_error_kind() {
+        Some(kind) => anyhow::Error::new(std::io::Error::new(kind, e)),
+        None => e.into(),
+    })?;
     writeln!(o)?;
     Ok(())
 }

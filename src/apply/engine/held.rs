@@ -168,7 +168,7 @@ impl<'c> Engine<'c> {
                 let what = format!("{} {}", idx.columns.join(", "), key_text(&vals));
                 if merge::keeps_unique(their_claim, my_claim, &self.origins) {
                     let by = match their_claim {
-                        Some(v) => format!("{} seq {}", self.origins.name(v.origin), v.seq),
+                        Some(v) => format!("{}'s entry {}", self.person(v.origin), v.seq),
                         None => "a row made in this database outside ferry".into(),
                     };
                     return Ok(Holder::Keeps(format!(
@@ -177,7 +177,7 @@ impl<'c> Engine<'c> {
                         t.name
                     )));
                 }
-                let by = my_claim.map(|v| format!("{} seq {}", self.origins.name(v.origin), v.seq)).unwrap_or_default();
+                let by = my_claim.map(|v| format!("{}'s entry {}", self.person(v.origin), v.seq)).unwrap_or_default();
                 return Ok(Holder::Evict(
                     other,
                     format!(

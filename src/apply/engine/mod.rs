@@ -190,6 +190,8 @@ pub struct Engine<'c> {
     /// Tables ferry must never write (see [`crate::schema::unwritable_tables`]), with why.
     pub unwritable: HashMap<String, &'static str>,
     pub origins: Origins,
+    /// Node ids → the names this node's trust store gives them, for messages.
+    pub names: HashMap<String, String>,
     /// Outcomes of the entries of the bundle being applied.
     pub counts: Counts,
     /// Changes to earlier outcomes during this run.
@@ -369,6 +371,7 @@ impl<'c> Engine<'c> {
             tables: tables.into_iter().map(|(k, v)| (k, Rc::new(v))).collect(),
             unwritable: crate::schema::unwritable_tables(conn)?,
             origins: Origins::default(),
+            names: HashMap::new(),
             counts: Counts::default(),
             events: Events::default(),
             deltas: HashMap::new(),
@@ -502,11 +505,14 @@ impl<'c> Engine<'c> {
             Some(o) => Err(Fail::Segment(format!(
                 "{} and {} both number their rows in id block {block} (this one's row {id} of {:?}): the two \
                  computers were given the same id block, and their rows would overwrite each other. Nothing of \
-                 this part was applied. On the computer that made it, run `ferry node reissue APP.sqlite3 --name \
-                 NEW-NAME --id-block N --from 1` (N: a block no other computer uses), then trust its new key here",
-                self.origins.name(*o),
-                self.origins.name(origin),
-                t.name
+                 this part was applied. On {}, run `ferry node reissue APP.sqlite3 --name {}b --id-block N \
+                 --from 1` (N: a block no other computer uses; its rows get new ids there), then trust the key its \
+                 `ferry key export` prints here and on every computer that receives from it",
+                self.person(*o),
+                self.person(origin),
+                t.name,
+                self.person(origin),
+                self.person(origin),
             ))),
             None => {
                 self.conn
@@ -516,6 +522,12 @@ impl<'c> Engine<'c> {
                 Ok(())
             }
         }
+    }
+
+    /// An origin for people: its trusted name, else its node id.
+    pub(crate) fn person(&self, origin: u32) -> String {
+        let id = self.origins.name(origin);
+        self.names.get(id).cloned().unwrap_or_else(|| id.to_owned())
     }
 
     /// Counts entries of `origin` skipped as duplicates.
@@ -804,7 +816,7 @@ impl<'c> Engine<'c> {
                 let reason = match before.as_ref().and_then(|b| b.del) {
                     Some(d) => format!(
                         "its row was deleted by {} (entry {}); it applies if the row is inserted again",
-                        self.origins.name(d.origin),
+                        self.person(d.origin),
                         d.seq
                     ),
                     None if held => "its row is held back".into(),
@@ -860,7 +872,7 @@ impl<'c> Engine<'c> {
                             let reason = format!(
                                 "its row was deleted by {} (entry {}) before this newer value came; it applies if \
                                  the row is inserted again",
-                                self.origins.name(cx.v.origin),
+                                self.person(cx.v.origin),
                                 cx.v.seq
                             );
                             self.park_fields(&cx.t.name, &cx.lkey, *v, &fields, false, Some(&reason))?;
