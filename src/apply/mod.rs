@@ -585,10 +585,6 @@ fn apply_segment<R: std::io::Read + Send>(
 /// columns. Reads everything, writes nothing.
 pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progress: &mut dyn Progress) -> Vec<String> {
     let mut problems = Vec::new();
-    let fingerprint = match schema::fingerprint(conn) {
-        Ok(f) => f,
-        Err(e) => return vec![format!("failed to read the target's schema: {e}")],
-    };
     let tables = match engine::load_tables(conn) {
         Ok(t) => t,
         Err(e) => return vec![format!("failed to read the target's schema: {e}")],
@@ -597,17 +593,12 @@ pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progres
     let result = (|| -> Result<(), VerifyError> {
         let mut reader = BundleReader::open(path)?;
         check_signatures(&reader, trust)?;
-        for d in reader.descriptors() {
-            if let Some(theirs) = d.schema.as_deref().filter(|s| *s != fingerprint) {
-                problems.push(format!(
-                    "segment {} was written against schema {theirs}, the target has {fingerprint} \
-                     (needs --allow-schema-drift)",
-                    d.member_name()
-                ));
-            }
-        }
+        // A different schema fingerprint alone is no problem (the target may
+        // have more columns): what matters is whether every entry fits,
+        // which the checks below say table by table and column by column.
         while let Some(member) = reader.next_segment()? {
-            let origin = member.descriptor().origin.to_string();
+            let id = member.descriptor().origin.clone();
+            let origin = trust.keys.iter().find(|k| k.node == id).map_or_else(|| id.to_string(), |k| k.name.clone());
             let mut seen = std::collections::BTreeSet::new();
             check_entries(member, progress, |e, _| {
                 let Some(t) = tables.get(&e.table) else {
@@ -616,7 +607,11 @@ pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progres
                             Some(why) => format!("is {why}; ferry never writes it"),
                             None => "does not exist in the target".into(),
                         };
-                        problems.push(format!("origin {origin} seq {}: table {:?} {why}", e.seq, e.table));
+                        problems.push(format!(
+                            "{origin}'s entry {}: table {:?} {why} (its entries would wait in quarantine until the \
+                             target is migrated, then `--retry-quarantined`)",
+                            e.seq, e.table
+                        ));
                     }
                     return Ok(());
                 };
@@ -624,7 +619,8 @@ pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progres
                     let known = t.columns.iter().any(|x| x == c) || (c == "rowid" && t.key == ["rowid"]);
                     if !known && seen.insert((e.table.clone(), c.to_owned())) {
                         problems.push(format!(
-                            "origin {origin} seq {}: table {:?} has no column {c:?} in the target",
+                            "{origin}'s entry {}: table {:?} has no column {c:?} in the target (its entries would \
+                             wait in quarantine until the target is migrated, then `--retry-quarantined`)",
                             e.seq, e.table
                         ));
                     }

@@ -18,9 +18,10 @@ changed unless --move is given. Running it again with the same stick writes noth
 
 Exit status: 0 ok, 1 something was rejected or forked (see the messages), 2 error.
 
-A community server, which applies what the field sends and passes it on with its own edits, does it all
-with --apply: it applies the bundles to its database, bundles its own edits, and relays everything, so
-nothing it applied stays behind.
+A community server, which applies what the field sends and passes it on
+with its own edits, does it all with --apply: it applies the bundles to its
+database, bundles its own edits, and relays everything, so nothing it applied
+stays behind.
 
 Examples:
   ferry bundle relay --from /media/usb --out outbox
