@@ -1,5 +1,13 @@
 //! Capture benchmark: `cargo bench --bench capture` (prints figures).
 //!
+//! 0. The app's ordinary writes: 5,000 inserts then 5,000 `save()`-style
+//!    updates, each its own transaction (autocommit, as a web request
+//!    saves), tracked vs untracked, with SQLite's default `synchronous=FULL`
+//!    (what Django uses) and with `synchronous=NORMAL`.
+//!    Then the same through the app itself: `fixtures/django/bench_writes.py`
+//!    times 2,000 `create()` and 2,000 `save()` calls through Django's ORM on
+//!    a migrated database, untracked and tracked (needs Python with Django:
+//!    `FERRY_PYTHON`, else `.venv/bin/python`; skipped with a note without).
 //! 1. 100,000 inserts in one transaction into a tracked vs an untracked table.
 //! 2. 100,000 single-row `save()`-style updates (every column written, one
 //!    changed) in one transaction, tracked vs untracked.
@@ -25,6 +33,112 @@ fn open(db: &Path) -> Connection {
     let c = Connection::open(db).expect("open");
     c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").expect("pragmas");
     c
+}
+
+const AUTOCOMMIT_ROWS: i64 = 5_000;
+
+/// `n` inserts, then `n` updates of those rows, each statement its own
+/// transaction. Returns (inserts, updates) wall time.
+fn autocommit_writes(c: &Connection, n: i64) -> (Duration, Duration) {
+    let start = Instant::now();
+    let mut ins = c.prepare("INSERT INTO t (id, name, n, x, note) VALUES (?1, ?2, ?3, ?4, ?5)").expect("prep");
+    for i in 1..=n {
+        ins.execute(params![i, format!("household {i}"), i * 7, i as f64 / 3.0, "a note of moderate length"])
+            .expect("insert");
+    }
+    let inserts = start.elapsed();
+    let start = Instant::now();
+    let mut upd = c.prepare("UPDATE t SET name = ?2, n = ?3, x = ?4, note = ?5 WHERE id = ?1").expect("prep");
+    for i in 1..=n {
+        upd.execute(params![i, format!("household {i}"), i * 7 + 1, i as f64 / 3.0, "a note of moderate length"])
+            .expect("update");
+    }
+    (inserts, start.elapsed())
+}
+
+/// Part 0 for one `synchronous` setting: best of 3 interleaved rounds.
+fn autocommit_part(dir: &Path, node: &Node, synchronous: &str) {
+    let mut best = [Duration::MAX; 4];
+    for round in 0..3 {
+        for tracked in [false, true] {
+            let db = dir.join(format!("auto-{synchronous}-{round}-{tracked}.sqlite3"));
+            let c = Connection::open(&db).expect("open");
+            c.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous};")).expect("pragmas");
+            c.execute_batch(DDL).expect("ddl");
+            if tracked {
+                capture::track(node, &db, &TrackOptions::default()).expect("track");
+            }
+            let (i, u) = autocommit_writes(&c, AUTOCOMMIT_ROWS);
+            let k = usize::from(tracked);
+            best[k] = best[k].min(i);
+            best[2 + k] = best[2 + k].min(u);
+        }
+    }
+    for (what, p, t) in [("inserts", 0, 1), ("updates", 2, 3)] {
+        println!(
+            "autocommit {what}, {AUTOCOMMIT_ROWS} transactions, synchronous={synchronous} (best of 3): untracked \
+             {:.0} µs, tracked {:.0} µs per write, ratio {:.2}x (target <= 1.5x)",
+            best[p].as_secs_f64() * 1e6 / AUTOCOMMIT_ROWS as f64,
+            best[t].as_secs_f64() * 1e6 / AUTOCOMMIT_ROWS as f64,
+            ratio(best[t], best[p])
+        );
+    }
+}
+
+/// The Python that has Django: `FERRY_PYTHON`, else the repository's `.venv`.
+fn django_python() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("FERRY_PYTHON") {
+        return Some(p.into());
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(if cfg!(windows) {
+        ".venv/Scripts/python.exe"
+    } else {
+        ".venv/bin/python"
+    });
+    venv.exists().then_some(venv)
+}
+
+/// Part 0 through Django's ORM: best of 3 interleaved rounds.
+fn django_part(dir: &Path, node: &Node) {
+    let Some(py) = django_python() else {
+        println!("django autocommit writes: skipped (no Python with Django: run scripts/setup-test-deps)");
+        return;
+    };
+    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/django");
+    let python = |db: &Path, args: &[&str]| {
+        let o = Command::new(&py).current_dir(&app).env("FERRY_DJANGO_DB", db).args(args).output().expect("python");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    const N: usize = 2000;
+    let mut best = [f64::MAX; 4];
+    for round in 0..3 {
+        for tracked in [false, true] {
+            let db = dir.join(format!("django-{round}-{tracked}.sqlite3"));
+            python(&db, &["manage.py", "migrate", "--noinput", "-v", "0"]);
+            if tracked {
+                capture::track(node, &db, &TrackOptions::default()).expect("track");
+            } else {
+                // Tracking switches the database to WAL: the untracked copy
+                // runs in WAL too, so only capture differs.
+                Connection::open(&db).expect("open").execute_batch("PRAGMA journal_mode=WAL").expect("wal");
+            }
+            let out = python(&db, &["bench_writes.py", &N.to_string()]);
+            let t: Vec<f64> = out.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let k = usize::from(tracked);
+            best[k] = best[k].min(t[0]);
+            best[2 + k] = best[2 + k].min(t[1]);
+        }
+    }
+    for (what, p, t) in [("create()", 0, 1), ("save()", 2, 3)] {
+        println!(
+            "django {what} through the ORM, {N} autocommit writes (best of 3): untracked {:.0} µs, tracked {:.0} µs \
+             per write, ratio {:.2}x (target <= 1.5x)",
+            best[p] * 1e6 / N as f64,
+            best[t] * 1e6 / N as f64,
+            best[t] / best[p]
+        );
+    }
 }
 
 fn insert_rows(c: &mut Connection, n: i64) -> Duration {
@@ -107,6 +221,12 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().join("home");
     let node = Node::init(&home, "bench", Some(1)).expect("node");
+
+    // 0: the app's ordinary writes, one transaction each.
+    for synchronous in ["FULL", "NORMAL"] {
+        autocommit_part(dir.path(), &node, synchronous);
+    }
+    django_part(dir.path(), &node);
 
     // 1 and 2: tracked vs untracked writes; 5 fresh rounds each. The machine
     // is shared, so both the best wall time and the total CPU time of this

@@ -764,3 +764,36 @@ fn a_community_server_applies_and_passes_on_in_one_command() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("NOT PASSED ON: field-1's entry 2: applied here, never relayed"), "{text}");
 }
+
+/// A tracked server whose clock is behind the entries it applied (a laptop
+/// clock an hour ahead, within the day apply accepts) stamps its own next
+/// edit after them (the clock floor), so the edit is the newest write there,
+/// in the bundle it sends, and at the next fold; without the floor it would
+/// lose to the older laptop write at central.
+#[test]
+fn a_servers_own_edit_after_an_apply_is_stamped_after_what_it_applied() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = Origin::new(dir.path(), "field-1");
+    let ahead = Timestamp::now().0 + 3_600_000_000;
+    a.insert(ahead, 1, &[("a", text("from the laptop"))]);
+    let from_laptop = a.bundle(dir.path(), &[(1, 1)], None);
+    let server = Node::init(&dir.path().join("server-home"), "server", Some(1000)).expect("node");
+    let db = target(dir.path(), "server.sqlite3", SIMPLE);
+    capture::track(&server, &db, &TrackOptions::default()).expect("track");
+    let trust = trust(&[&a]);
+    run(&db, std::slice::from_ref(&from_laptop), &trust);
+    conn(&db).execute_batch("UPDATE t SET a = 'edited at the server' WHERE id = 1").expect("edit");
+    let out = dir.path().join("server-out");
+    let r = capture::create_from_db(&server, &db, &CreateOptions { out_dir: out, since: None }, &mut Silent)
+        .expect("bundle");
+    let file = r.file.expect("the edit is bundled");
+    let mut reader = ferry::bundle::BundleReader::open(&file).expect("open");
+    let seg = reader.next_segment().expect("segment").expect("one");
+    let mut lines = seg.entries().expect("entries");
+    let line = lines.next_line().expect("line").expect("one entry").to_vec();
+    let entry = ferry::journal::Entry::parse(&line).expect("entry");
+    assert!(entry.ts.0 > ahead, "stamped after the laptop's entry: {} <= {ahead}", entry.ts.0);
+    // The next run folds the edit with that time: it stays.
+    run(&db, &[from_laptop], &trust);
+    assert_eq!(one::<String>(&db, "SELECT a FROM t WHERE id = 1"), "edited at the server");
+}

@@ -76,6 +76,49 @@ fn bundle_lines(path: &Path) -> Vec<Vec<u8>> {
 
 const SIMPLE: &str = "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT COLLATE NOCASE, qty, price REAL);";
 
+/// The times entries carry: a clock put back (here: recorded times moved
+/// back by hand, as a laptop whose clock was reset records them) never puts
+/// an entry before the one ahead of it, in one bundle or across the next,
+/// and a time more than a day ahead of the clock is not followed.
+#[test]
+fn entries_carry_times_in_journal_order_when_the_clock_goes_back() {
+    let f = fixture(SIMPLE, None);
+    f.track();
+    let c = f.conn();
+    c.execute_batch(
+        "INSERT INTO item (id) VALUES (1); INSERT INTO item (id) VALUES (2); INSERT INTO item (id) VALUES (3);",
+    )
+    .expect("insert");
+    let t1: f64 = c.query_row("SELECT ts FROM _ferry_journal WHERE seq = 1", [], |r| r.get(0)).expect("ts");
+    c.execute("UPDATE _ferry_journal SET ts = ?1 WHERE seq IN (2, 3)", [t1 - 0.5]).expect("clock back");
+    let times = |report: &ferry::bundle::create::CreateReport| -> Vec<String> {
+        bundle_lines(report.file.as_ref().expect("a bundle"))
+            .iter()
+            .map(|l| {
+                serde_json::from_slice::<serde_json::Value>(l).expect("json")["ts"].as_str().expect("ts").to_owned()
+            })
+            .collect()
+    };
+    let first = times(&f.bundle(None));
+    assert_eq!(first.len(), 3);
+    assert!(first.iter().all(|t| *t == first[0]), "entries 2 and 3 are stamped at entry 1's time: {first:?}");
+    // The next bundle starts after the watermark: its entry follows entry 3's
+    // stamped time, not the time recorded for entry 3.
+    c.execute_batch("INSERT INTO item (id) VALUES (4)").expect("insert");
+    c.execute("UPDATE _ferry_journal SET ts = ?1 WHERE seq = 4", [t1 - 0.4]).expect("clock still back");
+    let second = times(&f.bundle(None));
+    assert_eq!(second, vec![first[0].clone()], "entry 4 comes after entry 3");
+    // Sent again from the start: the same times, byte for byte.
+    let again = times(&f.bundle(Some(1)));
+    assert_eq!(again, [first.clone(), second].concat());
+    // A wrong date more than a day ahead is not followed by the next entry.
+    c.execute_batch("INSERT INTO item (id) VALUES (5); INSERT INTO item (id) VALUES (6);").expect("insert");
+    c.execute("UPDATE _ferry_journal SET ts = ?1 WHERE seq = 5", [t1 + 400.0]).expect("wrong date");
+    c.execute("UPDATE _ferry_journal SET ts = ?1 WHERE seq = 6", [t1 + 0.1]).expect("right date");
+    let third = times(&f.bundle(None));
+    assert!(third[1] < third[0] && third[1] > first[0], "{third:?}");
+}
+
 #[test]
 fn insert_update_delete_become_entries_with_only_changed_fields() {
     let f = fixture(SIMPLE, None);

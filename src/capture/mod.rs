@@ -11,7 +11,9 @@
 //!   names in declaration order, primary-key positions. A layout never
 //!   changes once written, so journal rows stay readable after migrations.
 //! - `_ferry_journal`: one row per captured change: `seq` (the rowid, so
-//!   max + 1: gap-free and in commit order), `ts` (`julianday('now')`),
+//!   max + 1: gap-free and in commit order), `ts` (`julianday('now')` when
+//!   captured; the time entries carry is worked out in journal order when
+//!   they are read, see [`stamp`]),
 //!   `op`, `tid`, `mask` (updates: `'0'`/`'1'` per column), `k0…` (old key
 //!   values), `v0…` (column values). The `k`/`v` columns have no declared
 //!   type, so SQLite stores every value exactly as the app wrote it (storage
@@ -25,6 +27,7 @@ mod existing;
 mod read;
 mod reissue;
 mod renumber;
+pub(crate) mod stamp;
 mod track;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -42,7 +45,10 @@ use crate::chain::ChainHash;
 /// 2: a key change is journalled as a delete of the old key and an insert
 /// of the new row; entries are stamped in journal order (`clock_floor`);
 /// `_ferry_control` records the node's id block.
-pub const CAPTURE_FORMAT: i64 = 2;
+/// 3: the triggers record the clock as it is, and entries are stamped in
+/// journal order when read ([`stamp`]; floors in `_ferry_floors`, the
+/// watermark's time in `_ferry_control.bundled_ts`).
+pub const CAPTURE_FORMAT: i64 = 3;
 
 /// Errors of capture.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +122,7 @@ pub const FERRY_TABLES: &[&str] = &[
     "_ferry_journal",
     "_ferry_applied",
     "_ferry_baseline",
+    "_ferry_floors",
     "_ferry_blocks",
     "_ferry_chain",
     "_ferry_columns",

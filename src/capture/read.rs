@@ -6,6 +6,7 @@ use std::path::Path;
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
+use super::stamp::Stamper;
 use super::track::{layouts, stale_reasons, Layout};
 use super::{is_tracked, open_db, sql_err, watermark, CaptureError, CAPTURE_FORMAT};
 use crate::bundle::create::{CreateOptions, CreateReport, Packer};
@@ -32,12 +33,18 @@ pub struct JournalRows<'c> {
     to: u64,
     buf: VecDeque<(Entry, Vec<u8>)>,
     lines: LineWriter,
+    stamper: Stamper,
 }
 
 impl<'c> JournalRows<'c> {
     /// Reads seqs `from..=to` of the journal in `conn` (a tracked database).
+    /// Entry times continue from the recorded time of entry `from - 1`; a
+    /// reader that kept the stamped time of that entry gives it with
+    /// [`JournalRows::after`] (see [`super::stamp`]).
     pub fn new(conn: &'c Connection, path: &str, from: u64, to: u64) -> Result<Self, CaptureError> {
         let err = sql_err(path);
+        let prev = super::stamp::recorded_time(conn, from.saturating_sub(1)).map_err(&err)?;
+        let stamper = Stamper::new(conn, prev).map_err(&err)?;
         let layouts = layouts(conn, "").map_err(&err)?.into_iter().collect();
         let mut st = conn.prepare("SELECT name FROM pragma_table_info('_ferry_journal') ORDER BY cid").map_err(&err)?;
         let cols: Vec<String> =
@@ -60,7 +67,21 @@ impl<'c> JournalRows<'c> {
             to,
             buf: VecDeque::new(),
             lines: LineWriter::default(),
+            stamper,
         })
+    }
+
+    /// Entry times continue from `prev` (a Julian day number): the stamped
+    /// time of entry `from - 1`, as a reader kept it.
+    pub fn after(mut self, prev: f64) -> Self {
+        self.stamper.restart(prev);
+        self
+    }
+
+    /// The stamped time of the last entry read (a Julian day number), for
+    /// the reader to keep.
+    pub fn last_time(&self) -> f64 {
+        self.stamper.last()
     }
 
     fn fill(&mut self) -> Result<(), CaptureError> {
@@ -71,7 +92,7 @@ impl<'c> JournalRows<'c> {
         while let Some(r) = rows.next().map_err(&err)? {
             let seq = r.get::<_, i64>(0).map_err(&err)? as u64;
             let damaged = |reason: String| CaptureError::Damaged { path: self.path.clone(), seq, reason };
-            let ts = capture_time(r.get::<_, f64>(1).map_err(&err)?).map_err(&damaged)?;
+            let ts = capture_time(self.stamper.stamp(seq, r.get::<_, f64>(1).map_err(&err)?)).map_err(&damaged)?;
             let op: i64 = r.get(2).map_err(&err)?;
             let tid: i64 = r.get(3).map_err(&err)?;
             let mask: Option<String> = r.get(4).map_err(&err)?;
@@ -128,11 +149,12 @@ impl<'c> JournalRows<'c> {
 impl JournalRows<'_> {
     /// Streams the rows to `sink` as (head, line bytes) without building
     /// entries: the same bytes the iterator yields (tested), written straight
-    /// from SQLite's values. Used by [`create_from_db`].
+    /// from SQLite's values. Used by [`create_from_db`]. Returns the stamped
+    /// time of the last entry (see [`JournalRows::last_time`]).
     pub fn for_each_line(
         mut self,
         mut sink: impl FnMut(&EntryHead<'_>, &[u8]) -> Result<(), CaptureError>,
-    ) -> Result<(), CaptureError> {
+    ) -> Result<f64, CaptureError> {
         let err = sql_err(&self.path);
         let mut line = Vec::with_capacity(512);
         // Names are checked for the layouts entries use, when first used: a
@@ -146,7 +168,8 @@ impl JournalRows<'_> {
                 let seq = r.get::<_, i64>(0).map_err(&err)? as u64;
                 let damaged =
                     |reason: &str| CaptureError::Damaged { path: self.path.clone(), seq, reason: reason.into() };
-                let ts = capture_time(r.get::<_, f64>(1).map_err(&err)?).map_err(|m| damaged(&m))?;
+                let ts = capture_time(self.stamper.stamp(seq, r.get::<_, f64>(1).map_err(&err)?))
+                    .map_err(|m| damaged(&m))?;
                 let tid: i64 = r.get(3).map_err(&err)?;
                 let l = self.layouts.get(&tid).ok_or_else(|| damaged("unknown table layout"))?;
                 if checked.insert(tid) {
@@ -212,7 +235,7 @@ impl JournalRows<'_> {
             }
             self.next = hi + 1;
         }
-        Ok(())
+        Ok(self.stamper.last())
     }
 }
 
@@ -307,23 +330,40 @@ pub fn create_from_db(
             })
             .map_err(&err)?;
         let fingerprint = crate::schema::fingerprint(&conn).map_err(&err)?;
-        Ok((first as u64, last as u64, watermark(&conn).map_err(&err)?, fingerprint))
+        let has_ts: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info('_ferry_control') WHERE name = 'bundled_ts'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(&err)?;
+        let wm_ts: Option<f64> = if has_ts {
+            conn.query_row("SELECT bundled_ts FROM _ferry_control WHERE id = 1", [], |r| r.get(0)).map_err(&err)?
+        } else {
+            None
+        };
+        Ok((first as u64, last as u64, watermark(&conn).map_err(&err)?, wm_ts, has_ts, fingerprint))
     })();
     conn.execute_batch("COMMIT").map_err(&err)?;
-    let (min_seq, last, (wm_seq, wm_chain), fingerprint) = checked?;
+    let (min_seq, last, (wm_seq, wm_chain), wm_ts, has_ts, fingerprint) = checked?;
     let wm = (wm_seq > 0).then_some((wm_seq, wm_chain));
 
-    // Where reading starts, and the chain hash before it.
-    let (first, chain) = match (opts.since, wm) {
-        (None, Some((seq, chain))) => (seq + 1, chain),
+    // Where reading starts, the chain hash before it, and the stamped time
+    // of the entry before it when the watermark kept it.
+    let (first, chain, prev_ts) = match (opts.since, wm) {
+        (None, Some((seq, chain))) => (seq + 1, chain, wm_ts),
         _ if min_seq > 1 => {
             return Err(CaptureError::Pruned { path: p, since: opts.since.unwrap_or(1), first: min_seq })
         }
-        _ => (1, ChainHash::GENESIS),
+        _ => (1, ChainHash::GENESIS, Some(0.0)),
     };
     progress.start("bundling", Some(last.saturating_sub(first - 1)));
     let mut packer = Packer::new(node, opts, first, chain, wm)?;
-    JournalRows::new(&conn, &p, first, last)?.for_each_line(|head, bytes| {
+    let mut rows = JournalRows::new(&conn, &p, first, last)?;
+    if let Some(prev) = prev_ts {
+        rows = rows.after(prev);
+    }
+    let last_ts = rows.for_each_line(|head, bytes| {
         progress.advance(1);
         Ok(packer.push(head, bytes)?)
     })?;
@@ -333,11 +373,22 @@ pub fn create_from_db(
         // Only once the bundle is durable: a crash before this bundles the
         // same entries again next time, which every hop drops as duplicates.
         crate::crashpoint::hit("bundle durable, database watermark not yet recorded");
-        conn.execute(
-            "UPDATE _ferry_control SET bundled_seq = ?1, bundled_chain = ?2 WHERE id = 1 AND bundled_seq <= ?1",
-            rusqlite::params![seq as i64, &chain_after.0[..]],
-        )
-        .map_err(&err)?;
+        if has_ts {
+            // The time kept must be that of the watermark's entry, or none.
+            let ts = (seq == last).then_some(last_ts);
+            conn.execute(
+                "UPDATE _ferry_control SET bundled_seq = ?1, bundled_chain = ?2, bundled_ts = ?3
+                 WHERE id = 1 AND bundled_seq <= ?1",
+                rusqlite::params![seq as i64, &chain_after.0[..], ts],
+            )
+            .map_err(&err)?;
+        } else {
+            conn.execute(
+                "UPDATE _ferry_control SET bundled_seq = ?1, bundled_chain = ?2 WHERE id = 1 AND bundled_seq <= ?1",
+                rusqlite::params![seq as i64, &chain_after.0[..]],
+            )
+            .map_err(&err)?;
+        }
         crate::crashpoint::hit("database watermark recorded");
     }
     Ok(report)

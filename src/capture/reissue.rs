@@ -167,10 +167,17 @@ pub fn reissue(
     let renumbered = map.counts();
 
     // 2. The journal: only the entries from `from` on, numbered from 1.
+    // Their times depend on the entries before them (`super::stamp`), which
+    // go: each keeps the time it was given, and the floors recorded so far
+    // are spent (`track` below records the current one for what follows).
+    super::stamp::settle_times(&tx).map_err(&err)?;
+    super::track::ensure_control_columns(&tx).map_err(&err)?;
+    tx.execute_batch("DELETE FROM _ferry_floors").map_err(&err)?;
     let dropped = tx.execute("DELETE FROM _ferry_journal WHERE seq < ?1", [from as i64]).map_err(&err)? as u64;
     let entries = tx.execute("UPDATE _ferry_journal SET seq = seq - ?1", [(from - 1) as i64]).map_err(&err)? as u64;
     tx.execute(
-        "UPDATE _ferry_control SET origin = ?1, bundled_seq = 0, bundled_chain = zeroblob(32), applying = 0 WHERE id = 1",
+        "UPDATE _ferry_control SET origin = ?1, bundled_seq = 0, bundled_chain = zeroblob(32), bundled_ts = NULL,
+         applying = 0 WHERE id = 1",
         [node.id().as_str()],
     )
     .map_err(&err)?;

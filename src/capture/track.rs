@@ -107,7 +107,8 @@ CREATE TABLE IF NOT EXISTS _ferry_control (
     bundled_seq INTEGER NOT NULL DEFAULT 0,
     bundled_chain BLOB NOT NULL DEFAULT (zeroblob(32)),
     id_block INTEGER,
-    clock_floor REAL NOT NULL DEFAULT 0
+    clock_floor REAL NOT NULL DEFAULT 0,
+    bundled_ts REAL
 );
 CREATE TABLE IF NOT EXISTS _ferry_tables (
     tid INTEGER PRIMARY KEY,
@@ -126,19 +127,11 @@ CREATE TABLE IF NOT EXISTS _ferry_journal (
 );
 ";
 
-/// When a change is stamped: SQLite's clock as a Julian day number
+/// When a change is recorded: SQLite's clock as a Julian day number
 /// (millisecond resolution; the cheapest form to compute per row; readers
-/// convert with [`julian_to_micros`]), but never earlier than the entry
-/// before it, nor than `_ferry_control.clock_floor` (set by `bundle apply`:
-/// just after the newest entry it applied here), so the journal's order is
-/// its time order even after the clock is put back. Either is ignored when
-/// it lies more than a day ahead of the clock, so one wrong date cannot
-/// drag every later entry into the future.
-pub(crate) const TS_SQL: &str =
-    "(SELECT max(n, CASE WHEN p <= n + 1.0 THEN p ELSE 0 END, CASE WHEN f <= n + 1.0 THEN f ELSE 0 END) \
-     FROM (SELECT julianday('now') AS n, \
-     coalesce((SELECT ts FROM _ferry_journal ORDER BY seq DESC LIMIT 1), 0) AS p, \
-     coalesce((SELECT clock_floor FROM _ferry_control WHERE id = 1), 0) AS f))";
+/// convert with [`julian_to_micros`]). The time the entry carries is worked
+/// out when it is read, in journal order (see [`super::stamp`]).
+pub(crate) const TS_SQL: &str = "julianday('now')";
 
 /// A `julianday('now')` value (SQLite computes it as integer milliseconds /
 /// 86,400,000) as microseconds since the Unix epoch, rounded to the millisecond
@@ -184,17 +177,8 @@ pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport,
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
     let refreshed = is_tracked(&tx).map_err(&err)?;
     tx.execute_batch(CONTROL_SQL).map_err(&err)?;
-    // Columns a capture made by an older ferry lacks.
-    for (column, decl) in [("id_block", "INTEGER"), ("clock_floor", "REAL NOT NULL DEFAULT 0")] {
-        let has: bool = tx
-            .query_row("SELECT count(*) > 0 FROM pragma_table_info('_ferry_control') WHERE name = ?1", [column], |r| {
-                r.get(0)
-            })
-            .map_err(&err)?;
-        if !has {
-            tx.execute_batch(&format!("ALTER TABLE _ferry_control ADD COLUMN {column} {decl}")).map_err(&err)?;
-        }
-    }
+    tx.execute_batch(super::stamp::FLOORS_SQL).map_err(&err)?;
+    ensure_control_columns(&tx).map_err(&err)?;
     let origin = node.id().as_str().to_owned();
     let existing: Option<(String, i64, String)> = tx
         .query_row("SELECT origin, format, selection FROM _ferry_control WHERE id = 1", [], |r| {
@@ -418,6 +402,15 @@ pub fn track(node: &Node, db: &Path, opts: &TrackOptions) -> Result<TrackReport,
     }
     let existing = super::existing::baseline_counts(&tx).map_err(&err)?;
 
+    // The clock floor a server's apply set holds for what is captured from
+    // now on (triggers of format 2 read it themselves; format 3 stamps by
+    // the floors recorded).
+    let floor: f64 =
+        tx.query_row("SELECT clock_floor FROM _ferry_control WHERE id = 1", [], |r| r.get(0)).map_err(&err)?;
+    if floor > 0.0 {
+        super::stamp::record_floor(&tx, floor).map_err(&err)?;
+    }
+
     let fingerprint = schema::fingerprint(&tx).map_err(&err)?;
     let sel = serde_json::to_string(&selection).unwrap_or_default();
     tx.execute(
@@ -529,6 +522,22 @@ pub(crate) fn layouts(conn: &Connection, filter: &str) -> rusqlite::Result<Vec<(
         ))
     })?;
     rows.collect()
+}
+
+/// Adds the `_ferry_control` columns a capture made by an older ferry lacks.
+pub(crate) fn ensure_control_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (column, decl) in [("id_block", "INTEGER"), ("clock_floor", "REAL NOT NULL DEFAULT 0"), ("bundled_ts", "REAL")]
+    {
+        let has: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('_ferry_control') WHERE name = ?1",
+            [column],
+            |r| r.get(0),
+        )?;
+        if !has {
+            conn.execute_batch(&format!("ALTER TABLE _ferry_control ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Adds `k`/`v` columns (no declared type: values are stored exactly) up to the counts given.
@@ -669,10 +678,15 @@ pub fn status(db: &Path) -> Result<Status, CaptureError> {
         conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM _ferry_journal", [], |r| r.get(0)).map_err(&err)?;
     let (bundled_seq, _) = super::watermark(&conn).map_err(&err)?;
     let mut notes = Vec::new();
-    if format < CAPTURE_FORMAT {
+    if format < 2 {
         notes.push(format!(
             "capture was installed by an older ferry (format {format}): key changes are journalled in the old form \
              and entries may be stamped out of order after the clock is put back; run `ferry track {p}` to refresh it"
+        ));
+    } else if format < CAPTURE_FORMAT {
+        notes.push(format!(
+            "capture was installed by an older ferry (format {format}), whose triggers cost the app more per write; \
+             run `ferry track {p}` to refresh it"
         ));
     }
     let has_block: bool = conn
@@ -730,7 +744,7 @@ pub fn untrack(db: &Path, discard_unsent: bool) -> Result<bool, CaptureError> {
         let mut st = tx
             .prepare(
                 "SELECT type, name FROM sqlite_schema WHERE (type = 'trigger' AND name LIKE '\\_ferry%' ESCAPE '\\')
-                 OR (type = 'table' AND name IN ('_ferry_control', '_ferry_tables', '_ferry_journal', '_ferry_baseline'))
+                 OR (type = 'table' AND name IN ('_ferry_control', '_ferry_tables', '_ferry_journal', '_ferry_baseline', '_ferry_floors'))
                  ORDER BY type = 'table'",
             )
             .map_err(&err)?;

@@ -68,8 +68,10 @@ pub fn raise_clock_floor(conn: &Connection, newest: i64) -> rusqlite::Result<()>
         return Ok(());
     }
     let floor = crate::capture::micros_to_julian(newest.saturating_add(1000));
+    // Triggers of capture format 2 read the column; format 3 stamps entries
+    // by the floors recorded (`capture::stamp`).
     conn.execute("UPDATE _ferry_control SET clock_floor = max(coalesce(clock_floor, 0), ?1) WHERE id = 1", [floor])?;
-    Ok(())
+    crate::capture::stamp::record_floor(conn, floor)
 }
 
 fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<rusqlite::types::Value>> {
@@ -105,10 +107,15 @@ impl<'c> Engine<'c> {
         let oid = self.origin_id(&local.node)?;
         let applied = ledger::ranges(self.conn, oid)?;
         let mut hashes = Hashes::new(self.conn, oid);
-        let rows = crate::capture::JournalRows::new(self.conn, path, from + 1, last)
+        let mut rows = crate::capture::JournalRows::new(self.conn, path, from + 1, last)
             .map_err(|e| Fail::Refused(crate::verify::error_chain(&e)))?;
+        // Entry times continue from the last folded entry's (see
+        // `capture::stamp`), kept beside the fold's progress.
+        if let Some(V::Real(prev)) = meta(self.conn, "local_ts")? {
+            rows = rows.after(prev);
+        }
         let mut n = 0;
-        for r in rows {
+        for r in rows.by_ref() {
             let (entry, line) = r.map_err(|e| Fail::Refused(crate::verify::error_chain(&e)))?;
             chain = chain.next(&line);
             let seq = entry.seq;
@@ -131,8 +138,8 @@ impl<'c> Engine<'c> {
         hashes.flush()?;
         ledger::add_range(self.conn, oid, from + 1, last)?;
         self.conn.execute(
-            "INSERT OR REPLACE INTO _ferry_meta VALUES ('local_folded', ?1), ('local_chain', ?2)",
-            params![last as i64, chain.0.as_slice()],
+            "INSERT OR REPLACE INTO _ferry_meta VALUES ('local_folded', ?1), ('local_chain', ?2), ('local_ts', ?3)",
+            params![last as i64, chain.0.as_slice(), rows.last_time()],
         )?;
         Ok(n)
     }
