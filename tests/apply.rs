@@ -341,7 +341,7 @@ fn a_fork_inside_an_applied_range_is_caught_at_a_chain_checkpoint() {
     }
     let first = a.bundle(dir.path(), &[(1, 600)], None);
     // The clone rewrote seqs 250..=270: a range strictly inside what was
-    // applied, caught because it spans the checkpoint at seq 256.
+    // applied, caught because the hash of every applied entry is kept.
     a.lines.truncate(249);
     for i in 250..=270 {
         a.insert(i, i, &[("a", text("clone"))]);

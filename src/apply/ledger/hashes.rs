@@ -15,8 +15,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::chain::ChainHash;
 
-/// Seqs per `_ferry_hashes` row.
-pub const HASH_BLOCK: u64 = 256;
+/// Seqs per `_ferry_hashes` row: 960 bytes of hashes, so a row stays within
+/// what a page of a `WITHOUT ROWID` table holds in place (about 1,000 bytes
+/// at 4 KiB pages; a longer row spills into overflow pages, which doubled
+/// the table's size with 256).
+pub const HASH_BLOCK: u64 = 120;
 /// Bytes of each chain hash kept.
 pub const PREFIX: usize = 8;
 const BLOCK_BYTES: usize = HASH_BLOCK as usize * PREFIX;
@@ -141,19 +144,19 @@ mod tests {
         c.execute_batch(super::super::DDL).expect("ddl");
         let h = |n: u8| ChainHash([n; 32]);
         let mut w = Hashes::new(&c, 1);
-        for seq in 250..=300 {
+        for seq in 230..=300 {
             w.set(seq, &h(seq as u8)).expect("set");
         }
         w.flush().expect("flush");
         let mut r = Hashes::new(&c, 1);
         assert_eq!(r.get(260).expect("get"), Some(prefix(&h(260u64 as u8))));
-        assert_eq!(r.get(249).expect("get"), None);
+        assert_eq!(r.get(229).expect("get"), None);
         assert!(r.differs(255, &h(7)).expect("differs"));
         assert!(!r.differs(255, &h(255)).expect("differs"));
         assert!(!r.differs(5, &h(1)).expect("unknown is no fork"));
-        assert!(Hashes::any_known(&c, 1, 200, 250).expect("any"));
+        assert!(Hashes::any_known(&c, 1, 200, 230).expect("any"));
         assert!(!Hashes::any_known(&c, 1, 301, 600).expect("any"));
-        assert!(!Hashes::any_known(&c, 2, 250, 300).expect("other origin"));
+        assert!(!Hashes::any_known(&c, 2, 230, 300).expect("other origin"));
         assert_ne!(prefix(&ChainHash([0; 32])), [0; PREFIX], "a zero prefix still reads as known");
     }
 }
