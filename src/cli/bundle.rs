@@ -109,7 +109,7 @@ fn create(a: CreateArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
     let opts = CreateOptions { out_dir: a.out, since: a.since };
     let mut progress = ui.progress();
     let report = match (&a.db, &a.journal) {
-        (Some(db), _) => ferry::capture::create_from_db(&node, db, &opts, progress.as_mut())?,
+        (Some(db), _) => create_from_db_refreshing(&node, db, &opts, ui, progress.as_mut())?,
         (None, Some(journal)) => create_from_journal(&node, journal, &opts, progress.as_mut())?,
         (None, None) => anyhow::bail!("give --journal PATH or --db DB"),
     };
@@ -128,6 +128,38 @@ fn create(a: CreateArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
         }
     }
     Ok(Outcome::Ok)
+}
+
+/// `bundle create --db`, refreshing capture first when a migration left it
+/// out of date: what is journalled is sent, and what the app wrote since
+/// the migration is found and sent with it (as `ferry track DB` would),
+/// instead of the driver leaving with nothing.
+pub fn create_from_db_refreshing(
+    node: &Node,
+    db: &std::path::Path,
+    opts: &CreateOptions,
+    ui: &Ui,
+    progress: &mut dyn ferry::progress::Progress,
+) -> anyhow::Result<ferry::bundle::create::CreateReport> {
+    use ferry::capture::{self, CaptureError};
+    match capture::create_from_db(node, db, opts, progress) {
+        Err(CaptureError::Stale { path, reasons }) => {
+            ui.note(format!(
+                "capture in {} was out of date after a change to the app's tables ({}): refreshing it first, as \
+                 `ferry track {}` does",
+                sanitize(&path),
+                sanitize(&reasons.join("; ")),
+                sanitize(&path)
+            ));
+            let r = capture::track(node, db, &capture::TrackOptions::default())?;
+            super::track::print_track(&r, ui)?;
+            for w in &r.warnings {
+                ui.note(format!("warning: {}", sanitize(w)));
+            }
+            Ok(capture::create_from_db(node, db, opts, progress)?)
+        }
+        r => Ok(r?),
+    }
 }
 
 fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {

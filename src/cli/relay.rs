@@ -79,7 +79,7 @@ pub fn run(a: RelayArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
         if tracked_here {
             let opts = ferry::bundle::create::CreateOptions { out_dir: a.out.clone(), since: None };
             let mut progress = ui.progress();
-            let r = ferry::capture::create_from_db(&node, db, &opts, progress.as_mut())?;
+            let r = super::bundle::create_from_db_refreshing(&node, db, &opts, ui, progress.as_mut())?;
             if let Some(f) = &r.file {
                 ui.note(format!(
                     "bundled this server's own edits: {} ({})",

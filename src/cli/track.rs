@@ -16,7 +16,8 @@ use super::{home_dir, Outcome, Ui};
 every committed insert, update and delete is journalled, whatever made it (ORM, bulk operations, raw SQL).\n\n\
 By default every table is tracked except Django's per-computer ones (django_session, django_migrations, \
 django_admin_log, django_content_type, auth_permission, auth_group_permissions, auth_user_user_permissions).\n\n\
-After a migration, run `ferry track DB` again: `bundle create --db` refuses stale capture.\n\n\
+After a migration, run `ferry track DB` again (`bundle create --db` does it itself when it finds capture \
+out of date); writes made since the migration are found and journalled.\n\n\
 Exit status of --status: 0 when capture is current, 1 when stale, not tracked, or unsafe (a tracked table holds \
 ids above this node's id block).\n\n\
 Examples:\n  ferry track app.sqlite3\n  ferry track app.sqlite3 --exclude survey_cache\n  ferry track app.sqlite3 --status"
@@ -95,53 +96,7 @@ pub fn track(a: TrackArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Out
     if a.json {
         json(&r)?;
     } else {
-        let verb = if r.refreshed { "refreshed capture in" } else { "tracking" };
-        out(format!("{verb} {}: {} tables", sanitize(&r.db), r.tables.len()))?;
-        if !r.excluded.is_empty() {
-            ui.note(format!("not tracked: {}", sanitize(&r.excluded.join(", "))));
-        }
-        for (t, v) in &r.sequences_raised {
-            ui.note(format!("{}: new ids start after {v} (id block {})", sanitize(t), r.id_block.unwrap_or(0)));
-        }
-        for (t, rec) in &r.recovered {
-            out(format!(
-                "{}: capture was off since a schema change; found and journalled {} inserted, {} changed, {} deleted \
-                 meanwhile (stamped now)",
-                sanitize(t),
-                rec.inserted,
-                rec.updated,
-                rec.deleted
-            ))?;
-        }
-        for t in &r.unchecked {
-            out(format!(
-                "WARNING  {}: capture was off since a schema change, and the journal no longer reaches back far \
-                 enough to find what was written meanwhile; check the table's recent changes by hand",
-                sanitize(t)
-            ))?;
-        }
-        for (t, inc) in &r.included {
-            out(format!(
-                "{}: journalled {} that were there before tracking{}",
-                sanitize(t),
-                if inc.rows == 1 { "1 row".to_owned() } else { format!("{} rows", inc.rows) },
-                if inc.renumbered > 0 {
-                    format!(" ({} got ids in this node's block first)", inc.renumbered)
-                } else {
-                    String::new()
-                }
-            ))?;
-        }
-        for (t, n) in &r.existing {
-            ui.note(format!(
-                "{}: {} from before tracking will not reach the servers. If they were entered on this computer, \
-                 send them with `ferry track {} --include-existing={}`; if they came from the central server, leave them",
-                sanitize(t),
-                if *n == 1 { "1 row".to_owned() } else { format!("{n} rows") },
-                sanitize(&r.db),
-                sanitize(t)
-            ));
-        }
+        print_track(&r, ui)?;
     }
     for w in &r.warnings {
         ui.note(format!("warning: {}", sanitize(w)));
@@ -204,6 +159,58 @@ pub fn print_capture(s: &capture::Status, node: Option<&Node>, ui: &Ui) -> anyho
     }
     for n in &s.notes {
         ui.note(format!("note: {}", sanitize(n)));
+    }
+    Ok(())
+}
+
+/// What `ferry track` did, for people.
+pub fn print_track(r: &capture::TrackReport, ui: &Ui) -> anyhow::Result<()> {
+    let verb = if r.refreshed { "refreshed capture in" } else { "tracking" };
+    out(format!("{verb} {}: {} tables", sanitize(&r.db), r.tables.len()))?;
+    if !r.excluded.is_empty() {
+        ui.note(format!("not tracked: {}", sanitize(&r.excluded.join(", "))));
+    }
+    for (t, v) in &r.sequences_raised {
+        ui.note(format!("{}: new ids start after {v} (id block {})", sanitize(t), r.id_block.unwrap_or(0)));
+    }
+    for (t, rec) in &r.recovered {
+        out(format!(
+            "{}: capture was off since a schema change; found and journalled {} inserted, {} changed, {} deleted \
+             meanwhile (stamped now)",
+            sanitize(t),
+            rec.inserted,
+            rec.updated,
+            rec.deleted
+        ))?;
+    }
+    for t in &r.unchecked {
+        out(format!(
+            "WARNING  {}: capture was off since a schema change, and the journal no longer reaches back far \
+             enough to find what was written meanwhile; check the table's recent changes by hand",
+            sanitize(t)
+        ))?;
+    }
+    for (t, inc) in &r.included {
+        out(format!(
+            "{}: journalled {} that were there before tracking{}",
+            sanitize(t),
+            if inc.rows == 1 { "1 row".to_owned() } else { format!("{} rows", inc.rows) },
+            if inc.renumbered > 0 {
+                format!(" ({} got ids in this node's block first)", inc.renumbered)
+            } else {
+                String::new()
+            }
+        ))?;
+    }
+    for (t, n) in &r.existing {
+        ui.note(format!(
+            "{}: {} from before tracking will not reach the servers. If they were entered on this computer, \
+             send them with `ferry track {} --include-existing={}`; if they came from the central server, leave them",
+            sanitize(t),
+            if *n == 1 { "1 row".to_owned() } else { format!("{n} rows") },
+            sanitize(&r.db),
+            sanitize(t)
+        ));
     }
     Ok(())
 }
