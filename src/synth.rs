@@ -36,6 +36,32 @@ const KINDS: &[&str] = &["blood", "stool", "saliva", "swab", "urine"];
 const WORDS: &[&str] =
     &["visit", "follow", "up", "mother", "child", "clinic", "card", "seen", "fever", "none", "ok", "rain"];
 
+/// 60% inserts (always one while nothing is live), 30% updates, 10% deletes.
+fn pick_op(rng: &mut fastrand::Rng, nothing_live: bool) -> Op {
+    let roll = rng.u32(..100);
+    if nothing_live || roll < 60 {
+        Op::Insert
+    } else if roll < 90 {
+        Op::Update
+    } else {
+        Op::Delete
+    }
+}
+
+/// Writes the next `n` entries of `next` as JSON Lines; returns the bytes written.
+fn write_lines(path: &Path, n: u64, mut next: impl FnMut() -> Entry) -> io::Result<u64> {
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut bytes = 0;
+    for _ in 0..n {
+        let line = next().to_line();
+        w.write_all(&line)?;
+        w.write_all(b"\n")?;
+        bytes += line.len() as u64 + 1;
+    }
+    w.flush()?;
+    Ok(bytes)
+}
+
 /// Generates one origin's journal.
 pub struct Synth {
     rng: fastrand::Rng,
@@ -102,14 +128,7 @@ impl Synth {
     pub fn next_entry(&mut self) -> Entry {
         self.seq += 1;
         self.ts += self.rng.i64(1..5_000_000);
-        let roll = self.rng.u32(..100);
-        let op = if self.live.is_empty() || roll < 60 {
-            Op::Insert
-        } else if roll < 90 {
-            Op::Update
-        } else {
-            Op::Delete
-        };
+        let op = pick_op(&mut self.rng, self.live.is_empty());
         let (table, pk, fields) = match op {
             Op::Insert => {
                 let household = self.live.iter().rev().find(|(h, _)| *h).map(|(_, k)| *k);
@@ -159,17 +178,8 @@ impl Synth {
 
 /// Writes `n` entries of origin `origin` as a JSON Lines journal; returns its size in bytes.
 pub fn write_journal(path: &Path, seed: u64, origin: u32, n: u64) -> io::Result<u64> {
-    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut synth = Synth::new(seed, origin);
-    let mut bytes = 0;
-    for _ in 0..n {
-        let line = synth.next_entry().to_line();
-        w.write_all(&line)?;
-        w.write_all(b"\n")?;
-        bytes += line.len() as u64 + 1;
-    }
-    w.flush()?;
-    Ok(bytes)
+    write_lines(path, n, || synth.next_entry())
 }
 
 /// A journal shaped like a Django app's own: UUID text keys, datetimes as
@@ -266,14 +276,7 @@ impl DjangoSynth {
     pub fn next_entry(&mut self) -> Entry {
         self.seq += 1;
         self.ts += self.rng.i64(1..5_000_000);
-        let roll = self.rng.u32(..100);
-        let op = if self.live.is_empty() || roll < 60 {
-            Op::Insert
-        } else if roll < 90 {
-            Op::Update
-        } else {
-            Op::Delete
-        };
+        let op = pick_op(&mut self.rng, self.live.is_empty());
         let (pk, fields) = match op {
             Op::Insert => {
                 if self.households.is_empty() || self.rng.u8(..4) == 0 {
@@ -313,17 +316,8 @@ impl DjangoSynth {
 
 /// Writes `n` entries of [`DjangoSynth`] as a JSON Lines journal; returns its size in bytes.
 pub fn write_django_journal(path: &Path, seed: u64, n: u64) -> io::Result<u64> {
-    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut synth = DjangoSynth::new(seed);
-    let mut bytes = 0;
-    for _ in 0..n {
-        let line = synth.next_entry().to_line();
-        w.write_all(&line)?;
-        w.write_all(b"\n")?;
-        bytes += line.len() as u64 + 1;
-    }
-    w.flush()?;
-    Ok(bytes)
+    write_lines(path, n, || synth.next_entry())
 }
 
 /// Writes `n` entries spread over `k` origins: `dir/origin-<i>.jsonl`, one journal each.
