@@ -470,6 +470,15 @@ mod fast {
         s: &'a str,
         b: &'a [u8],
         i: usize,
+        /// Whether the line holds a byte below 0x20 anywhere (most do not:
+        /// then strings are scanned for their end with memchr).
+        controls: bool,
+    }
+
+    /// Whether any byte is below 0x20, in 64-byte blocks the compiler can
+    /// check without a branch per byte.
+    fn has_controls(b: &[u8]) -> bool {
+        b.chunks(64).any(|c| c.iter().fold(false, |acc, &x| acc | (x < 0x20)))
     }
 
     impl<'a> Scan<'a> {
@@ -507,10 +516,15 @@ mod fast {
             loop {
                 // Up to a quote, a backslash or a control character (which
                 // JSON does not allow raw in a string).
-                let mut at = self.i;
-                while at < self.b.len() && !matches!(self.b[at], b'"' | b'\\' | 0..=0x1f) {
-                    at += 1;
-                }
+                let at = if self.controls {
+                    let mut at = self.i;
+                    while at < self.b.len() && !matches!(self.b[at], b'"' | b'\\' | 0..=0x1f) {
+                        at += 1;
+                    }
+                    at
+                } else {
+                    memchr::memchr2(b'"', b'\\', &self.b[self.i..]).map_or(self.b.len(), |k| self.i + k)
+                };
                 match self.b.get(at) {
                     Some(b'"') => {
                         self.i = at + 1;
@@ -608,7 +622,7 @@ mod fast {
 
     /// The head of a line in the common shape, `None` otherwise.
     pub(super) fn head(text: &str) -> Option<EntryHead<'_>> {
-        let mut sc = Scan { s: text, b: text.as_bytes(), i: 0 };
+        let mut sc = Scan { s: text, b: text.as_bytes(), i: 0, controls: has_controls(text.as_bytes()) };
         if !sc.eat(b'{') {
             return None;
         }
