@@ -36,6 +36,32 @@ const KINDS: &[&str] = &["blood", "stool", "saliva", "swab", "urine"];
 const WORDS: &[&str] =
     &["visit", "follow", "up", "mother", "child", "clinic", "card", "seen", "fever", "none", "ok", "rain"];
 
+/// 60% inserts (always one while nothing is live), 30% updates, 10% deletes.
+fn pick_op(rng: &mut fastrand::Rng, nothing_live: bool) -> Op {
+    let roll = rng.u32(..100);
+    if nothing_live || roll < 60 {
+        Op::Insert
+    } else if roll < 90 {
+        Op::Update
+    } else {
+        Op::Delete
+    }
+}
+
+/// Writes the next `n` entries of `next` as JSON Lines; returns the bytes written.
+fn write_lines(path: &Path, n: u64, mut next: impl FnMut() -> Entry) -> io::Result<u64> {
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut bytes = 0;
+    for _ in 0..n {
+        let line = next().to_line();
+        w.write_all(&line)?;
+        w.write_all(b"\n")?;
+        bytes += line.len() as u64 + 1;
+    }
+    w.flush()?;
+    Ok(bytes)
+}
+
 /// Generates one origin's journal.
 pub struct Synth {
     rng: fastrand::Rng,
@@ -102,14 +128,7 @@ impl Synth {
     pub fn next_entry(&mut self) -> Entry {
         self.seq += 1;
         self.ts += self.rng.i64(1..5_000_000);
-        let roll = self.rng.u32(..100);
-        let op = if self.live.is_empty() || roll < 60 {
-            Op::Insert
-        } else if roll < 90 {
-            Op::Update
-        } else {
-            Op::Delete
-        };
+        let op = pick_op(&mut self.rng, self.live.is_empty());
         let (table, pk, fields) = match op {
             Op::Insert => {
                 let household = self.live.iter().rev().find(|(h, _)| *h).map(|(_, k)| *k);
@@ -159,17 +178,146 @@ impl Synth {
 
 /// Writes `n` entries of origin `origin` as a JSON Lines journal; returns its size in bytes.
 pub fn write_journal(path: &Path, seed: u64, origin: u32, n: u64) -> io::Result<u64> {
-    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut synth = Synth::new(seed, origin);
-    let mut bytes = 0;
-    for _ in 0..n {
-        let line = synth.next_entry().to_line();
-        w.write_all(&line)?;
-        w.write_all(b"\n")?;
-        bytes += line.len() as u64 + 1;
+    write_lines(path, n, || synth.next_entry())
+}
+
+/// A journal shaped like a Django app's own: UUID text keys, datetimes as
+/// Django writes them to SQLite (`2026-03-02 08:15:00.123456`), decimals
+/// (REALs with two places, as a `DecimalField` lands in a NUMERIC column),
+/// and free-text notes with punctuation, quotes, line breaks and non-ASCII
+/// letters (JSON escapes), 60% inserts, 30% updates, 10% deletes.
+pub struct DjangoSynth {
+    rng: fastrand::Rng,
+    seq: u64,
+    ts: i64,
+    /// Live visits: (key, household key).
+    live: Vec<(String, String)>,
+    households: Vec<String>,
+}
+
+const NOTE_WORDS: &[&str] = &[
+    "Mama",
+    "alisema",
+    "mtoto",
+    "ana",
+    "homa",
+    "tangu",
+    "jana",
+    "—",
+    "follow-up",
+    "needed;",
+    "\"no",
+    "change\"",
+    "clinic",
+    "card",
+    "seen,",
+    "BP",
+    "120/80",
+    "(ok)",
+    "niño",
+    "Zoë",
+    "rain",
+    "road",
+    "closed.",
+    "café",
+    "déjà",
+];
+
+impl DjangoSynth {
+    pub fn new(seed: u64) -> DjangoSynth {
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0xd1a9_0000);
+        let ts = 1_767_225_600_000_000 + rng.i64(0..1_000_000);
+        DjangoSynth { rng, seq: 0, ts, live: Vec::new(), households: Vec::new() }
     }
-    w.flush()?;
-    Ok(bytes)
+
+    fn uuid(&mut self) -> String {
+        let (a, b) = (self.rng.u64(..), self.rng.u64(..));
+        let h = format!("{a:016x}{b:016x}");
+        format!("{}-{}-4{}-{}-{}", &h[..8], &h[8..12], &h[13..16], &h[16..20], &h[20..32])
+    }
+
+    fn datetime(&mut self) -> Value {
+        let t = Timestamp(self.ts - self.rng.i64(0..86_400_000_000)).to_rfc3339();
+        Value::Text(format!("{} {}", &t[..10], &t[11..26]))
+    }
+
+    fn decimal(&mut self, max: u32) -> Value {
+        Value::Real(f64::from(self.rng.u32(..max * 100)) / 100.0)
+    }
+
+    fn note(&mut self) -> Value {
+        let n = self.rng.usize(3..60);
+        let mut s = String::new();
+        for i in 0..n {
+            if i > 0 {
+                s.push(if self.rng.u8(..20) == 0 { '\n' } else { ' ' });
+            }
+            s.push_str(NOTE_WORDS[self.rng.usize(..NOTE_WORDS.len())]);
+        }
+        Value::Text(s)
+    }
+
+    fn visit_fields(&mut self, household: &str) -> Vec<(String, Value)> {
+        let status = ["scheduled", "done", "missed", "refused"][self.rng.usize(..4)];
+        vec![
+            ("household_id".into(), Value::Text(household.to_owned())),
+            ("visited_at".into(), self.datetime()),
+            ("temperature_c".into(), Value::Real(f64::from(self.rng.u32(355..405)) / 10.0)),
+            ("fee".into(), self.decimal(5000)),
+            ("status".into(), Value::Text(status.into())),
+            ("notes".into(), self.note()),
+            ("created_at".into(), self.datetime()),
+            ("updated_at".into(), self.datetime()),
+        ]
+    }
+
+    /// The next entry.
+    pub fn next_entry(&mut self) -> Entry {
+        self.seq += 1;
+        self.ts += self.rng.i64(1..5_000_000);
+        let op = pick_op(&mut self.rng, self.live.is_empty());
+        let (pk, fields) = match op {
+            Op::Insert => {
+                if self.households.is_empty() || self.rng.u8(..4) == 0 {
+                    let h = self.uuid();
+                    self.households.push(h);
+                }
+                let household = self.households[self.rng.usize(..self.households.len())].clone();
+                let id = self.uuid();
+                let fields = self.visit_fields(&household);
+                self.live.push((id.clone(), household));
+                (id, Some(Row(fields)))
+            }
+            Op::Update => {
+                let at = self.rng.usize(..self.live.len());
+                let (id, household) = self.live[at].clone();
+                let mut cols = self.visit_fields(&household);
+                cols.retain(|(c, _)| c != "household_id" && c != "created_at");
+                self.rng.shuffle(&mut cols);
+                cols.truncate(self.rng.usize(1..=3));
+                (id, Some(Row(cols)))
+            }
+            Op::Delete => {
+                let at = self.rng.usize(..self.live.len());
+                (self.live.swap_remove(at).0, None)
+            }
+        };
+        Entry {
+            seq: self.seq,
+            ts: Timestamp(self.ts),
+            op,
+            table: "survey_visit".into(),
+            pk: Row(vec![("id".into(), Value::Text(pk))]),
+            fields,
+        }
+    }
+}
+
+/// Writes `n` entries of [`DjangoSynth`] as a JSON Lines journal; returns its size in bytes.
+pub fn write_django_journal(path: &Path, seed: u64, n: u64) -> io::Result<u64> {
+    let mut synth = DjangoSynth::new(seed);
+    write_lines(path, n, || synth.next_entry())
 }
 
 /// Writes `n` entries spread over `k` origins: `dir/origin-<i>.jsonl`, one journal each.
@@ -200,5 +348,15 @@ mod tests {
         let avg = entries.iter().map(|e| e.to_line().len()).sum::<usize>() / entries.len();
         assert!((150..=300).contains(&avg), "average line {avg} bytes");
         assert!(entries.iter().all(|e| e.check().is_ok()));
+    }
+
+    #[test]
+    fn django_shaped_entries_are_valid_and_escaped() {
+        let mut s = DjangoSynth::new(3);
+        let lines: Vec<Vec<u8>> = (0..5_000).map(|_| s.next_entry().to_line()).collect();
+        assert!(lines.iter().all(|l| Entry::parse(l).is_ok()));
+        let text = lines.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect::<String>();
+        assert!(text.contains("\\n") && text.contains("\\\"") && text.contains('é'), "escapes and non-ASCII");
+        assert!(text.contains("\"pk\":{\"id\":\"") && text.contains("\"fee\":"), "UUID keys and decimals");
     }
 }

@@ -245,16 +245,7 @@ fn zstd_member_rules_are_enforced() {
 fn manifest_only(path: &Path, manifest: &[u8], seal: &str) {
     let mut out = Vec::new();
     for (name, data) in [("manifest.json", manifest), ("manifest.sig", seal.as_bytes())] {
-        let mut h = tar::Header::new_ustar();
-        h.set_path(name).expect("name");
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_cksum();
-        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&ferry::bundle::format::tar_header(name, data.len() as u64).expect("header"));
         out.extend_from_slice(data);
         out.resize(out.len().div_ceil(512) * 512, 0);
     }

@@ -192,9 +192,9 @@ impl<'a> Packer<'a> {
             };
             return Ok((report, self.chain));
         };
-        let chain_after = builder.chain();
         let built = builder.finish(schema, node.signing_key())?;
         let d = built.descriptor.clone();
+        let chain_after = d.chain_after().ok_or_else(|| BundleError::Malformed("bad chain_after".into()))?;
         let written = write_bundle_named(
             &self.out_dir,
             vec![built.record],

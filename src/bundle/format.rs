@@ -286,6 +286,14 @@ impl Summary {
     /// Adds the next entry. Returns the seq it expected when `entry` breaks
     /// the run (seqs must follow each other without gaps).
     pub fn push(&mut self, entry: &EntryHead<'_>, bytes: &[u8]) -> Result<(), u64> {
+        self.push_head(entry)?;
+        self.chain = self.chain.next(bytes);
+        Ok(())
+    }
+
+    /// [`Summary::push`] without the chain hash (whoever calls this keeps
+    /// the chain elsewhere; `chain` stays as it was).
+    pub fn push_head(&mut self, entry: &EntryHead<'_>) -> Result<(), u64> {
         if self.first_seq.is_some() && entry.seq != self.last_seq + 1 {
             return Err(self.last_seq + 1);
         }
@@ -294,7 +302,6 @@ impl Summary {
         self.count += 1;
         self.ts_min = self.ts_min.min(entry.ts);
         self.ts_max = self.ts_max.max(entry.ts);
-        self.chain = self.chain.next(bytes);
         match self.tables.get_mut(&*entry.table) {
             Some(c) => c.add(entry.op),
             None => {

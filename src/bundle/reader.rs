@@ -472,6 +472,14 @@ impl<R: Read> EntryLines<'_, R> {
         Ok(Some(&self.buf[..n - 1]))
     }
 
+    /// Stops hashing the entry bytes here: the caller hashes every byte
+    /// [`EntryLines::read_raw`] gives it and compares the result with the
+    /// descriptor's `entries_sha256` itself (so the hashing can run on
+    /// another thread than decompression). Lengths are still checked here.
+    pub fn leave_entries_hash_to_caller(&mut self) {
+        self.lines.get_mut().hashing = false;
+    }
+
     /// Reads raw entry bytes (lines with their newlines, as stored) into
     /// `buf`; returns 0 at the end, once every length and hash has been
     /// checked. For callers that split lines themselves.
@@ -519,9 +527,11 @@ impl<R: Read> EntryLines<'_, R> {
                 actual: plain.count,
             });
         }
-        let got = hex::encode(std::mem::take(&mut plain.hasher).finalize());
-        if got != self.descriptor.entries_sha256 {
-            return Err(BundleError::HashMismatch { member, what: "entries" });
+        if plain.hashing {
+            let got = hex::encode(std::mem::take(&mut plain.hasher).finalize());
+            if got != self.descriptor.entries_sha256 {
+                return Err(BundleError::HashMismatch { member, what: "entries" });
+            }
         }
         // Whatever follows the single zstd frame inside the member is an error;
         // reading to the end also checks the compressed hash.

@@ -19,13 +19,96 @@ use crate::keys::{self, NodeId};
 
 /// Builds one segment: entries go in, a compressed temp file and a signed
 /// descriptor come out.
+///
+/// Three threads share the work, so that bundling keeps up with zstd on two
+/// cores: the caller's (checking entries, counting, batching lines), zstd's
+/// worker (compression), and a hashing thread (the entry bytes' SHA-256 and
+/// the chain hash over every line). Lines travel in batches of about 1 MiB.
 pub struct SegmentBuilder {
     origin: NodeId,
     chain_before: ChainHash,
     summary: Summary,
-    plain: Sha256,
     plain_len: u64,
+    /// Lines not yet handed on: their bytes, each followed by `\n`, and lengths.
+    batch: Batch,
+    hasher: Hasher,
     encoder: zstd::stream::write::Encoder<'static, HashingWriter<BufWriter<tempfile::NamedTempFile>>>,
+}
+
+/// Lines on their way to the hashing thread.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    lens: Vec<u32>,
+}
+
+/// Bytes of lines that make a batch.
+const BATCH_BYTES: usize = 1 << 20;
+
+enum ToHasher {
+    Lines(Batch),
+    /// Reply with the chain hash after every line sent so far.
+    Chain,
+}
+
+/// The hashing thread of a [`SegmentBuilder`].
+struct Hasher {
+    tx: Option<std::sync::mpsc::SyncSender<ToHasher>>,
+    spare: std::sync::mpsc::Receiver<Batch>,
+    chain: std::sync::mpsc::Receiver<ChainHash>,
+    thread: Option<std::thread::JoinHandle<(ChainHash, Sha256)>>,
+}
+
+impl Hasher {
+    fn start(chain_before: ChainHash) -> io::Result<Hasher> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ToHasher>(2);
+        let (spare_tx, spare) = std::sync::mpsc::channel::<Batch>();
+        let (chain_tx, chain) = std::sync::mpsc::channel::<ChainHash>();
+        let thread = std::thread::Builder::new().name("ferry-hash".into()).spawn(move || {
+            let (mut chain, mut plain) = (chain_before, Sha256::new());
+            for msg in rx {
+                match msg {
+                    ToHasher::Lines(mut b) => {
+                        plain.update(&b.bytes);
+                        let mut at = 0;
+                        for &len in &b.lens {
+                            chain = chain.next(&b.bytes[at..at + len as usize]);
+                            at += len as usize + 1;
+                        }
+                        b.bytes.clear();
+                        b.lens.clear();
+                        let _ = spare_tx.send(b);
+                    }
+                    ToHasher::Chain => {
+                        let _ = chain_tx.send(chain);
+                    }
+                }
+            }
+            (chain, plain)
+        })?;
+        Ok(Hasher { tx: Some(tx), spare, chain, thread: Some(thread) })
+    }
+
+    fn send(&self, msg: ToHasher) -> io::Result<()> {
+        let gone = || io::Error::other("the hashing thread stopped");
+        self.tx.as_ref().ok_or_else(gone)?.send(msg).map_err(|_| gone())
+    }
+
+    /// The chain hash and entry-bytes hash once every batch is hashed.
+    fn finish(mut self) -> io::Result<(ChainHash, Sha256)> {
+        drop(self.tx.take());
+        let thread = self.thread.take().ok_or_else(|| io::Error::other("the hashing thread is gone"))?;
+        thread.join().map_err(|_| io::Error::other("the hashing thread panicked"))
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A finished segment: its manifest record, parsed descriptor, and the
@@ -50,8 +133,9 @@ impl SegmentBuilder {
             origin,
             chain_before,
             summary: Summary::new(chain_before),
-            plain: Sha256::new(),
             plain_len: 0,
+            batch: Batch { bytes: Vec::with_capacity(BATCH_BYTES + 4096), lens: Vec::with_capacity(8192) },
+            hasher: Hasher::start(chain_before)?,
             encoder,
         })
     }
@@ -64,13 +148,30 @@ impl SegmentBuilder {
 
     /// Appends an entry known by its head (see [`Entry::parse_head`]).
     pub fn push_head(&mut self, entry: &EntryHead<'_>, bytes: &[u8]) -> Result<(), BundleError> {
-        self.summary.push(entry, bytes).map_err(|expected| BundleError::SeqGap { expected, found: entry.seq })?;
-        self.plain.update(bytes);
-        self.plain.update(b"\n");
+        self.summary.push_head(entry).map_err(|expected| BundleError::SeqGap { expected, found: entry.seq })?;
         self.plain_len += bytes.len() as u64 + 1;
-        self.encoder.write_all(bytes).map_err(BundleError::Io)?;
-        self.encoder.write_all(b"\n").map_err(BundleError::Io)?;
+        let len = u32::try_from(bytes.len()).map_err(|_| BundleError::Malformed("an entry line over 4 GiB".into()))?;
+        self.batch.bytes.extend_from_slice(bytes);
+        self.batch.bytes.push(b'\n');
+        self.batch.lens.push(len);
+        if self.batch.bytes.len() >= BATCH_BYTES {
+            self.hand_on().map_err(BundleError::Io)?;
+        }
         Ok(())
+    }
+
+    /// Compresses the batch, then passes it to the hashing thread.
+    fn hand_on(&mut self) -> io::Result<()> {
+        if self.batch.lens.is_empty() {
+            return Ok(());
+        }
+        self.encoder.write_all(&self.batch.bytes)?;
+        let next = self.hasher.spare.try_recv().unwrap_or_else(|_| Batch {
+            bytes: Vec::with_capacity(BATCH_BYTES + 4096),
+            lens: Vec::with_capacity(8192),
+        });
+        let full = std::mem::replace(&mut self.batch, next);
+        self.hasher.send(ToHasher::Lines(full))
     }
 
     pub fn len(&self) -> u64 {
@@ -86,14 +187,22 @@ impl SegmentBuilder {
         self.plain_len
     }
 
-    /// The chain hash after the last entry pushed.
-    pub fn chain(&self) -> ChainHash {
-        self.summary.chain
+    /// The chain hash after the last entry pushed (waits for the hashing
+    /// thread to catch up).
+    pub fn chain(&mut self) -> ChainHash {
+        let asked = self.hand_on().and_then(|()| self.hasher.send(ToHasher::Chain));
+        match asked.ok().and_then(|()| self.hasher.chain.recv().ok()) {
+            Some(chain) => chain,
+            // Only when the hashing thread is gone, which `finish` reports.
+            None => ChainHash::GENESIS,
+        }
     }
 
     /// Finishes compression and signs the descriptor with `key` (the origin's).
-    pub fn finish(self, schema: Option<String>, key: &SigningKey) -> Result<BuiltSegment, BundleError> {
+    pub fn finish(mut self, schema: Option<String>, key: &SigningKey) -> Result<BuiltSegment, BundleError> {
         let first_seq = self.summary.first_seq.ok_or_else(|| BundleError::Malformed("an empty segment".into()))?;
+        self.hand_on().map_err(BundleError::Io)?;
+        let (chain_after, plain) = self.hasher.finish().map_err(BundleError::Io)?;
         let out = self.encoder.finish().map_err(BundleError::Io)?;
         let zstd_len = out.count;
         let zstd_sha256 = hex::encode(out.hasher.finalize());
@@ -107,11 +216,11 @@ impl SegmentBuilder {
             ts_min: s.ts_min,
             ts_max: s.ts_max,
             chain_before: self.chain_before.to_hex(),
-            chain_after: s.chain.to_hex(),
+            chain_after: chain_after.to_hex(),
             schema,
             tables: s.tables,
             entries_len: self.plain_len,
-            entries_sha256: hex::encode(self.plain.finalize()),
+            entries_sha256: hex::encode(plain.finalize()),
             zstd_len,
             zstd_sha256,
         };

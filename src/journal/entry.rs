@@ -428,6 +428,13 @@ impl Entry {
         // UTF-8 is checked once for the whole line; parsing from `str` then
         // borrows strings without checking each again.
         let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+        // The common shapes take a hand-written path; anything it does not
+        // accept (including every malformed line) goes through serde, which
+        // decides and words the error. The fast path only ever accepts what
+        // serde accepts (the `entry` fuzz target checks the two agree).
+        if let Some(head) = fast::head(text) {
+            return Ok(head);
+        }
         let w: HeadWire<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let ts = Timestamp::parse(&w.ts)?;
         check_rules(w.seq, w.op, &w.table, w.pk.0, w.fields.as_ref().map(|f| f.0))?;
@@ -448,6 +455,234 @@ impl Entry {
     pub fn to_line(&self) -> Vec<u8> {
         // Serialising plain data into a Vec cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A scanner for the common shape of entry lines, for [`Entry::parse_head`]:
+/// keys and `op`, `ts`, `table` without escapes, values that are `null`,
+/// numbers or strings (with escapes other than `\u`). It returns `None` for
+/// anything else, valid or not, and the caller falls back to serde.
+mod fast {
+    use super::{check_rules, EntryHead, NameSet, Op, Timestamp};
+    use crate::value::Value;
+
+    struct Scan<'a> {
+        s: &'a str,
+        b: &'a [u8],
+        i: usize,
+        /// Whether the line holds a byte below 0x20 anywhere (most do not:
+        /// then strings are scanned for their end with memchr).
+        controls: bool,
+    }
+
+    /// Whether any byte is below 0x20, in 64-byte blocks the compiler can
+    /// check without a branch per byte.
+    fn has_controls(b: &[u8]) -> bool {
+        b.chunks(64).any(|c| c.iter().fold(false, |acc, &x| acc | (x < 0x20)))
+    }
+
+    impl<'a> Scan<'a> {
+        fn ws(&mut self) {
+            while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+                self.i += 1;
+            }
+        }
+
+        /// Skips whitespace; true (and consumed) when the next byte is `c`.
+        fn eat(&mut self, c: u8) -> bool {
+            self.ws();
+            if self.b.get(self.i) == Some(&c) {
+                self.i += 1;
+                true
+            } else {
+                false
+            }
+        }
+
+        /// A string; `Some(text)` only when it has no escape at all.
+        fn plain_str(&mut self) -> Option<&'a str> {
+            let (start, end, escaped) = self.string()?;
+            (!escaped).then(|| &self.s[start..end])
+        }
+
+        /// A string's content range and whether it holds escapes. `None` for
+        /// a `\u` escape (left to serde) or anything JSON does not allow.
+        fn string(&mut self) -> Option<(usize, usize, bool)> {
+            if !self.eat(b'"') {
+                return None;
+            }
+            let start = self.i;
+            let mut escaped = false;
+            loop {
+                // Up to a quote, a backslash or a control character (which
+                // JSON does not allow raw in a string).
+                let at = if self.controls {
+                    let mut at = self.i;
+                    while at < self.b.len() && !matches!(self.b[at], b'"' | b'\\' | 0..=0x1f) {
+                        at += 1;
+                    }
+                    at
+                } else {
+                    memchr::memchr2(b'"', b'\\', &self.b[self.i..]).map_or(self.b.len(), |k| self.i + k)
+                };
+                match self.b.get(at) {
+                    Some(b'"') => {
+                        self.i = at + 1;
+                        return Some((start, at, escaped));
+                    }
+                    Some(b'\\') => {
+                        if !matches!(self.b.get(at + 1), Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't')) {
+                            return None;
+                        }
+                        escaped = true;
+                        self.i = at + 2;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        /// A JSON number's text: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+        fn number(&mut self) -> Option<&'a str> {
+            self.ws();
+            let start = self.i;
+            let digits = |sc: &mut Scan<'_>| {
+                let from = sc.i;
+                while sc.i < sc.b.len() && sc.b[sc.i].is_ascii_digit() {
+                    sc.i += 1;
+                }
+                sc.i > from
+            };
+            if self.b.get(self.i) == Some(&b'-') {
+                self.i += 1;
+            }
+            match self.b.get(self.i) {
+                Some(b'0') => self.i += 1,
+                Some(b'1'..=b'9') => {
+                    digits(self);
+                }
+                _ => return None,
+            }
+            if self.b.get(self.i) == Some(&b'.') {
+                self.i += 1;
+                if !digits(self) {
+                    return None;
+                }
+            }
+            if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+                self.i += 1;
+                if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
+                    self.i += 1;
+                }
+                if !digits(self) {
+                    return None;
+                }
+            }
+            Some(&self.s[start..self.i])
+        }
+
+        /// One row value: null, a number or a string; `None` for anything else.
+        fn value(&mut self) -> Option<()> {
+            self.ws();
+            match self.b.get(self.i)? {
+                b'n' => {
+                    let ok = self.b[self.i..].starts_with(b"null");
+                    self.i += 4;
+                    ok.then_some(())
+                }
+                b'"' => self.string().map(drop),
+                b'-' | b'0'..=b'9' => Value::check_json(self.number()?).ok(),
+                _ => None,
+            }
+        }
+
+        /// A row object; its number of columns.
+        fn row(&mut self) -> Option<usize> {
+            if !self.eat(b'{') {
+                return None;
+            }
+            let mut names = NameSet::default();
+            if self.eat(b'}') {
+                return Some(0);
+            }
+            loop {
+                let name = self.plain_str()?;
+                if !self.eat(b':') {
+                    return None;
+                }
+                self.value()?;
+                names.insert(std::borrow::Cow::Borrowed(name)).ok()?;
+                if self.eat(b',') {
+                    continue;
+                }
+                return self.eat(b'}').then(|| names.len());
+            }
+        }
+    }
+
+    /// The head of a line in the common shape, `None` otherwise.
+    pub(super) fn head(text: &str) -> Option<EntryHead<'_>> {
+        let mut sc = Scan { s: text, b: text.as_bytes(), i: 0, controls: has_controls(text.as_bytes()) };
+        if !sc.eat(b'{') {
+            return None;
+        }
+        let (mut seq, mut ts, mut op, mut table, mut pk, mut fields) = (None, None, None, None, None, None);
+        loop {
+            let key = sc.plain_str()?;
+            if !sc.eat(b':') {
+                return None;
+            }
+            let repeated = match key {
+                "seq" => {
+                    let n = sc.number()?;
+                    if !n.bytes().all(|c| c.is_ascii_digit()) {
+                        return None;
+                    }
+                    seq.replace(n.parse::<u64>().ok()?).is_some()
+                }
+                "ts" => ts.replace(Timestamp::parse(sc.plain_str()?).ok()?).is_some(),
+                "op" => {
+                    let o = match sc.plain_str()? {
+                        "insert" => Op::Insert,
+                        "update" => Op::Update,
+                        "delete" => Op::Delete,
+                        _ => return None,
+                    };
+                    op.replace(o).is_some()
+                }
+                "table" => table.replace(sc.plain_str()?).is_some(),
+                "pk" => pk.replace(sc.row()?).is_some(),
+                "fields" => {
+                    sc.ws();
+                    let f = if sc.b[sc.i..].starts_with(b"null") {
+                        sc.i += 4;
+                        None
+                    } else {
+                        Some(sc.row()?)
+                    };
+                    fields.replace(f).is_some()
+                }
+                _ => return None,
+            };
+            if repeated {
+                return None;
+            }
+            if sc.eat(b',') {
+                continue;
+            }
+            if !sc.eat(b'}') {
+                return None;
+            }
+            break;
+        }
+        sc.ws();
+        if sc.i != sc.b.len() {
+            return None;
+        }
+        let (seq, ts, op, table, pk) = (seq?, ts?, op?, table?, pk?);
+        let fields = fields.flatten();
+        check_rules(seq, op, table, pk, fields).ok()?;
+        Some(EntryHead { seq, ts, op, table: std::borrow::Cow::Borrowed(table) })
     }
 }
 
@@ -542,6 +777,37 @@ mod tests {
         let too_many = wide(MAX_COLUMNS + 1, "end");
         for e in [Entry::parse(&too_many).err(), Entry::parse_head(&too_many).err()] {
             assert!(e.is_some_and(|e| e.contains("more than 32767 columns")));
+        }
+    }
+
+    #[test]
+    fn the_fast_head_path_agrees_with_serde() {
+        let lines = [
+            &br#"{"seq":1,"ts":"2026-01-01T00:00:00.000000Z","op":"insert","table":"t","pk":{"id":1},"fields":{"a":"x\ny \"q\"","b":-1.5e3,"c":null,"d":0}}"#[..],
+            br#"{ "ts" : "2026-01-01T00:00:00Z" , "seq":7,"op":"delete","table":"t","pk":{"id":"k"},"fields":null }"#,
+            br#"{"seq":2,"ts":"2026-01-01T00:00:00Z","op":"update","table":"t","pk":{"id":1},"fields":{"a":"\u00e9"}}"#,
+            br#"{"seq":2,"ts":"2026-01-01T00:00:00Z","op":"update","table":"t","pk":{"id":1},"fields":{"a":{"blob":""}}}"#,
+        ];
+        for l in lines {
+            let text = std::str::from_utf8(l).expect("utf8");
+            let slow: HeadWire<'_> = serde_json::from_str(text).expect("serde");
+            if let Some(h) = fast::head(text) {
+                assert_eq!((h.seq, h.op, &*h.table), (slow.seq, slow.op, &*slow.table), "{text}");
+            }
+            assert!(Entry::parse(l).is_ok() && Entry::parse_head(l).is_ok(), "{text}");
+        }
+        assert!(fast::head(std::str::from_utf8(lines[0]).expect("utf8")).is_some(), "the common shape is fast");
+        for bad in [
+            &br#"{"seq":01,"ts":"2026-01-01T00:00:00Z","op":"delete","table":"t","pk":{"id":1}}"#[..],
+            br#"{"seq":1,"seq":1,"ts":"2026-01-01T00:00:00Z","op":"delete","table":"t","pk":{"id":1}}"#,
+            br#"{"seq":1,"ts":"2026-01-01T00:00:00Z","op":"delete","table":"t","pk":{"id":1},"x":1}"#,
+            br#"{"seq":1,"ts":"2026-01-01T00:00:00Z","op":"delete","table":"t","pk":{"id":1,}}"#,
+            br#"{"seq":1,"ts":"2026-01-01T00:00:00Z","op":"delete","table":"t","pk":{"id":"a	b"}}"#,
+            br#"{"seq":1,"ts":"2026-01-01T00:00:00Z","op":"delete","table":"t","pk":{"id":1.}}"#,
+            br#"{"seq":1,"ts":"2026-01-01T00:00:00Z","op":"delete","table":"t","pk":{"id":1}"#,
+        ] {
+            let text = std::str::from_utf8(bad).expect("utf8");
+            assert!(fast::head(text).is_none() && Entry::parse_head(bad).is_err(), "{text}");
         }
     }
 

@@ -575,6 +575,52 @@ fn is_foreign(path: &Path) -> bool {
     &name[..end] != crate::bundle::format::MANIFEST_MEMBER.as_bytes() || &head[BLOCK..] != START
 }
 
+/// The ranges known for one origin, findable by seq: a segment is judged
+/// only against the ranges that overlap or touch it (any other cannot share
+/// a seq or a boundary chain hash with it), so a run of many segments of
+/// one origin costs about n log n, not n².
+#[derive(Default)]
+struct KnownRanges {
+    /// In the order they became known (the order of verdicts).
+    items: Vec<Known>,
+    /// (first seq, last seq, index into `items`), sorted by first seq.
+    by_first: Vec<(u64, u64, usize)>,
+    /// The greatest last seq among `by_first[..=k]`.
+    reach: Vec<u64>,
+}
+
+impl KnownRanges {
+    fn add(&mut self, inputs: &[Input], k: Known) {
+        let (f, l) = known_range(inputs, &k);
+        let at = self.by_first.partition_point(|&(kf, _, _)| kf <= f);
+        self.by_first.insert(at, (f, l, self.items.len()));
+        self.items.push(k);
+        self.reach.truncate(at);
+        for idx in at..self.by_first.len() {
+            let before = idx.checked_sub(1).map_or(0, |b| self.reach[b]);
+            self.reach.push(before.max(self.by_first[idx].1));
+        }
+    }
+
+    /// The known ranges that overlap or touch `first..=last`, in the order
+    /// they became known.
+    fn near(&self, first: u64, last: u64) -> Vec<&Known> {
+        let end = self.by_first.partition_point(|&(kf, _, _)| kf <= last.saturating_add(1));
+        let mut found = Vec::new();
+        for idx in (0..end).rev() {
+            if self.reach[idx].saturating_add(1) < first {
+                break;
+            }
+            let (_, kl, item) = self.by_first[idx];
+            if kl.saturating_add(1) >= first {
+                found.push(item);
+            }
+        }
+        found.sort_unstable();
+        found.into_iter().map(|i| &self.items[i]).collect()
+    }
+}
+
 /// The verdict on one candidate against one earlier range of its origin.
 enum Overlap {
     Consistent,
@@ -584,7 +630,7 @@ enum Overlap {
 
 /// Decides the fate of every segment (step 2).
 fn classify(inputs: &mut [Input], ledger: &Ledger, report: &mut RelayReport) -> Result<(), RelayError> {
-    let mut known: HashMap<NodeId, Vec<Known>> = HashMap::new();
+    let mut known: HashMap<NodeId, KnownRanges> = HashMap::new();
     for i in 0..inputs.len() {
         for j in 0..inputs[i].segments.len() {
             if let Some(why) = &inputs[i].segments[j].refused {
@@ -598,11 +644,15 @@ fn classify(inputs: &mut [Input], ledger: &Ledger, report: &mut RelayReport) -> 
             }
             let origin = inputs[i].segments[j].descriptor.origin.clone();
             if !known.contains_key(&origin) {
-                let rows = ledger.carried(&origin)?.into_iter().map(|c| Known::Ledger(Box::new(c))).collect();
-                known.insert(origin.clone(), rows);
+                let mut ranges = KnownRanges::default();
+                for c in ledger.carried(&origin)? {
+                    ranges.add(inputs, Known::Ledger(Box::new(c)));
+                }
+                known.insert(origin.clone(), ranges);
             }
-            let ranges = known.get(&origin).map(Vec::as_slice).unwrap_or(&[]);
-            let (fate, fork, undecided) = judge(inputs, i, j, ranges);
+            let d = &inputs[i].segments[j].descriptor;
+            let ranges = known.get(&origin).map(|k| k.near(d.first_seq, d.last_seq)).unwrap_or_default();
+            let (fate, fork, undecided) = judge(inputs, i, j, &ranges);
             match &fate {
                 Fate::Duplicate(route) => {
                     report.counts.duplicates += 1;
@@ -636,7 +686,7 @@ fn classify(inputs: &mut [Input], ledger: &Ledger, report: &mut RelayReport) -> 
                     if undecided {
                         report.warnings.push(undecided_warning(inputs, i, j));
                     }
-                    known.entry(origin).or_default().push(Known::InRun(i, j));
+                    known.entry(origin).or_default().add(inputs, Known::InRun(i, j));
                 }
                 Fate::Pending | Fate::Refused => {}
             }
@@ -693,7 +743,7 @@ fn known_source(inputs: &[Input], k: &Known) -> (String, String) {
 
 /// The fate of segment `j` of input `i`, given the ranges of its origin
 /// known before it; and whether some overlap could not be compared.
-fn judge(inputs: &[Input], i: usize, j: usize, ranges: &[Known]) -> (Fate, Option<ForkReport>, bool) {
+fn judge(inputs: &[Input], i: usize, j: usize, ranges: &[&Known]) -> (Fate, Option<ForkReport>, bool) {
     let c = &inputs[i].segments[j];
     let d = &c.descriptor;
     let (f, l) = (d.first_seq, d.last_seq);
@@ -1055,6 +1105,61 @@ fn same_start(a: &Path, b: &Path, len: u64) -> io::Result<bool> {
         rb.read_exact(&mut bb[..n])?;
         if ba[..n] != bb[..n] {
             return Ok(false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn carried(first: u64, last: u64) -> Known {
+        Known::Ledger(Box::new(Carried {
+            origin: NodeId::try_from("0123456789abcdef".to_owned()).expect("id"),
+            first_seq: first,
+            last_seq: last,
+            count: last - first + 1,
+            chain_before: String::new(),
+            chain_after: String::new(),
+            ts_min: Timestamp(0),
+            ts_max: Timestamp(0),
+            tables: BTreeMap::new(),
+            zstd_len: 0,
+            descriptor_sha256: String::new(),
+            input: String::new(),
+            source: String::new(),
+            output: None,
+            carried_at: Timestamp(0),
+        }))
+    }
+
+    #[test]
+    fn known_ranges_find_exactly_what_overlaps_or_touches() {
+        let mut rng = fastrand::Rng::with_seed(15);
+        for _ in 0..200 {
+            let mut ranges = KnownRanges::default();
+            let mut plain: Vec<(u64, u64)> = Vec::new();
+            for _ in 0..rng.usize(0..40) {
+                let f = rng.u64(1..200);
+                let span = if rng.bool() { 3 } else { 60 };
+                let l = f + rng.u64(0..span);
+                ranges.add(&[], carried(f, l));
+                plain.push((f, l));
+            }
+            for _ in 0..20 {
+                let f = rng.u64(1..220);
+                let l = f + rng.u64(0..30);
+                let want: Vec<(u64, u64)> =
+                    plain.iter().copied().filter(|&(kf, kl)| kl + 1 >= f && kf <= l + 1).collect();
+                let got: Vec<(u64, u64)> = ranges.near(f, l).iter().map(|k| known_range(&[], k)).collect();
+                assert_eq!(got, want, "{f}..={l} among {plain:?}");
+            }
+        }
+        // Many sequential segments: each finds only its neighbour.
+        let mut seq = KnownRanges::default();
+        for k in 0..20_000u64 {
+            assert!(seq.near(k * 10 + 1, k * 10 + 10).len() <= 1);
+            seq.add(&[], carried(k * 10 + 1, k * 10 + 10));
         }
     }
 }

@@ -11,6 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use sha2::Digest;
 
 use crate::bundle::format::{hop_message, Summary, HOP_PREFIX, MANIFEST_PREFIX, SEGMENT_PREFIX};
 use crate::bundle::{BundleError, BundleReader, EntryLines, SegmentDescriptor, SegmentMember};
@@ -423,13 +424,19 @@ fn walk<R: Read + Send>(
     progress: &mut dyn Progress,
 ) -> Result<(), VerifyError> {
     let (d, name, chain_before, mut lines) = open_segment(member)?;
+    // Three stages, so two cores share the work evenly: decompressing (and
+    // hashing the compressed bytes), hashing the entry bytes, and splitting
+    // lines with the chain hash over each.
+    lines.leave_entries_hash_to_caller();
     let deep = depth == Depth::Entries;
     let mut checker = Checker { d: &d, name: &name, summary: Summary::new(chain_before), index: 0, deep };
-    std::thread::scope(|scope| -> Result<(), VerifyError> {
+    let plain = std::thread::scope(|scope| -> Result<String, VerifyError> {
         // Chunks travel as (buffer, bytes used); buffers come back for reuse,
         // so each is allocated (and zeroed) once, at most a segment's size.
         let size = usize::try_from(d.entries_len).unwrap_or(CHUNK).clamp(1, CHUNK);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(Vec<u8>, usize), BundleError>>(4);
+        type Chunk = Result<(Vec<u8>, usize), BundleError>;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
+        let (hashed_tx, hashed_rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
         let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         scope.spawn(move || loop {
             let mut buf = recycle_rx.try_recv().unwrap_or_else(|_| vec![0u8; size]);
@@ -446,8 +453,20 @@ fn walk<R: Read + Send>(
                 }
             }
         });
+        let hasher = scope.spawn(move || {
+            let mut plain = sha2::Sha256::new();
+            for chunk in rx {
+                if let Ok((buf, used)) = &chunk {
+                    plain.update(&buf[..*used]);
+                }
+                if hashed_tx.send(chunk).is_err() {
+                    break;
+                }
+            }
+            hex::encode(plain.finalize())
+        });
         let mut splitter = LineSplitter::new(&name);
-        for chunk in rx {
+        for chunk in hashed_rx {
             let (chunk, used) = chunk?;
             splitter.feed(&chunk[..used], |line| {
                 progress.advance(line.len() as u64 + 1);
@@ -456,8 +475,11 @@ fn walk<R: Read + Send>(
             let _ = recycle_tx.send(chunk);
         }
         splitter.finish()?;
-        Ok(())
+        Ok(hasher.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
     })?;
+    if plain != d.entries_sha256 {
+        return Err(BundleError::HashMismatch { member: name, what: "entries" }.into());
+    }
     checker.finish()
 }
 
