@@ -8,7 +8,7 @@
 //! | NULL    | `null`                                                  |
 //! | INTEGER | a number without fraction or exponent (`-9223372036854775808`) |
 //! | REAL    | a number with a fraction or exponent (`0.1`, `-0.0`, `5e-324`), or `{"real":"inf"}` / `{"real":"-inf"}` |
-//! | TEXT    | a string                                                |
+//! | TEXT    | a string; TEXT whose bytes are not UTF-8: `{"text_base64":"<standard base64>"}` |
 //! | BLOB    | `{"blob":"<standard base64>"}`                          |
 //!
 //! REALs are written with the shortest representation that parses back to the
@@ -30,6 +30,9 @@ pub enum Value {
     Integer(i64),
     Real(f64),
     Text(String),
+    /// TEXT whose bytes are not valid UTF-8 (SQLite stores whatever bytes
+    /// it is given). Never valid UTF-8: such bytes are a [`Value::Text`].
+    TextBytes(Vec<u8>),
     Blob(Vec<u8>),
 }
 
@@ -48,7 +51,7 @@ impl Value {
             Value::Null => "null",
             Value::Integer(_) => "integer",
             Value::Real(_) => "real",
-            Value::Text(_) => "text",
+            Value::Text(_) | Value::TextBytes(_) => "text",
             Value::Blob(_) => "blob",
         }
     }
@@ -74,7 +77,10 @@ impl From<rusqlite::types::ValueRef<'_>> for Value {
             V::Null => Value::Null,
             V::Integer(i) => Value::Integer(i),
             V::Real(f) => Value::Real(f),
-            V::Text(s) => Value::Text(String::from_utf8_lossy(s).into_owned()),
+            V::Text(s) => match std::str::from_utf8(s) {
+                Ok(t) => Value::Text(t.to_owned()),
+                Err(_) => Value::TextBytes(s.to_vec()),
+            },
             V::Blob(b) => Value::Blob(b.to_vec()),
         }
     }
@@ -88,6 +94,7 @@ impl rusqlite::ToSql for Value {
             Value::Integer(i) => ValueRef::Integer(*i),
             Value::Real(f) => ValueRef::Real(*f),
             Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::TextBytes(b) => ValueRef::Text(b),
             Value::Blob(b) => ValueRef::Blob(b),
         }))
     }
@@ -112,6 +119,11 @@ impl Serialize for Value {
                 m.end()
             }
             Value::Text(t) => s.serialize_str(t),
+            Value::TextBytes(b) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("text_base64", &base64::engine::general_purpose::STANDARD.encode(b))?;
+                m.end()
+            }
             Value::Blob(b) => {
                 let mut m = s.serialize_map(Some(1))?;
                 m.serialize_entry("blob", &base64::engine::general_purpose::STANDARD.encode(b))?;
@@ -189,7 +201,13 @@ impl Value {
     pub fn check_json(raw: &str) -> Result<(), String> {
         let raw = raw.trim();
         match kind(raw) {
-            Kind::Null | Kind::Text => Ok(()),
+            Kind::Null => Ok(()),
+            // An escaped surrogate (`\ud800`) must pair up as the parser
+            // requires: check such strings with it.
+            Kind::Text if raw.as_bytes().windows(3).any(|w| w[0] == b'\\' && w[1] == b'u' && w[2] | 0x20 == b'd') => {
+                serde_json::from_str::<std::borrow::Cow<'_, str>>(raw).map(drop).map_err(|e| e.to_string())
+            }
+            Kind::Text => Ok(()),
             // Only a literal with an exponent or very many digits can leave
             // the REAL range; every other number the scanner accepted is valid.
             Kind::Number if raw.len() < 300 && !raw.bytes().any(|b| b == b'e' || b == b'E') => Ok(()),
@@ -215,7 +233,9 @@ impl<'de> de::DeserializeSeed<'de> for ValueCheck {
 impl<'de> Visitor<'de> for ValueCheck {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("null, a number, a string, {\"blob\": BASE64} or {\"real\": \"inf\"|\"-inf\"}")
+        f.write_str(
+            "null, a number, a string, {\"blob\": BASE64}, {\"text_base64\": BASE64} or {\"real\": \"inf\"|\"-inf\"}",
+        )
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         Ok(())
@@ -247,14 +267,14 @@ impl<'de> Visitor<'de> for ValueCheck {
     }
 }
 
-/// Reads the tagged forms `{"blob": …}` and `{"real": …}`.
+/// Reads the tagged forms `{"blob": …}`, `{"text_base64": …}` and `{"real": …}`.
 struct TagVisitor;
 
 impl<'de> Visitor<'de> for TagVisitor {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("{\"blob\": BASE64} or {\"real\": \"inf\"|\"-inf\"}")
+        f.write_str("{\"blob\": BASE64}, {\"text_base64\": BASE64} or {\"real\": \"inf\"|\"-inf\"}")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
@@ -281,7 +301,19 @@ impl<'de> Visitor<'de> for TagVisitor {
                     Err(de::Error::custom(format!("unknown special real {other:?} (expected \"inf\" or \"-inf\")")))
                 }
             },
-            other => Err(de::Error::custom(format!("unknown value tag {other:?} (expected \"blob\" or \"real\")"))),
+            "text_base64" => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(payload.as_bytes())
+                    .map_err(|e| de::Error::custom(format!("bad base64 in text_base64: {e}")))?;
+                match String::from_utf8(bytes) {
+                    // One encoding per value: valid UTF-8 is written as a string.
+                    Ok(_) => Err(de::Error::custom("text_base64 holds valid UTF-8: write it as a JSON string")),
+                    Err(e) => Ok(Value::TextBytes(e.into_bytes())),
+                }
+            }
+            other => Err(de::Error::custom(format!(
+                "unknown value tag {other:?} (expected \"blob\", \"text_base64\" or \"real\")"
+            ))),
         }
     }
 }
@@ -293,6 +325,24 @@ mod tests {
     fn round_trip(v: &Value) -> Value {
         let s = serde_json::to_string(v).expect("serialize");
         serde_json::from_str(&s).expect("parse")
+    }
+
+    #[test]
+    fn a_lone_escaped_surrogate_is_refused_by_the_check_as_by_the_parser() {
+        assert!(Value::check_json(r#""\ud800""#).is_err());
+        assert!(serde_json::from_str::<Value>(r#""\ud800""#).is_err());
+        assert!(Value::check_json(r#""\ud83d\ude00""#).is_ok(), "a pair is a character");
+        assert!(Value::check_json(r#""\u00e9""#).is_ok());
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_round_trips_in_its_one_tagged_form() {
+        let v = Value::TextBytes(vec![0x41, 0xff, 0x42]);
+        let json = serde_json::to_string(&v).expect("json");
+        assert_eq!(json, r#"{"text_base64":"Qf9C"}"#);
+        assert_eq!(serde_json::from_str::<Value>(&json).expect("back"), v);
+        assert!(Value::check_json(&json).is_ok());
+        assert!(serde_json::from_str::<Value>(r#"{"text_base64":"QUI="}"#).is_err(), "valid UTF-8 is a string");
     }
 
     #[test]
@@ -320,6 +370,7 @@ mod tests {
             Value::Real(f64::INFINITY),
             Value::Real(f64::NEG_INFINITY),
             Value::Text("héllo \u{1F600} \0 \"q\" \n".into()),
+            Value::TextBytes(vec![0x41, 0xff, 0x42]),
             Value::Blob(vec![0, 1, 2, 255, 254]),
             Value::Blob(vec![]),
         ];
@@ -337,7 +388,9 @@ mod tests {
 
     #[test]
     fn rejects_non_sqlite_json() {
-        for bad in ["true", "[1]", "{}", "{\"x\":\"1\"}", "{\"blob\":\"!!\"}", "1e999", "-1e999"] {
+        for bad in
+            ["true", "[1]", "{}", "{\"x\":\"1\"}", "{\"blob\":\"!!\"}", "1e999", "-1e999", "{\"text_base64\":\"QUJD\"}"]
+        {
             assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad} accepted");
             assert!(Value::check_json(bad).is_err(), "{bad} passed the check");
             let mut d = serde_json::Deserializer::from_str(bad);

@@ -780,23 +780,32 @@ fn crash_inside_track_leaves_the_database_untracked_and_intact() {
 }
 
 #[test]
-fn text_that_is_not_utf8_is_never_rewritten() {
+fn text_that_is_not_utf8_arrives_byte_for_byte() {
     let f = fixture("CREATE TABLE note (id INTEGER PRIMARY KEY, body TEXT);", None);
     f.track();
-    f.conn()
-        .execute_batch("INSERT INTO note VALUES (1, 'fine'); INSERT INTO note VALUES (2, CAST(x'41FF42' AS TEXT));")
-        .expect("insert");
-    let opts = CreateOptions { out_dir: f.dir.join("out"), since: None };
-    let e = capture::create_from_db(&f.node, &f.db, &opts, &mut Silent).expect_err("41FF42 would arrive as 41EFBFBD42");
-    let text = ferry::verify::error_chain(&e);
-    assert!(text.contains("seq 2") && text.contains("\"body\"") && text.contains("not valid UTF-8"), "{text}");
-    let written: Vec<_> = std::fs::read_dir(f.dir.join("out")).map(|d| d.flatten().collect()).unwrap_or_default();
-    assert!(written.is_empty(), "a bundle was written: {written:?}");
-    // The iterator refuses the row too, instead of handing out U+FFFD.
-    let conn = f.conn();
-    let rows: Vec<_> = JournalRows::new(&conn, "app", 1, 2).expect("rows").collect();
-    assert!(rows.iter().any(Result::is_err), "the row with 41FF42 was not refused");
-    assert!(rows.iter().flatten().all(|(_, line)| !line.windows(3).any(|w| w == [0xef, 0xbf, 0xbd])), "U+FFFD");
+    f.conn().execute_batch("INSERT INTO note VALUES (1, CAST(x'41FF42' AS TEXT));").expect("insert");
+    let b = f.bundle(None).file.expect("a bundle");
+    let lines = bundle_lines(&b);
+    assert!(
+        String::from_utf8_lossy(&lines[0]).contains(r#""body":{"text_base64":"Qf9C"}"#),
+        "{:?}",
+        String::from_utf8_lossy(&lines[0])
+    );
+    let central = f.dir.join("central.sqlite3");
+    Connection::open(&central)
+        .expect("db")
+        .execute_batch("CREATE TABLE note (id INTEGER PRIMARY KEY, body TEXT);")
+        .expect("ddl");
+    let mut trust = ferry::keys::TrustStore { version: 1, keys: Vec::new() };
+    trust.add("f", &f.node.signing_key().verifying_key(), &[ferry::keys::Role::Origin]).expect("trust");
+    let r = ferry::apply::apply(&central, &[b], &trust, &ferry::apply::ApplyOptions::default(), &mut Silent)
+        .expect("apply");
+    assert_eq!(r.refused, 0);
+    let (kind, hex): (String, String) = Connection::open(&central)
+        .expect("open")
+        .query_row("SELECT typeof(body), hex(body) FROM note", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("row");
+    assert_eq!((kind.as_str(), hex.as_str()), ("text", "41FF42"));
 }
 
 #[test]

@@ -240,9 +240,8 @@ impl JournalRows<'_> {
 }
 
 /// Writes `"name":value` (preceded by a comma unless `first`), the value
-/// exactly as [`Value`]'s serialisation writes it. `Err` for TEXT that is not
-/// valid UTF-8: the journal's JSON cannot carry it unchanged, and a journal
-/// must never carry it changed.
+/// exactly as [`Value`]'s serialisation writes it (TEXT that is not valid
+/// UTF-8 in its tagged form, `{"text_base64": …}`).
 fn write_pair(first: bool, name: &str, v: ValueRef<'_>, out: &mut Vec<u8>) -> Result<(), ()> {
     if !first {
         out.push(b',');
@@ -253,22 +252,21 @@ fn write_pair(first: bool, name: &str, v: ValueRef<'_>, out: &mut Vec<u8>) -> Re
     let _ = match v {
         ValueRef::Null => serde_json::to_writer(&mut *out, &()),
         ValueRef::Integer(i) => serde_json::to_writer(&mut *out, &i),
-        ValueRef::Text(t) => serde_json::to_writer(&mut *out, std::str::from_utf8(t).map_err(drop)?),
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(text) => serde_json::to_writer(&mut *out, text),
+            // Not UTF-8: the tagged form keeps every byte.
+            Err(_) => serde_json::to_writer(&mut *out, &Value::from(v)),
+        },
         ValueRef::Real(f) => serde_json::to_writer(&mut *out, &Value::Real(f)),
         ValueRef::Blob(_) => serde_json::to_writer(&mut *out, &Value::from(v)),
     };
     Ok(())
 }
 
-/// A journal value exactly as SQLite holds it; TEXT that is not valid UTF-8
-/// is refused (see [`write_pair`]), never rewritten.
+/// A journal value exactly as SQLite holds it (TEXT that is not valid UTF-8
+/// included, as [`Value::TextBytes`]), never rewritten.
 fn exact_value(v: ValueRef<'_>) -> rusqlite::Result<Value> {
-    match v {
-        ValueRef::Text(t) => {
-            std::str::from_utf8(t).map(|s| Value::Text(s.to_owned())).map_err(rusqlite::Error::Utf8Error)
-        }
-        other => Ok(Value::from(other)),
-    }
+    Ok(Value::from(v))
 }
 
 /// A captured `julianday('now')` as a timestamp, refused outside years
