@@ -62,6 +62,11 @@ fn an_entry_naming_a_missing_column_is_quarantined_and_listed_with_its_fix() {
     assert_eq!(o.status.code(), Some(0));
     let hints = String::from_utf8_lossy(&o.stderr);
     assert!(hints.contains("1 quarantined") && hints.contains("--list"), "{hints}");
+    // The summary names only what there is, and where to look.
+    let o = common::ferry(&s.home).args(["status", "--db"]).arg(&s.db).output().expect("run");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("in all    0 conflicts recorded, 1 entry quarantined\n"), "{text}");
+    assert!(text.contains("ferry status --db") && text.contains("--list`"), "{text}");
     let o = common::ferry(&s.home).args(["status", "--list", "--db"]).arg(&s.db).output().expect("run");
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(

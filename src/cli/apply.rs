@@ -417,18 +417,28 @@ pub fn run_db_status(a: StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Out
             sanitize(&a.db.display().to_string())
         ))?;
     }
-    out(format!(
-        "in all    {} recorded, {} waiting for their row, {} waiting for their time, {} held back, {} waiting \
-         for their row to arrive, {} quarantined, {}, {} refused and not applied since",
-        plural(s.conflicts, "conflict", "conflicts"),
-        plural(s.parked, "write", "writes"),
-        plural(s.future, "entry", "entries"),
-        plural(s.held, "row", "rows"),
-        plural(s.tombstones_waiting, "delete", "deletes"),
-        plural(s.quarantined, "entry", "entries"),
-        plural(s.forks, "fork", "forks"),
-        plural(s.refused_bundles, "bundle", "bundles"),
-    ))?;
+    // Only what there is: a line of zeros hides the one that matters.
+    let mut all = vec![plural(s.conflicts, "conflict recorded", "conflicts recorded")];
+    let counts = [
+        (s.parked, "write waiting for its row", "writes waiting for their row"),
+        (s.future, "entry waiting for its time", "entries waiting for their time"),
+        (s.held, "row held back", "rows held back"),
+        (s.tombstones_waiting, "delete waiting for its row to arrive", "deletes waiting for their row to arrive"),
+        (s.quarantined, "entry quarantined", "entries quarantined"),
+        (s.forks, "fork", "forks"),
+        (s.refused_bundles, "bundle refused and not applied since", "bundles refused and not applied since"),
+    ];
+    all.extend(counts.iter().filter(|(n, _, _)| *n > 0).map(|(n, one, many)| plural(*n, one, many)));
+    if all.len() == 1 {
+        all.push("nothing waiting, held back, quarantined or refused".into());
+    }
+    out(format!("in all    {}", all.join(", ")))?;
+    if s.parked + s.future + s.held + s.quarantined > 0 {
+        out(format!(
+            "          (what waits and why: `ferry status --db {} --list`)",
+            sanitize(&a.db.display().to_string())
+        ))?;
+    }
     Ok(if s.forks > 0 { Outcome::Negative } else { Outcome::Ok })
 }
 
