@@ -14,6 +14,7 @@
 //! - [`verify`]: checking bundles against a trust store.
 //! - [`relay`]: passing bundles on (verify, dedupe, merge, re-sign) and the relay ledger.
 //! - [`schema`]: app database tables and the schema fingerprint.
+//! - [`target`]: what `--db` names: a SQLite file or a server URL (passwords never shown).
 //! - [`capture`]: `ferry track`: triggers that journal an app database's changes.
 
 #![forbid(unsafe_code)]
@@ -32,6 +33,7 @@ pub mod relay;
 pub mod schema;
 pub mod state;
 pub mod synth;
+pub mod target;
 pub mod value;
 pub mod verify;
 

@@ -20,7 +20,7 @@ pub struct StatusArgs {
     /// Show a database instead: what its capture waits to send, and per origin the entries applied and
     /// missing, last seen, forks, waiting entries and conflicts.
     #[arg(long, value_name = "TARGET")]
-    pub db: Option<PathBuf>,
+    pub db: Option<std::ffi::OsString>,
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
@@ -32,6 +32,7 @@ pub struct StatusArgs {
 
 pub fn run(a: StatusArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
     if let Some(db) = a.db {
+        let db = super::apply::sqlite_target(&db, "show the status of")?;
         // A database the app writes (a laptop's, or a server's own): what
         // its capture holds and waits to send comes first.
         if !a.json && !a.list {
