@@ -649,11 +649,8 @@ mod tests {
     fn passwords_come_from_the_url_then_the_environment_then_the_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pgpass = dir.path().join(".pgpass");
-        std::fs::write(
-            &pgpass,
-            "# comment\nother:*:*:*:wrong\nh:5432:central:u:pa\\:ss\n*:*:*:*:fallback\n",
-        )
-        .expect("write");
+        std::fs::write(&pgpass, "# comment\nother:*:*:*:wrong\nh:5432:central:u:pa\\:ss\n*:*:*:*:fallback\n")
+            .expect("write");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -666,7 +663,10 @@ mod tests {
         assert_eq!(server("postgres://u:inurl@h/central", &e).password(), Some("inurl"));
         e.0.insert("PGPASSWORD", "fromenv".into());
         let s = server("postgres://u@h/central", &e);
-        assert_eq!((s.password(), s.password.as_ref().map(|p| p.source.clone())), (Some("fromenv"), Some(PasswordSource::Env("PGPASSWORD"))));
+        assert_eq!(
+            (s.password(), s.password.as_ref().map(|p| p.source.clone())),
+            (Some("fromenv"), Some(PasswordSource::Env("PGPASSWORD")))
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

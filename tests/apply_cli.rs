@@ -177,11 +177,8 @@ fn a_ledger_newer_than_this_ferry_is_refused_untouched() {
 fn a_server_url_is_read_as_a_server_and_its_password_never_shown() {
     let s = setup();
     let url = "postgresql://ana:hunter2secret@127.0.0.1:5432/central";
-    for args in [
-        vec!["bundle", "apply", "--db", url, "."],
-        vec!["status", "--db", url],
-        vec!["conflicts", "--db", url],
-    ] {
+    for args in [vec!["bundle", "apply", "--db", url, "."], vec!["status", "--db", url], vec!["conflicts", "--db", url]]
+    {
         let o = common::ferry(&s.home).args(&args).output().expect("run");
         let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(!all.contains("hunter2secret"), "{args:?}: {all}");

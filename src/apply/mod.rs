@@ -616,7 +616,6 @@ impl TargetShape {
             .collect();
         Ok(TargetShape { tables, unwritable: schema::unwritable_tables(conn)? })
     }
-
 }
 
 /// Will these bundles apply to the target `shape` describes? For each

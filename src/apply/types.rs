@@ -48,7 +48,12 @@ pub struct Misfit(pub String);
 impl ColumnType {
     /// From PostgreSQL's `information_schema.columns`: `data_type`,
     /// `character_maximum_length`, `numeric_precision`, `numeric_scale`.
-    pub fn of_postgres(data_type: &str, max_len: Option<i64>, precision: Option<i64>, scale: Option<i64>) -> ColumnType {
+    pub fn of_postgres(
+        data_type: &str,
+        max_len: Option<i64>,
+        precision: Option<i64>,
+        scale: Option<i64>,
+    ) -> ColumnType {
         let t = data_type.to_ascii_lowercase();
         match t.as_str() {
             "smallint" => int_range(16, false),
@@ -202,7 +207,9 @@ pub fn fits(v: &Value, ty: &ColumnType) -> Result<(), Misfit> {
             Ok(())
         }
         ColumnType::Float { double, nan_inf } => match v {
-            Value::Real(f) if !f.is_finite() && !nan_inf => misfit(v, "cannot be stored: MariaDB/MySQL has no NaN or infinity"),
+            Value::Real(f) if !f.is_finite() && !nan_inf => {
+                misfit(v, "cannot be stored: MariaDB/MySQL has no NaN or infinity")
+            }
             Value::Real(f) if !double && f.is_finite() && f64::from(*f as f32).to_bits() != f.to_bits() => {
                 misfit(v, "would lose digits in a single-precision column")
             }

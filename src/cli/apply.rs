@@ -273,7 +273,12 @@ struct ApplyView<'a> {
 pub fn sqlite_target(arg: &std::ffi::OsStr, what: &str) -> anyhow::Result<PathBuf> {
     match Target::parse(arg)? {
         Target::Sqlite(p) => Ok(p),
-        Target::Server(s) => Err(ferry::apply::ApplyError::ServerNotYet { kind: s.kind.name(), target: s.to_string(), what: what.to_owned() }.into()),
+        Target::Server(s) => Err(ferry::apply::ApplyError::ServerNotYet {
+            kind: s.kind.name(),
+            target: s.to_string(),
+            what: what.to_owned(),
+        }
+        .into()),
     }
 }
 
