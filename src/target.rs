@@ -464,7 +464,7 @@ fn default_host(kind: Kind, port: u16) -> Host {
     Host::Tcp("localhost".into())
 }
 
-/// The `[client]` and `[client-mariadb]` groups of the MariaDB/MySQL option
+/// The `[client]`, `[client-server]` and `[client-mariadb]` groups of the MariaDB/MySQL option
 /// files (`/etc/my.cnf`, `/etc/mysql/my.cnf`, `~/.my.cnf`; a later file
 /// wins), as the engine's clients read them.
 #[derive(Default)]
@@ -493,7 +493,7 @@ impl OptionFile {
                     continue;
                 }
                 if let Some(group) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                    in_client = matches!(group.trim(), "client" | "client-mariadb");
+                    in_client = matches!(group.trim(), "client" | "client-server" | "client-mariadb");
                     continue;
                 }
                 if !in_client {

@@ -18,6 +18,7 @@
 pub mod engine;
 pub mod ledger;
 pub mod merge;
+pub mod server;
 pub mod status;
 pub mod types;
 
@@ -616,6 +617,18 @@ impl TargetShape {
             .collect();
         Ok(TargetShape { tables, unwritable: schema::unwritable_tables(conn)? })
     }
+
+    /// A server target's tables, with their column types.
+    pub fn server(tables: std::collections::HashMap<String, server::ServerTable>) -> TargetShape {
+        let tables = tables
+            .into_iter()
+            .map(|(name, t)| {
+                let columns = t.columns.into_iter().map(|(c, ty)| (c, Some(ty))).collect();
+                (name, ShapeTable { columns, rowid_key: false, key: t.key })
+            })
+            .collect();
+        TargetShape { tables, unwritable: Default::default() }
+    }
 }
 
 /// Will these bundles apply to the target `shape` describes? For each
@@ -681,9 +694,10 @@ pub fn check_against(path: &Path, trust: &TrustStore, shape: &TargetShape, progr
                         if max < i128::from(u32::MAX) && *i > (1 << 32) - 1 {
                             text.push_str(&format!(
                                 ". The id lies in id block {} (ids from block × 2^32), but this server's {:?}.{c} \
-                                 is a 32-bit integer (Django's AutoField). Make the app's ids 64-bit before field \
-                                 work starts (Django: DEFAULT_AUTO_FIELD = \"django.db.models.BigAutoField\", then \
-                                 makemigrations and migrate on every computer), or give the laptops id block 0",
+                                 is a 32-bit integer (Django's AutoField): make \
+                                 it 64-bit on the server and on every laptop, best before field work starts \
+                                 (Django: DEFAULT_AUTO_FIELD = \"django.db.models.BigAutoField\", or a \
+                                 BigAutoField id on the model; then makemigrations, and migrate everywhere)",
                                 i >> 32,
                                 e.table
                             ));

@@ -2,7 +2,7 @@
 //! `ferry bundle verify --against`.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use ferry::apply::status::{conflicts, db_status};
@@ -507,8 +507,7 @@ pub fn verify_against(
     as_json: bool,
     ui: &Ui,
 ) -> anyhow::Result<Outcome> {
-    let target = sqlite_target(target, "check bundles against")?;
-    let target: &Path = &target;
+    let target = Target::parse(target)?;
     #[derive(serde::Serialize)]
     struct Verdict {
         file: PathBuf,
@@ -517,9 +516,17 @@ pub fn verify_against(
     }
     let node = Node::open(&home_dir(home)?)?;
     let trust = node.trust()?;
-    let conn = open_target(target)?;
-    let shape = TargetShape::sqlite(&conn)
-        .map_err(|e| anyhow::anyhow!("failed to read the tables of {}: {e}", target.display()))?;
+    let shape = match &target {
+        Target::Sqlite(path) => {
+            let conn = open_target(path)?;
+            TargetShape::sqlite(&conn)
+                .map_err(|e| anyhow::anyhow!("failed to read the tables of {}: {e}", path.display()))?
+        }
+        Target::Server(server) => {
+            let mut conn = ferry::apply::server::connect(server)?;
+            TargetShape::server(conn.tables(server)?)
+        }
+    };
     let files = find_bundles(paths)?;
     if files.is_empty() {
         anyhow::bail!("no bundles (*.tar) found");
@@ -538,7 +545,7 @@ pub fn verify_against(
         for v in &verdicts {
             let file = sanitize(&v.file.display().to_string());
             if v.ok {
-                out(format!("ok    {file} applies to {}", target.display()))?;
+                out(format!("ok    {file} applies to {}", sanitize(&target.to_string())))?;
             }
             for p in &v.problems {
                 out(format!("FAIL  {file}: {}", sanitize(p)))?;
