@@ -79,9 +79,10 @@ pub struct VerifyArgs {
     /// Print the verdicts as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Also check the bundles would apply to this database: schema fingerprint, tables and columns.
+    /// Also check the bundles would apply to this database (a SQLite file or a server URL): tables and
+    /// columns.
     #[arg(long, value_name = "TARGET")]
-    pub against: Option<PathBuf>,
+    pub against: Option<std::ffi::OsString>,
     /// Also re-validate every entry (its form, seqs, time range, per-table counts), not only that
     /// every byte is what the origin signed.
     #[arg(long)]

@@ -20,7 +20,7 @@ pub struct StatusArgs {
     /// Show a database instead: what its capture waits to send, and per origin the entries applied and
     /// missing, last seen, forks, waiting entries and conflicts.
     #[arg(long, value_name = "TARGET")]
-    pub db: Option<PathBuf>,
+    pub db: Option<std::ffi::OsString>,
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
@@ -43,6 +43,7 @@ pub fn run(a: StatusArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outc
         return check_json(&a, home);
     }
     if let Some(db) = a.db {
+        let db = super::apply::sqlite_target(&db, "show the status of")?;
         // A database the app writes (a laptop's, or a server's own): what
         // its capture holds and waits to send comes first.
         let mut negative = false;
@@ -152,7 +153,11 @@ fn check_json(a: &StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> 
     }
     let node = Node::open(&home_dir(home)?)?;
     let mut c = Check { ok: true, overdue: Vec::new(), forks: 0, archive: true, silent_origins: Vec::new() };
-    let own = match &a.db {
+    let db = match &a.db {
+        Some(db) => Some(super::apply::sqlite_target(db, "check")?),
+        None => None,
+    };
+    let own = match &db {
         Some(db) => ferry::capture::status(db)?.origin.as_deref() == Some(node.id().as_str()),
         None => !ferry::receipt::sent::all(&node.state()?, node.id())?.is_empty(),
     };
@@ -162,7 +167,7 @@ fn check_json(a: &StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> 
         c.forks = l.receivers.iter().map(|r| r.forks.len() as u64).sum();
         c.archive = l.has_archive;
     }
-    if let Some(db) = &a.db {
+    if let Some(db) = &db {
         c.silent_origins = silent_origins(db, a.overdue_days, node.trust().ok().as_ref())?
             .into_iter()
             .map(|(origin, last_apply)| Silent { origin, last_apply })
