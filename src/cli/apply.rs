@@ -120,7 +120,18 @@ pub fn run_apply(a: ApplyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
     let opts = ApplyOptions { retry_quarantined: a.retry_quarantined, now: None };
     let db = sqlite_target(&a.db, "apply bundles to")?;
     let negative = apply_files(&db, &files, &trust, &opts, a.json, ui)?;
+    // What the database now holds, signed, goes back the way the bundles came.
+    let holdings = target_holdings(&db)?;
+    let hop = ferry::receipt::after_hop(&node, &holdings, &ferry::receipt::folders_of(&a.paths))?;
+    super::receipts::print_hop(&hop, ui);
     Ok(if negative { Outcome::Negative } else { Outcome::Ok })
+}
+
+/// What the apply ledger of `db` holds, per origin (for its receipt).
+pub fn target_holdings(db: &std::path::Path) -> anyhow::Result<ferry::receipt::Holdings> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    Ok(ferry::receipt::Holdings::from_target(&conn)?)
 }
 
 /// Applies the bundles found in `paths` to `db` and prints the report

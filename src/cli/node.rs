@@ -241,6 +241,15 @@ pub fn run_key(cmd: KeyCommand, home: Option<PathBuf>, _ui: &Ui) -> anyhow::Resu
     } else {
         let flags: Vec<String> = roles.iter().map(|r| format!("--role {r}")).collect();
         out(format!("ferry trust add {} {} {}", shell_word(&i.name), i.public_key, flags.join(" ")))?;
+        if i.kind() == Some(NodeKind::Server) {
+            _ui.note(format!(
+                "if this is the central server (the archive), the computers below it (laptops, the middleman, the \
+                 community server) trust it as such, to take its receipts and prune what it holds: there, run \
+                 `ferry trust add {} {} --role archive`",
+                shell_word(&i.name),
+                i.public_key
+            ));
+        }
         if i.kind().is_none() {
             _ui.note(
                 "this node was made without --kind or --id-block, so the line trusts it for both roles; \
