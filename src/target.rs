@@ -277,7 +277,14 @@ impl Server {
                 (Kind::Postgres, "host") => host = Some(v),
                 (Kind::Postgres, "dbname") => database = v,
                 (Kind::Mysql, "socket") => socket = Some(PathBuf::from(v)),
-                (Kind::Postgres, "sslmode" | "application_name" | "connect_timeout") => {}
+                (Kind::Postgres, "sslmode") if matches!(v.as_str(), "disable" | "allow" | "prefer") => {}
+                (Kind::Postgres, "sslmode") | (Kind::Mysql, "ssl-mode" | "ssl_mode" | "require_ssl") => {
+                    return Err(err(format!(
+                        "{k}={v} asks for TLS, which this version of ferry does not speak: reach the server \
+                         through its Unix socket or an SSH tunnel instead"
+                    )))
+                }
+                (Kind::Postgres, "application_name" | "connect_timeout") => {}
                 _ => {
                     return Err(err(format!(
                         "ferry does not know the URL option {k:?} (it knows user, password, port{})",
@@ -623,6 +630,7 @@ mod tests {
             ("mysql://u:topsecret@h/db?sslx=1", "sslx"),
             ("postgres://u:topsecret@a,b/db", "one host"),
             ("postgres://u:topsecret@[::1/db", "not closed"),
+            ("postgres://u:topsecret@h/db?sslmode=require", "TLS"),
         ] {
             let e = Target::parse_with(OsStr::new(url), &e).expect_err(url);
             let text = e.to_string();

@@ -9,94 +9,12 @@
 
 mod apply_support;
 mod common;
+mod server_support;
 
 use apply_support::*;
+use server_support::*;
 use ferry::journal::Op;
 use ferry::value::Value;
-
-/// The servers, overridable for a machine whose servers live elsewhere.
-fn pg_admin() -> String {
-    std::env::var("FERRY_TEST_PG").unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".into())
-}
-
-fn my_admin() -> String {
-    std::env::var("FERRY_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into())
-}
-
-const UNREACHABLE: &str = "is not reachable: run `scripts/setup-test-deps` (it starts throwaway local servers when \
-                           none answer), or point FERRY_TEST_PG / FERRY_TEST_MYSQL at one";
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{}", std::process::id(), fastrand::u32(..))
-}
-
-/// A fresh PostgreSQL database made by `ddl`; dropped when the guard goes.
-struct PgDb {
-    name: String,
-}
-
-impl PgDb {
-    fn new(ddl: &str) -> PgDb {
-        let mut admin = postgres::Client::connect(&pg_admin(), postgres::NoTls)
-            .unwrap_or_else(|e| panic!("PostgreSQL at {} {UNREACHABLE} ({e})", pg_admin()));
-        let name = unique("ferry_test");
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
-        let mut c = postgres::Client::connect(&format!("{} dbname={name}", pg_admin()), postgres::NoTls)
-            .expect("connect to the new database");
-        c.batch_execute(ddl).expect("ddl");
-        PgDb { name }
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = postgres::Client::connect(&pg_admin(), postgres::NoTls) {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-        }
-    }
-}
-
-struct MyDb {
-    name: String,
-}
-
-impl MyDb {
-    fn new(ddl: &str) -> MyDb {
-        use mysql::prelude::Queryable;
-        let mut admin = mysql::Conn::new(mysql::Opts::from_url(&my_admin()).expect("FERRY_TEST_MYSQL is a URL"))
-            .unwrap_or_else(|e| panic!("MariaDB/MySQL at {} {UNREACHABLE} ({e})", my_admin()));
-        let name = unique("ferry_test");
-        admin.query_drop(format!("CREATE DATABASE {name}")).expect("create database");
-        admin.query_drop(format!("USE {name}")).expect("use");
-        for stmt in ddl.split(';').filter(|s| !s.trim().is_empty()) {
-            admin.query_drop(stmt).expect("ddl");
-        }
-        MyDb { name }
-    }
-}
-
-impl Drop for MyDb {
-    fn drop(&mut self) {
-        use mysql::prelude::Queryable;
-        if let Ok(mut admin) =
-            mysql::Opts::from_url(&my_admin()).map_err(|_| ()).and_then(|o| mysql::Conn::new(o).map_err(|_| ()))
-        {
-            let _ = admin.query_drop(format!("DROP DATABASE IF EXISTS {}", self.name));
-        }
-    }
-}
-
-/// The URL of database `name` on the test server, with a password that
-/// the server (trust auth) does not need and that must never show.
-fn pg_url(name: &str) -> String {
-    format!("postgresql://postgres:Sekr1tPw@127.0.0.1:5432/{name}")
-}
-
-fn my_url(name: &str) -> String {
-    let base = my_admin();
-    let base = base.rsplit_once('/').map_or(base.as_str(), |(b, _)| b).to_owned();
-    format!("{base}/{name}")
-}
 
 /// Django's models on each server: an AutoField id, a DecimalField(5, 2),
 /// a UUIDField, a DateTimeField, a BooleanField, a CharField(10), a

@@ -293,6 +293,13 @@ pub fn sqlite_target(arg: &std::ffi::OsStr, what: &str) -> anyhow::Result<PathBu
     }
 }
 
+/// Refuses a server URL where only a SQLite file will do (capture, bundle
+/// create, prune, relay --apply), naming it without its password, before
+/// anything could print the argument as a path.
+pub fn sqlite_only(p: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    sqlite_target(p.as_os_str(), what).map(|_| ())
+}
+
 pub fn run_conflicts(a: ConflictsArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
     let db = sqlite_target(&a.db, "list the conflicts of")?;
     let mut list = conflicts(&db)?;

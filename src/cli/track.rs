@@ -68,6 +68,7 @@ pub struct UntrackArgs {
 }
 
 pub fn track(a: TrackArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
+    super::apply::sqlite_only(&a.db, "track")?;
     if a.status {
         let s = capture::status(&a.db)?;
         if a.json {
@@ -105,6 +106,7 @@ pub fn track(a: TrackArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Out
 }
 
 pub fn untrack(a: UntrackArgs, ui: &Ui) -> anyhow::Result<Outcome> {
+    super::apply::sqlite_only(&a.db, "untrack")?;
     if capture::untrack(&a.db, a.discard_unsent)? {
         ui.note(format!("removed capture from {}", sanitize(&a.db.display().to_string())));
     } else {
