@@ -32,6 +32,9 @@ pub fn take_in(node: &Node, folders: &[PathBuf], ui: &Ui) -> anyhow::Result<Take
 
 /// Says which receipts were left for the way back.
 pub fn print_hop(hop: &HopReceipts, ui: &Ui) {
+    for w in &hop.warnings {
+        eprintln!("warning: {}", sanitize(w));
+    }
     if hop.new {
         if let Some(own) = &hop.own {
             ui.note(format!("signed a receipt of what this node holds ({})", sanitize(&own.display().to_string())));
