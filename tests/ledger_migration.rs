@@ -62,7 +62,8 @@ fn apply(home: &Path, db: &Path, paths: &[PathBuf]) -> Json {
         }
         copied.push(to);
     }
-    let o = common::ferry(home).args(["bundle", "apply", "--json", "--db"]).arg(db).args(&copied).output().expect("run");
+    let o =
+        common::ferry(home).args(["bundle", "apply", "--json", "--db"]).arg(db).args(&copied).output().expect("run");
     assert_eq!(o.status.code(), Some(0), "apply failed: {}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).expect("apply json")
 }
