@@ -275,7 +275,8 @@ fn django_central_on_postgres_and_mariadb_takes_every_laptop_value() {
         assert!(matches!(col("survey_specimen", "weight_g"), ColumnType::Float { double: true, .. }), "{url}");
         assert_eq!(tables["survey_household"].key, ["id"], "{url}");
 
-        let o = common::ferry(&home_c).args(["bundle", "verify", "--against", &url]).arg(&bundle).output().expect("run");
+        let o =
+            common::ferry(&home_c).args(["bundle", "verify", "--against", &url]).arg(&bundle).output().expect("run");
         let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert_eq!(o.status.code(), Some(0), "{url}: {said}");
         assert!(said.contains("ok ") && !said.contains("Sekr1tPw"), "{said}");

@@ -12,9 +12,9 @@ mod common;
 mod server_support;
 
 use apply_support::*;
-use server_support::*;
 use ferry::journal::Op;
 use ferry::value::Value;
+use server_support::*;
 
 /// Django's models on each server: an AutoField id, a DecimalField(5, 2),
 /// a UUIDField, a DateTimeField, a BooleanField, a CharField(10), a

@@ -12,7 +12,8 @@ pub fn my_admin() -> String {
     std::env::var("FERRY_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into())
 }
 
-pub const UNREACHABLE: &str = "is not reachable: run `scripts/setup-test-deps` (it starts throwaway local servers when \
+pub const UNREACHABLE: &str =
+    "is not reachable: run `scripts/setup-test-deps` (it starts throwaway local servers when \
                            none answer), or point FERRY_TEST_PG / FERRY_TEST_MYSQL at one";
 
 pub fn unique(prefix: &str) -> String {
@@ -94,4 +95,3 @@ pub fn pg_url(name: &str) -> String {
 pub fn my_url(name: &str) -> String {
     with_db(&my_admin(), name)
 }
-
