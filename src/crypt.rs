@@ -241,7 +241,7 @@ mod tests {
         crate::fsutil::create_private(&path, format_identity(&generate()).as_bytes()).expect("write");
         assert!(load_identity(&path).expect("private").is_some());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let e = load_identity(&path).expect_err("readable by others");
+        let Err(e) = load_identity(&path) else { panic!("a secret readable by others was loaded") };
         assert!(e.to_string().contains("chmod 600"), "{e}");
         assert!(load_identity(&dir.path().join("missing")).expect("none").is_none());
     }

@@ -54,9 +54,7 @@ pub enum KeyError {
     IdMismatch { name: String, node: NodeId },
     #[error("the name {0:?} must be 1 to 64 characters, none of them control characters")]
     BadName(String),
-    #[error(
-        "{0:?} is not a ferry encryption key (expected age1… as printed by `ferry key export` on that computer)"
-    )]
+    #[error("{0:?} is not a ferry encryption key (expected age1… as printed by `ferry key export` on that computer)")]
     BadEncryptionKey(String),
     #[error(
         "no trusted node is named {0:?}, so nothing can be encrypted to it: run `ferry key export` on that \

@@ -79,14 +79,31 @@ fn create(home: &Path, journal: &Path, out: &Path, extra: &[&str]) -> PathBuf {
 }
 
 fn relay(home: &Path, from: &Path, out: &Path) -> serde_json::Value {
-    let o = ferry(home).args(["bundle", "relay", "--json", "--from"]).arg(from).arg("--out").arg(out).output().expect("run");
-    assert_eq!(o.status.code(), Some(0), "relay failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let o = ferry(home)
+        .args(["bundle", "relay", "--json", "--from"])
+        .arg(from)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "relay failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     serde_json::from_slice(&o.stdout).expect("relay json")
 }
 
 /// Every file under `dir` (recursively).
 fn files(dir: &Path) -> Vec<PathBuf> {
-    walkdir::WalkDir::new(dir).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).map(|e| e.into_path()).collect()
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect()
 }
 
 /// The bytes of a file and, for every zstd frame that starts anywhere in
@@ -146,8 +163,10 @@ fn key_export_prints_both_keys_and_trust_add_takes_both() {
     let dir = tempfile::tempdir().expect("tmp");
     let home = init_node(dir.path(), "central", None);
     ferry(&home).args(["key", "export"]).assert().success().stdout(
-        predicate::str::is_match(r"^ferry trust add central ferry-ed25519:[A-Za-z0-9_-]{43} age1[0-9a-z]{58} --role origin --role relay\n$")
-            .expect("re"),
+        predicate::str::is_match(
+            r"^ferry trust add central ferry-ed25519:[A-Za-z0-9_-]{43} age1[0-9a-z]{58} --role origin --role relay\n$",
+        )
+        .expect("re"),
     );
     let other = init_node(dir.path(), "field-1", Some(1));
     trust_exported(&other, &home, "central");
@@ -232,7 +251,13 @@ fn encrypted_and_plain_bundles_cross_three_keyless_relays_and_the_central_server
     let db = d.join("central.sqlite3");
     target(&db);
     let o = ferry(&f.central).args(["bundle", "apply", "--db"]).arg(&db).arg(&from).output().expect("run");
-    assert_eq!(o.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(rows(&db), 40 + 30);
     let c = rusqlite::Connection::open(&db).expect("db");
     let v: String = c
@@ -315,12 +340,9 @@ fn a_server_that_is_not_a_recipient_refuses_naming_the_recipients_and_inspect_sh
     assert!(all.contains("encrypted to central (") && all.contains("not to this node"), "{all}");
     assert_eq!(rows(&db), 0);
     // inspect shows that it is encrypted and to whom; tables only for a recipient.
-    ferry(&other)
-        .args(["bundle", "inspect"])
-        .arg(&b)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("encrypted to central").and(predicate::str::contains("participant_health").not()));
+    ferry(&other).args(["bundle", "inspect"]).arg(&b).assert().success().stdout(
+        predicate::str::contains("encrypted to central").and(predicate::str::contains("participant_health").not()),
+    );
     ferry(&f.central)
         .args(["bundle", "inspect"])
         .arg(&b)
@@ -391,7 +413,12 @@ fn a_flipped_byte_of_ciphertext_is_refused_before_any_of_it_is_decrypted() {
     // (age would have named a failed decryption instead).
     assert!(all.contains("hash mismatch") && all.contains(".jsonl.zst.age"), "{all}");
     assert_eq!(rows(&db), 0);
-    ferry(&f.central).args(["bundle", "verify"]).arg(&b).assert().code(1).stdout(predicate::str::contains("hash mismatch"));
+    ferry(&f.central)
+        .args(["bundle", "verify"])
+        .arg(&b)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("hash mismatch"));
 }
 
 #[test]
@@ -406,7 +433,11 @@ fn nodes_without_an_encryption_key_keep_working_and_get_one_by_command() {
         k.as_object_mut().expect("key").remove("encryption");
     }
     std::fs::write(&trust_path, serde_json::to_vec_pretty(&t).expect("json")).expect("write");
-    ferry(&f.central).args(["node", "show"]).assert().success().stdout(predicate::str::contains("ferry key add-encryption"));
+    ferry(&f.central)
+        .args(["node", "show"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("ferry key add-encryption"));
     ferry(&f.central)
         .args(["key", "export"])
         .assert()

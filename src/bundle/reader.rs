@@ -155,8 +155,8 @@ impl<R: Read> BundleReader<R> {
                     return Err(bad(format!("its sealed fields do not decrypt ({why})")))
                 }
             };
-            let fields: PrivateFields = serde_json::from_slice(&plain)
-                .map_err(|e| bad(format!("its sealed fields are malformed: {e}")))?;
+            let fields: PrivateFields =
+                serde_json::from_slice(&plain).map_err(|e| bad(format!("its sealed fields are malformed: {e}")))?;
             if serde_json::to_vec(&fields).ok().as_deref() != Some(&plain[..]) {
                 return Err(bad("its sealed fields are not in canonical form".into()));
             }

@@ -286,8 +286,8 @@ impl SegmentBuilder {
         };
         let mut descriptor = descriptor;
         if !self.recipients.is_empty() {
-            let private = serde_json::to_vec(&descriptor.private_fields())
-                .map_err(|e| BundleError::Malformed(e.to_string()))?;
+            let private =
+                serde_json::to_vec(&descriptor.private_fields()).map_err(|e| BundleError::Malformed(e.to_string()))?;
             let keys: Vec<crate::crypt::Recipient> = self.recipients.iter().map(|(_, r)| r.clone()).collect();
             let sealed = crate::crypt::seal_bytes(&keys, &private).map_err(BundleError::Io)?;
             descriptor.encryption = Some(Encryption {

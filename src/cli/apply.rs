@@ -113,12 +113,8 @@ pub fn run_apply(a: ApplyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
             a.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         );
     }
-    let opts = ApplyOptions {
-        retry_quarantined: a.retry_quarantined,
-        now: None,
-        keyring: node.keyring(),
-        pass_closed: false,
-    };
+    let opts =
+        ApplyOptions { retry_quarantined: a.retry_quarantined, now: None, keyring: node.keyring(), pass_closed: false };
     let negative = apply_files(&a.db, &files, &trust, &opts, a.json, ui)?;
     Ok(if negative { Outcome::Negative } else { Outcome::Ok })
 }

@@ -125,10 +125,9 @@ fn create(a: CreateArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
             (Some(file), Some(first), Some(last)) => {
                 let sealed = match report.encrypted_to.as_slice() {
                     [] => String::new(),
-                    names => format!(
-                        ", encrypted to {}",
-                        names.iter().map(|n| sanitize(n)).collect::<Vec<_>>().join(", ")
-                    ),
+                    names => {
+                        format!(", encrypted to {}", names.iter().map(|n| sanitize(n)).collect::<Vec<_>>().join(", "))
+                    }
                 };
                 out(format!(
                     "wrote {} ({}, {} bytes in, {} bytes out{sealed})",
@@ -353,11 +352,7 @@ fn inspect_cmd(a: InspectArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome>
         ))?;
         if !s.encrypted_to.is_empty() {
             let to: Vec<String> = s.encrypted_to.iter().map(|c| who(&c.node, &c.name)).collect();
-            let readable = if s.readable {
-                "this node can read it"
-            } else {
-                "tables and entries readable only there"
-            };
+            let readable = if s.readable { "this node can read it" } else { "tables and entries readable only there" };
             out(format!("    encrypted to {} ({readable})", to.join(", ")))?;
         }
         for (t, c) in &s.tables {

@@ -262,7 +262,10 @@ pub fn check_member_hashes(path: &Path) -> Result<(), VerifyError> {
 /// Reads a segment through without using its entries: every byte is checked
 /// (for an encrypted segment this node cannot open: its encrypted bytes'
 /// hash only).
-pub fn read_through<R: Read + Send>(member: SegmentMember<'_, R>, progress: &mut dyn Progress) -> Result<(), VerifyError> {
+pub fn read_through<R: Read + Send>(
+    member: SegmentMember<'_, R>,
+    progress: &mut dyn Progress,
+) -> Result<(), VerifyError> {
     if member.descriptor().is_readable() {
         return check_entries(member, progress, |_, _| Ok(()));
     }
