@@ -107,6 +107,7 @@ fn role_kind(role: Role) -> &'static str {
     match role {
         Role::Origin => "computer whose own entries this node takes (a laptop, or a server with local edits)",
         Role::Relay => "computer that carries others' bundles (a middleman or a server)",
+        Role::Archive => "archive (the central server, whose receipts let the computers below it prune)",
     }
 }
 
@@ -242,6 +243,9 @@ pub enum Role {
     Origin,
     /// Carries others' segments: adds hop signatures, seals bundles.
     Relay,
+    /// The archive (the central server): what its receipts confirm may be
+    /// pruned below it. Grants nothing else.
+    Archive,
 }
 
 impl fmt::Display for Role {
@@ -249,6 +253,7 @@ impl fmt::Display for Role {
         f.write_str(match self {
             Role::Origin => "origin",
             Role::Relay => "relay",
+            Role::Archive => "archive",
         })
     }
 }
@@ -392,6 +397,11 @@ impl TrustStore {
         let missing = || KeyError::NoEncryptionKey { name: k.name.clone(), node: k.node.clone() };
         let text = k.encryption.as_deref().ok_or_else(missing)?;
         Ok((k.node.clone(), crate::crypt::parse_recipient(text)?))
+    }
+
+    /// The trusted, not revoked keys with role archive.
+    pub fn archives(&self) -> Vec<&TrustedKey> {
+        self.keys.iter().filter(|k| k.revoked.is_none() && k.roles.contains(&Role::Archive)).collect()
     }
 
     /// The display name of a node, if trusted (revoked or not).

@@ -14,7 +14,9 @@
 //! - [`bundle`]: the bundle file format: writing, reading, creating.
 //! - [`verify`]: checking bundles against a trust store.
 //! - [`relay`]: passing bundles on (verify, dedupe, merge, re-sign) and the relay ledger.
+//! - [`receipt`]: signed receipts of what a node holds, travelling back down the road; what a laptop sent and what was confirmed.
 //! - [`schema`]: app database tables and the schema fingerprint.
+//! - [`target`]: what `--db` names: a SQLite file or a server URL (passwords never shown).
 //! - [`capture`]: `ferry track`: triggers that journal an app database's changes.
 
 #![forbid(unsafe_code)]
@@ -30,10 +32,12 @@ pub mod journal;
 pub mod keys;
 pub mod node;
 pub mod progress;
+pub mod receipt;
 pub mod relay;
 pub mod schema;
 pub mod state;
 pub mod synth;
+pub mod target;
 pub mod value;
 pub mod verify;
 

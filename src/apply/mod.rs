@@ -19,6 +19,7 @@ pub mod engine;
 pub mod ledger;
 pub mod merge;
 pub mod status;
+pub mod types;
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +63,11 @@ pub enum ApplyError {
         #[source]
         source: ledger::NewerLedger,
     },
+    #[error(
+        "ferry cannot {what} a {kind} server yet ({target}): this version of ferry writes SQLite files only (what \
+         works with servers so far: docs/APPLY.md, \"Engines\")"
+    )]
+    ServerNotYet { kind: &'static str, target: String, what: String },
     #[error("cannot read the edits captured in {}: {reason}", path.display())]
     LocalJournal { path: PathBuf, reason: String },
 }
@@ -595,16 +601,48 @@ fn apply_segment<R: std::io::Read + Send>(
     })
 }
 
-/// Will these bundles apply to `conn`'s database? For each bundle, every
-/// problem found: verification, schema fingerprint, unknown tables or
-/// columns. Reads everything, writes nothing.
-pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progress: &mut dyn Progress) -> Vec<String> {
+/// What `bundle verify --against` knows of a target: its tables, their
+/// columns (with their types on a server) and the tables ferry never writes.
+pub struct TargetShape {
+    tables: std::collections::HashMap<String, ShapeTable>,
+    unwritable: std::collections::HashMap<String, &'static str>,
+}
+
+struct ShapeTable {
+    columns: Vec<(String, Option<types::ColumnType>)>,
+    /// Keyed by SQLite's `rowid` (no declared key).
+    rowid_key: bool,
+    key: Vec<String>,
+}
+
+impl TargetShape {
+    /// A SQLite target's tables (types are SQLite's to judge: any value fits).
+    pub fn sqlite(conn: &Connection) -> rusqlite::Result<TargetShape> {
+        let tables = engine::load_tables(conn)?
+            .into_iter()
+            .map(|(name, t)| {
+                let shape = ShapeTable {
+                    columns: t.columns.iter().map(|c| (c.clone(), None)).collect(),
+                    rowid_key: t.key == ["rowid"],
+                    key: t.key.clone(),
+                };
+                (name, shape)
+            })
+            .collect();
+        Ok(TargetShape { tables, unwritable: schema::unwritable_tables(conn)? })
+    }
+}
+
+/// Will these bundles apply to the target `shape` describes? For each
+/// bundle, every problem found: verification, unknown tables or columns,
+/// and on a server, values its columns cannot hold (see [`types::fits`]).
+/// Reads everything, writes nothing.
+pub fn check_against(path: &Path, trust: &TrustStore, shape: &TargetShape, progress: &mut dyn Progress) -> Vec<String> {
     let mut problems = Vec::new();
-    let tables = match engine::load_tables(conn) {
-        Ok(t) => t,
-        Err(e) => return vec![format!("failed to read the target's schema: {e}")],
-    };
-    let unwritable = schema::unwritable_tables(conn).unwrap_or_default();
+    let tables = &shape.tables;
+    let unwritable = &shape.unwritable;
+    // (table, column) → (index of its problem, values like it after the first).
+    let mut misfits: std::collections::HashMap<(String, String), (usize, u64)> = Default::default();
     let result = (|| -> Result<(), VerifyError> {
         let mut reader = BundleReader::open(path)?;
         check_signatures(&reader, trust)?;
@@ -630,8 +668,10 @@ pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progres
                     }
                     return Ok(());
                 };
-                for c in e.pk.columns().chain(e.fields.iter().flat_map(|f| f.columns())) {
-                    let known = t.columns.iter().any(|x| x == c) || (c == "rowid" && t.key == ["rowid"]);
+                let values = e.pk.0.iter().chain(e.fields.iter().flat_map(|f| f.0.iter()));
+                for (c, v) in values {
+                    let column = t.columns.iter().find(|x| x.0 == *c);
+                    let known = column.is_some() || (c == "rowid" && t.rowid_key);
                     if !known && seen.insert((e.table.clone(), c.to_owned())) {
                         problems.push(format!(
                             "{origin}'s entry {}: table {:?} has no column {c:?} in the target (its entries would \
@@ -639,6 +679,33 @@ pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progres
                             e.seq, e.table
                         ));
                     }
+                    let Some((_, Some(ty))) = column else { continue };
+                    let Err(types::Misfit(why)) = types::fits(v, ty) else { continue };
+                    let slot = (e.table.clone(), c.clone());
+                    if let Some((_, more)) = misfits.get_mut(&slot) {
+                        *more += 1;
+                        continue;
+                    }
+                    let mut text = format!(
+                        "{origin}'s entry {} (origin {id}, seq {}): table {:?} column {c:?}: {why}; the bundle would \
+                         be refused there",
+                        e.seq, e.seq, e.table
+                    );
+                    let is_key = t.key.iter().any(|k| k == c);
+                    if let (true, Some(max), crate::value::Value::Integer(i)) = (is_key, ty.max_int(), v) {
+                        if max < i128::from(u32::MAX) && *i > (1 << 32) - 1 {
+                            text.push_str(&format!(
+                                ". The id lies in id block {} (ids from block × 2^32), but this server's {:?}.{c} \
+                                 is a 32-bit integer (Django's AutoField). Make the app's ids 64-bit before field \
+                                 work starts (Django: DEFAULT_AUTO_FIELD = \"django.db.models.BigAutoField\", then \
+                                 makemigrations and migrate on every computer), or give the laptops id block 0",
+                                i >> 32,
+                                e.table
+                            ));
+                        }
+                    }
+                    misfits.insert(slot, (problems.len(), 0));
+                    problems.push(text);
                 }
                 Ok(())
             })?;
@@ -646,6 +713,11 @@ pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progres
         reader.finish()?;
         Ok(())
     })();
+    for (i, more) in misfits.into_values() {
+        if more > 0 {
+            problems[i].push_str(&format!(" (and {more} more values of this column like it)"));
+        }
+    }
     if let Err(e) = result {
         problems.insert(0, error_chain(&e));
     }

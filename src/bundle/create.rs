@@ -100,6 +100,17 @@ pub fn create_from_journal(
     progress.finish();
     // Only once the bundle is durable: a crash before this re-bundles the
     // same entries next time, which every hop drops as a duplicate.
+    if let (Some(first_seq), Some(seq), Some(file)) = (report.first_seq, report.last_seq, &report.file) {
+        let sent = crate::receipt::sent::Sent {
+            first_seq,
+            last_seq: seq,
+            chain_after,
+            ts_after: None,
+            at: crate::journal::Timestamp::now(),
+            file: file.display().to_string(),
+        };
+        crate::receipt::sent::record(&state, node.id(), &sent)?;
+    }
     if let Some(seq) = report.last_seq {
         crate::crashpoint::hit("bundle durable, watermark not yet recorded");
         state.record_checkpoint(node.id().as_str(), seq, &chain_after)?;

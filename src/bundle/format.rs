@@ -453,7 +453,7 @@ pub fn bundle_file_name(manifest_bytes: &[u8], sealed_at: Timestamp, sealer_name
 
 /// A node name as part of a file name: lowercase ASCII letters and digits,
 /// anything else a dash, no dash twice or at the ends, at most 24 characters.
-fn file_name_part(name: &str) -> String {
+pub(crate) fn file_name_part(name: &str) -> String {
     let mut out = String::new();
     for c in name.chars() {
         let c = c.to_ascii_lowercase();

@@ -63,6 +63,13 @@ pub struct CreateArgs {
     /// read its entries.
     #[arg(long, value_name = "NAME", num_args = 1..)]
     pub encrypt_to: Vec<String>,
+    /// Send again, now, every entry sent before that the archive (the central server) has not confirmed.
+    #[arg(long, conflicts_with = "since")]
+    pub unconfirmed: bool,
+    /// Entries the archive has not confirmed this many days after they were last sent go into the next
+    /// bundle again.
+    #[arg(long, value_name = "DAYS", env = "FERRY_OVERDUE_DAYS", default_value_t = ferry::receipt::confirm::DEFAULT_DAYS)]
+    pub overdue_days: u32,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -76,9 +83,10 @@ pub struct VerifyArgs {
     /// Print the verdicts as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Also check the bundles would apply to this database: schema fingerprint, tables and columns.
+    /// Also check the bundles would apply to this database (a SQLite file or a server URL): tables and
+    /// columns.
     #[arg(long, value_name = "TARGET")]
-    pub against: Option<PathBuf>,
+    pub against: Option<std::ffi::OsString>,
     /// Also re-validate every entry (its form, seqs, time range, per-table counts), not only that
     /// every byte is what the origin signed.
     #[arg(long)]
@@ -111,10 +119,20 @@ pub fn run(cmd: BundleCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
 fn create(a: CreateArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
     let mut node = Node::open(&home_dir(home)?)?;
     node.encrypt_also(&a.encrypt_to);
-    let opts = CreateOptions { out_dir: a.out, since: a.since };
+    // Receipts that came back on this stick are taken in first: they say
+    // what arrived, and so what to send again.
+    if !a.out.is_file() {
+        super::receipts::take_in(&node, std::slice::from_ref(&a.out), ui)?;
+    }
+    let resend = super::receipts::resend_point(&node, a.since, a.unconfirmed, a.overdue_days, ui)?;
+    let since = a.since.or(resend.map(|r| r.0));
+    let opts = CreateOptions { out_dir: a.out, since };
     let mut progress = ui.progress();
     let report = match (&a.db, &a.journal) {
-        (Some(db), _) => create_from_db_refreshing(&node, db, &opts, ui, progress.as_mut())?,
+        (Some(db), _) => {
+            let resume = resend.and_then(|r| r.1);
+            create_from_db_resuming_refreshing(&node, db, &opts, resume, ui, progress.as_mut())?
+        }
         (None, Some(journal)) => create_from_journal(&node, journal, &opts, progress.as_mut())?,
         (None, None) => anyhow::bail!("give --journal PATH or --db DB"),
     };
@@ -154,8 +172,20 @@ pub fn create_from_db_refreshing(
     ui: &Ui,
     progress: &mut dyn ferry::progress::Progress,
 ) -> anyhow::Result<ferry::bundle::create::CreateReport> {
+    create_from_db_resuming_refreshing(node, db, opts, None, ui, progress)
+}
+
+/// [`create_from_db_refreshing`], sending again after `resume` in a pruned journal.
+pub fn create_from_db_resuming_refreshing(
+    node: &Node,
+    db: &std::path::Path,
+    opts: &CreateOptions,
+    resume: Option<ferry::capture::Resume>,
+    ui: &Ui,
+    progress: &mut dyn ferry::progress::Progress,
+) -> anyhow::Result<ferry::bundle::create::CreateReport> {
     use ferry::capture::{self, CaptureError};
-    match capture::create_from_db(node, db, opts, progress) {
+    match capture::create_from_db_resuming(node, db, opts, resume, progress) {
         Err(CaptureError::Stale { path, reasons }) => {
             ui.note(format!(
                 "capture in {} was out of date after a change to the app's tables ({}): refreshing it first, as \
@@ -169,7 +199,7 @@ pub fn create_from_db_refreshing(
             for w in &r.warnings {
                 ui.note(format!("warning: {}", sanitize(w)));
             }
-            Ok(capture::create_from_db(node, db, opts, progress)?)
+            Ok(capture::create_from_db_resuming(node, db, opts, resume, progress)?)
         }
         r => Ok(r?),
     }

@@ -321,6 +321,15 @@ pub fn run_key(cmd: KeyCommand, home: Option<PathBuf>, _ui: &Ui) -> anyhow::Resu
                  run `ferry key add-encryption` first if bundles should be encrypted to it",
             );
         }
+        if i.kind() == Some(NodeKind::Server) {
+            _ui.note(format!(
+                "if this is the central server (the archive), the computers below it (laptops, the middleman, the \
+                 community server) trust it as such, to take its receipts and prune what it holds: there, run \
+                 `ferry trust add {} {} --role archive`",
+                shell_word(&i.name),
+                keys
+            ));
+        }
         if i.kind().is_none() {
             _ui.note(
                 "this node was made without --kind or --id-block, so the line trusts it for both roles; \

@@ -15,7 +15,9 @@ pub enum TrustCommand {
     #[command(
         after_help = "Roles: origin for a computer whose own entries this node takes (a field laptop, a server \
 with local edits), relay for one that carries others' bundles (a middleman, a community server); a server that \
-does both needs both. `ferry key export` prints the line with the right roles. Running `trust add` again with \
+does both needs both; archive for the central server, on the computers below it (laptops, middleman, \
+community server): what its signed receipts confirm may be pruned there. `ferry key export` prints the line with \
+the right roles. Running `trust add` again with \
 the same name and key changes its roles.\n\n\
 Examples:\n  ferry trust add field-1 ferry-ed25519:3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA --role origin\n  \
 ferry trust add central ferry-ed25519:… age1… --role origin --role relay"
@@ -37,6 +39,8 @@ pub enum RoleArg {
     Origin,
     /// Carries others' bundles (a middleman laptop, a community server).
     Relay,
+    /// The archive: the central server, whose receipts let the computers below it prune what it holds.
+    Archive,
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +72,7 @@ pub fn run(cmd: TrustCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<
                 .map(|r| match r {
                     RoleArg::Origin => Role::Origin,
                     RoleArg::Relay => Role::Relay,
+                    RoleArg::Archive => Role::Archive,
                 })
                 .collect();
             let (k, change) = trust.add_or_change(&a.name, &key, &roles)?;
