@@ -176,7 +176,7 @@ fn receipts_come_back_down_the_road_and_prune_removes_only_what_central_confirme
 
     // Before the way back, the laptop knows only what the driver carried.
     r.villages("field-1", &["Ugunja"]);
-    r.laptop_sends("").says("took in the receipt of driver");
+    r.laptop_sends("").says("took in driver's receipt");
     r.ferry("field-1", "status --db field-1/app.sqlite3")
         .ok()
         .says("driver: confirmed entries 1–3")
@@ -190,7 +190,7 @@ fn receipts_come_back_down_the_road_and_prune_removes_only_what_central_confirme
     r.clinic_relays();
     r.central_applies();
     r.way_back();
-    r.laptop_sends("").says("took in the receipt of central").says("took in the receipt of clinic");
+    r.laptop_sends("").says("took in central's receipt").says("took in clinic's receipt");
     let status = r.ferry("field-1", "status --db field-1/app.sqlite3").ok();
     status.says("central (archive): confirmed entries 1–4").says("clinic: confirmed entries 1–4");
     // Entry 5 is written after the last stick went: sent, not confirmed.
@@ -212,6 +212,29 @@ fn receipts_come_back_down_the_road_and_prune_removes_only_what_central_confirme
     r.clinic_relays();
     r.central_applies();
     assert_eq!(names(&r.db("central")), names(&r.db("field-1")));
+    // The driver prunes its own bundles the same way: its output on the town stick and
+    // quarantined copies go once central confirmed every part of them (entries 1–4 here),
+    // and the one holding entries 5–6, not confirmed yet, stays in both places.
+    let tars = |folder: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(folder)
+            .expect("folder")
+            .flatten()
+            .map(|f| f.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tar"))
+            .collect();
+        v.sort();
+        v
+    };
+    let quarantine = r.dir.join("driver/quarantine");
+    std::fs::create_dir_all(&quarantine).expect("mkdir");
+    let before = tars(&r.dir.join("town"));
+    for f in &before {
+        std::fs::copy(r.dir.join("town").join(f), quarantine.join(f)).expect("copy");
+    }
+    r.ferry("driver", "prune").ok().says("every part confirmed by central");
+    let after = tars(&r.dir.join("town"));
+    assert!(!after.is_empty() && after.len() < before.len(), "{before:?} -> {after:?}");
+    assert_eq!(tars(&quarantine), after, "the quarantine keeps exactly what the town stick keeps");
     r.ferry("central", "status --db central/app.sqlite3 --check").ok().says("every origin was heard from");
     r.ferry("central", "status --db central/app.sqlite3 --check --overdue-days 0")
         .code(1)
@@ -264,7 +287,10 @@ fn a_stick_lost_between_two_hops_is_sent_again_and_central_converges() {
     r.laptop_sends("").never_says("sending again");
     // --unconfirmed sends them at once (the journal was pruned before them).
     r.laptop_sends("--unconfirmed").says("sending again from entry 3");
-    r.driver_relays();
+    // The driver carried entries 3–6 before; central never confirmed 3–4, so it passes them on again,
+    // and reading the same stick again still writes nothing.
+    r.driver_relays().says("passed on again 1 part carried before");
+    r.driver_relays().says("nothing new to pass on");
     r.clinic_relays();
     r.central_applies();
     assert_eq!(names(&r.db("central")), names(&r.db("field-1")), "central converged, nothing lost");
@@ -325,7 +351,7 @@ fn forged_replayed_foreign_and_non_archive_receipts_never_prune() {
     std::fs::rename(&central_receipt, &held_back).expect("hold back");
     r.clinic_relays();
     r.driver_relays();
-    r.laptop_sends("").says("took in the receipt of clinic");
+    r.laptop_sends("").says("took in clinic's receipt");
     r.ferry("field-1", "status --db field-1/app.sqlite3").ok().says("clinic: confirmed entries 1–2");
     r.ferry("field-1", "prune --db field-1/app.sqlite3").ok().says("has not confirmed entry 1");
     assert_eq!(journal_rows(&r), 2);
@@ -342,15 +368,13 @@ fn forged_replayed_foreign_and_non_archive_receipts_never_prune() {
     std::fs::copy(&held_back, r.dir.join("stick-2").join(central_receipt.file_name().expect("name"))).expect("cp");
     let archive = r.ferry("central", "key export").ok().stdout.replace("--role origin --role relay", "--role archive");
     r.type_line("field-2", &archive).ok();
-    r.ferry("field-2", "bundle create --db field-2/app.sqlite3 --out stick-2")
-        .ok()
-        .says("took in the receipt of central");
+    r.ferry("field-2", "bundle create --db field-2/app.sqlite3 --out stick-2").ok().says("took in central's receipt");
     r.ferry("field-2", "prune --db field-2/app.sqlite3").ok().says("kept every journal row");
 
     // Central's receipt arrives after all: entries 1–2 are confirmed.
     std::fs::rename(&held_back, &central_receipt).expect("restore");
     r.way_back();
-    r.laptop_sends("").says("took in the receipt of central");
+    r.laptop_sends("").says("took in central's receipt");
     r.ferry("field-1", "status --db field-1/app.sqlite3").ok().says("central (archive): confirmed entries 1–2");
     // A newer round confirms entry 3; then the old receipt is replayed: it changes nothing.
     r.villages("field-1", &["Siaya"]);
@@ -359,10 +383,10 @@ fn forged_replayed_foreign_and_non_archive_receipts_never_prune() {
     r.clinic_relays();
     r.central_applies();
     r.way_back();
-    r.laptop_sends("").says("took in the receipt of central");
+    r.laptop_sends("").says("took in central's receipt");
     r.ferry("field-1", "status --db field-1/app.sqlite3").ok().says("central (archive): confirmed entries 1–3");
     std::fs::write(r.dir.join("stick").join("ferry-receipt-central-old.json"), &bytes).expect("replay");
-    r.laptop_sends("").never_says("took in the receipt of central");
+    r.laptop_sends("").never_says("took in central's receipt");
     r.ferry("field-1", "status --db field-1/app.sqlite3").ok().says("central (archive): confirmed entries 1–3");
     r.ferry("field-1", "prune --db field-1/app.sqlite3").ok().says("removed 3 rows");
 }
@@ -381,7 +405,7 @@ fn a_receipt_that_disagrees_with_the_journal_is_a_fork_alarm_never_a_prune() {
     h.add(laptop.id(), 1, 2, Some(&[7u8; 32]));
     let signed = ferry::receipt::sign(central.signing_key(), ferry::journal::Timestamp::now(), &h);
     std::fs::write(r.dir.join("stick").join(signed.file_name(Some("central"))), &signed.bytes).expect("write");
-    r.laptop_sends("").says("took in the receipt of central");
+    r.laptop_sends("").says("took in central's receipt");
     r.ferry("field-1", "status --db field-1/app.sqlite3 --check").code(1).says("FORK").says("ferry node reissue");
     r.ferry("field-1", "prune --db field-1/app.sqlite3").code(1).says("a fork");
     assert_eq!(journal_rows(&r), 2, "nothing pruned");

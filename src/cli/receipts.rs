@@ -17,7 +17,7 @@ pub fn take_in(node: &Node, folders: &[PathBuf], ui: &Ui) -> anyhow::Result<Take
     let t = Store::open(&node.home).take_in(folders, &trust, node.id())?;
     for (signer, at, _) in &t.taken {
         let name = trust.name_of(signer).map_or_else(|| signer.to_string(), sanitize);
-        ui.note(format!("took in the receipt of {name} of {}", super::status::local_time(at)));
+        ui.note(format!("took in {name}'s receipt (signed {})", super::status::local_time(at)));
     }
     for (file, why) in &t.refused {
         eprintln!(
@@ -32,6 +32,9 @@ pub fn take_in(node: &Node, folders: &[PathBuf], ui: &Ui) -> anyhow::Result<Take
 
 /// Says which receipts were left for the way back.
 pub fn print_hop(hop: &HopReceipts, ui: &Ui) {
+    for w in &hop.warnings {
+        eprintln!("warning: {}", sanitize(w));
+    }
     if hop.new {
         if let Some(own) = &hop.own {
             ui.note(format!("signed a receipt of what this node holds ({})", sanitize(&own.display().to_string())));
@@ -147,7 +150,7 @@ pub fn print_loop(
                 "        not confirmed yet: {}, sent {}{}",
                 entries_range(p.first_seq, p.last_seq),
                 local_time(&p.first_sent),
-                if p.last_sent != p.first_sent {
+                if local_time(&p.last_sent) != local_time(&p.first_sent) {
                     format!(" (last sent {})", local_time(&p.last_sent))
                 } else {
                     String::new()

@@ -134,14 +134,17 @@ impl Loop {
         let mut receivers = Vec::new();
         let mut signers: Vec<&NodeId> = Vec::new();
         for r in receipts {
-            if &r.receipt.node == origin {
+            let archive = archives.contains(&r.receipt.node);
+            // A node on another road (a middleman that never carried this
+            // origin) says nothing here; the archive always does.
+            if &r.receipt.node == origin || (!archive && r.receipt.ranges_of(origin).is_empty()) {
                 continue;
             }
             signers.push(&r.receipt.node);
             let mut rec = Receiver {
                 node: r.receipt.node.clone(),
                 name: trust.name_of(&r.receipt.node).map(str::to_owned),
-                archive: archives.contains(&r.receipt.node),
+                archive,
                 receipt_at: Some(r.receipt.at),
                 confirmed: Vec::new(),
                 pending: Vec::new(),
@@ -253,6 +256,75 @@ fn pending(sent: &[Sent], confirmed: &[(u64, u64)]) -> Vec<Pending> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::Role;
+    use crate::receipt::{sign, Holdings};
+
+    fn chain(n: u64) -> ChainHash {
+        ChainHash([n as u8; 32])
+    }
+
+    fn sent(first: u64, last: u64, day: i64) -> Sent {
+        Sent {
+            first_seq: first,
+            last_seq: last,
+            chain_after: chain(last),
+            ts_after: Some(0.0),
+            at: Timestamp(day * DAY),
+            file: String::new(),
+        }
+    }
+
+    /// A laptop that sent 1–10 (day 0), 11–20 (day 1), 21–30 (day 2); the
+    /// archive holds 1–10 and 21–30 (11–20 lost), a relay holds 1–30.
+    fn picture(archive_chain_at_30: ChainHash) -> Loop {
+        let me = crate::keys::generate().expect("key");
+        let (central, driver) = (crate::keys::generate().expect("key"), crate::keys::generate().expect("key"));
+        let mut trust = TrustStore::default();
+        trust.add("central", &central.verifying_key(), &[Role::Archive]).expect("add");
+        trust.add("driver", &driver.verifying_key(), &[Role::Relay]).expect("add");
+        let origin = NodeId::of(&me.verifying_key());
+        let mut a = Holdings::default();
+        a.add(&origin, 1, 10, Some(&chain(10).0));
+        a.add(&origin, 21, 30, Some(&archive_chain_at_30.0));
+        let mut d = Holdings::default();
+        d.add(&origin, 1, 30, Some(&chain(30).0));
+        let receipts = vec![sign(&central, Timestamp(3 * DAY), &a), sign(&driver, Timestamp(3 * DAY), &d)];
+        Loop::new(&origin, &[sent(1, 10, 0), sent(11, 20, 1), sent(21, 30, 2)], &receipts, &trust)
+    }
+
+    #[test]
+    fn what_the_archive_lost_is_pending_since_it_was_sent_and_sent_again_when_overdue() {
+        let l = picture(chain(30));
+        let a = l.archive().expect("archive");
+        assert_eq!(a.confirmed, vec![(1, 10), (21, 30)]);
+        assert_eq!(
+            a.pending,
+            vec![Pending { first_seq: 11, last_seq: 20, first_sent: Timestamp(DAY), last_sent: Timestamp(DAY) }]
+        );
+        let driver = l.receivers.iter().find(|r| !r.archive).expect("driver");
+        assert_eq!(driver.confirmed, vec![(1, 30)]);
+        assert!(driver.pending.is_empty());
+        assert!(l.overdue(Timestamp(14 * DAY), 14).is_empty(), "sent on day 1: 13 days old");
+        assert_eq!(l.overdue(Timestamp(15 * DAY), 14).len(), 1);
+        assert_eq!(l.resend_from(Timestamp(10 * DAY), 14, false), None);
+        assert_eq!(l.resend_from(Timestamp(10 * DAY), 14, true), Some(11));
+        assert_eq!(l.resend_from(Timestamp(16 * DAY), 14, false), Some(11));
+        // Only the confirmed run from the journal's first row may go.
+        assert_eq!(l.prune_to(1), Some(10));
+        assert_eq!(l.prune_to(11), None, "11–20 are not confirmed");
+        assert_eq!(l.prune_to(21), Some(30));
+    }
+
+    #[test]
+    fn a_chain_hash_that_is_not_ours_is_a_fork_and_stops_every_prune() {
+        let l = picture(chain(99));
+        let a = l.archive().expect("archive");
+        assert_eq!(a.forks.len(), 1);
+        assert_eq!((a.forks[0].first_seq, a.forks[0].last_seq), (21, 30));
+        assert_eq!(a.confirmed, vec![(1, 10)], "the forked range confirms nothing");
+        assert!(l.forked());
+        assert_eq!(l.prune_to(1), None);
+    }
 
     #[test]
     fn subtracting_ranges() {

@@ -404,6 +404,10 @@ pub struct HopReceipts {
     pub written: Vec<PathBuf>,
     /// Older receipts removed from those folders.
     pub removed: Vec<PathBuf>,
+    /// Folders the receipts could not be left in (read-only media, full
+    /// stick), with why: the hop itself is done; the next run that can write
+    /// there leaves them.
+    pub warnings: Vec<String>,
 }
 
 /// The folders bundles were read from: each folder given, or a file's folder.
@@ -470,9 +474,16 @@ pub fn after_hop(
         })
         .collect();
     for dir in folders {
-        let left = leave_in(dir, &all, &trust).map_err(io(dir))?;
-        hop.written.extend(left.written);
-        hop.removed.extend(left.removed);
+        match leave_in(dir, &all, &trust) {
+            Ok(left) => {
+                hop.written.extend(left.written);
+                hop.removed.extend(left.removed);
+            }
+            Err(e) => hop.warnings.push(format!(
+                "could not leave the receipts in {} ({e}); they go back with the next run that can write there",
+                dir.display()
+            )),
+        }
     }
     Ok(hop)
 }
