@@ -133,3 +133,43 @@ fn an_unreachable_server_or_wrong_database_is_named_without_the_password() {
         assert!(out.contains("failed to connect") && out.contains(":****@127.0.0.1:"), "{out}");
     }
 }
+
+/// `ferry track APP --central URL` catches, at setup, a laptop whose id
+/// block numbers rows beyond the server's 32-bit keys (Django's AutoField),
+/// names the table and the fix, and passes once the server's ids are 64-bit.
+#[test]
+fn track_with_central_catches_ids_too_large_for_32_bit_server_keys() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let home = common::init_node(dir.path(), "field-1", Some(5));
+    let app = dir.path().join("app.sqlite3");
+    rusqlite::Connection::open(&app)
+        .expect("open")
+        .execute_batch(
+            "CREATE TABLE survey_village (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT);
+             CREATE TABLE survey_household (id CHAR(32) PRIMARY KEY, name TEXT);",
+        )
+        .expect("ddl");
+    let small = PgDb::new(
+        "CREATE TABLE survey_village (id integer PRIMARY KEY, name text);
+         CREATE TABLE survey_household (id uuid PRIMARY KEY, name text);",
+    );
+    let o =
+        common::ferry(&home).arg("track").arg(&app).args(["--central", &pg_url(&small.name)]).output().expect("run");
+    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{all}");
+    assert!(!all.contains("Sekr1tPw"), "{all}");
+    assert!(
+        all.contains("PROBLEM  table survey_village: this node numbers its new rows from 21474836480 (id block 5)")
+            && all.contains("BigAutoField")
+            && !all.contains("table survey_household:"),
+        "{all}"
+    );
+    let big = MyDb::new(
+        "CREATE TABLE survey_village (id bigint PRIMARY KEY, name text);
+         CREATE TABLE survey_household (id uuid PRIMARY KEY, name text)",
+    );
+    let o = common::ferry(&home).arg("track").arg(&app).args(["--central", &my_url(&big.name)]).output().expect("run");
+    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{all}");
+    assert!(all.contains("the ids this node gives out fit its tables"), "{all}");
+}

@@ -203,3 +203,44 @@ impl Conn {
 fn table_entry(out: &mut HashMap<String, ServerTable>, name: String) -> &mut ServerTable {
     out.entry(name.clone()).or_insert_with(|| ServerTable { name, columns: Vec::new(), key: Vec::new() })
 }
+
+/// The tracked tables whose ids, numbered by a node in id block `block`
+/// (from `block × 2^32`), the central server's key column cannot hold: each
+/// with its key column and that column's largest value. `tables` are the
+/// tracked single-integer-keyed tables with their key column; a table the
+/// server lacks is not judged here (`verify --against` names it).
+pub fn ids_beyond(
+    central: &HashMap<String, ServerTable>,
+    tables: &[(String, String)],
+    block: u32,
+) -> Vec<(String, String, i128)> {
+    let first = i128::from(block) << 32;
+    let mut out = Vec::new();
+    for (t, key) in tables {
+        let Some(max) = central.get(t).and_then(|c| c.column(key)).and_then(ColumnType::max_int) else { continue };
+        if block > 0 && max < first {
+            out.push((t.clone(), key.clone(), max));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_of_a_block_above_zero_do_not_fit_32_bit_keys() {
+        let table = |name: &str, ty: &str| ServerTable {
+            name: name.into(),
+            columns: vec![("id".into(), ColumnType::of_postgres(ty, None, None, None))],
+            key: vec!["id".into()],
+        };
+        let central: HashMap<String, ServerTable> =
+            [table("small", "integer"), table("big", "bigint")].into_iter().map(|t| (t.name.clone(), t)).collect();
+        let tracked: Vec<(String, String)> =
+            ["small", "big", "missing"].iter().map(|t| ((*t).to_owned(), "id".to_owned())).collect();
+        assert_eq!(ids_beyond(&central, &tracked, 5), vec![("small".into(), "id".into(), i128::from(i32::MAX))]);
+        assert!(ids_beyond(&central, &tracked, 0).is_empty(), "block 0 numbers from 1");
+    }
+}
