@@ -881,7 +881,7 @@ impl<'c> Engine<'c> {
                     if held {
                         self.release_held_copy(&cx.t.name, &cx.lkey, Outcome::Superseded)?;
                     } else {
-                        physical::delete(self.conn, &cx.t, &cx.key_vals)?;
+                        self.sql.delete(self.conn, &cx.t, &cx.key_vals)?;
                     }
                 }
             }
