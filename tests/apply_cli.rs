@@ -172,3 +172,28 @@ fn a_ledger_newer_than_this_ferry_is_refused_untouched() {
     let rows: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).expect("count");
     assert_eq!(rows, 1, "nothing of the second bundle was applied");
 }
+
+#[test]
+fn a_server_url_is_read_as_a_server_and_its_password_never_shown() {
+    let s = setup();
+    let url = "postgresql://ana:hunter2secret@127.0.0.1:5432/central";
+    for args in [vec!["bundle", "apply", "--db", url, "."], vec!["status", "--db", url], vec!["conflicts", "--db", url]]
+    {
+        let o = common::ferry(&s.home).args(&args).output().expect("run");
+        let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(!all.contains("hunter2secret"), "{args:?}: {all}");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {all}");
+        assert!(all.contains("PostgreSQL") && all.contains("postgresql://ana:****@127.0.0.1:5432/central"), "{all}");
+    }
+    // A bad URL is refused naming what is wrong, without the password.
+    let o = common::ferry(&s.home)
+        .args(["status", "--db", "mysql://ana:hunter2secret@db:notaport/central"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("port") && err.contains("ana:****@") && !err.contains("hunter2secret"), "{err}");
+    // A path that is no URL stays a SQLite path.
+    let o = common::ferry(&s.home).args(["status", "--db"]).arg(&s.db).output().expect("run");
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}

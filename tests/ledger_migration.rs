@@ -50,7 +50,20 @@ fn home_trusting_fixture(dir: &Path) -> PathBuf {
 
 /// `ferry bundle apply --json --db DB PATHS…`, which must exit 0; its report.
 fn apply(home: &Path, db: &Path, paths: &[PathBuf]) -> Json {
-    let o = common::ferry(home).args(["bundle", "apply", "--json", "--db"]).arg(db).args(paths).output().expect("run");
+    // Copies of the fixture folders: apply leaves its receipt in the folders
+    // it reads from, and the committed fixtures stay as they are.
+    let copies = tempfile::tempdir().expect("tmp");
+    let mut copied = Vec::new();
+    for p in paths {
+        let to = copies.path().join(p.file_name().expect("name"));
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for f in std::fs::read_dir(p).expect("read fixture").flatten() {
+            std::fs::copy(f.path(), to.join(f.file_name())).expect("copy");
+        }
+        copied.push(to);
+    }
+    let o =
+        common::ferry(home).args(["bundle", "apply", "--json", "--db"]).arg(db).args(&copied).output().expect("run");
     assert_eq!(o.status.code(), Some(0), "apply failed: {}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).expect("apply json")
 }

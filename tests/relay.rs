@@ -415,6 +415,7 @@ struct JsonCounts {
     bytes_written: u64,
     moved: u64,
     recovered: u64,
+    sent_again: u64,
 }
 
 #[derive(serde::Deserialize)]

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod ledger;
 pub mod merge;
 pub mod status;
+pub mod types;
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +63,11 @@ pub enum ApplyError {
         #[source]
         source: ledger::NewerLedger,
     },
+    #[error(
+        "ferry cannot {what} a {kind} server yet ({target}): this version of ferry writes SQLite files only (what \
+         works with servers so far: docs/APPLY.md, \"Engines\")"
+    )]
+    ServerNotYet { kind: &'static str, target: String, what: String },
     #[error("cannot read the edits captured in {}: {reason}", path.display())]
     LocalJournal { path: PathBuf, reason: String },
 }
@@ -75,6 +81,12 @@ pub struct ApplyOptions {
     /// The time to judge entries' dates by (entries dated more than a day
     /// after it wait); `None`: this computer's clock.
     pub now: Option<crate::journal::Timestamp>,
+    /// This node's encryption identities: they open the segments encrypted
+    /// to it (none: only plain segments apply).
+    pub keyring: crate::crypt::Keyring,
+    /// Pass over segments encrypted to other nodes instead of refusing them
+    /// (`bundle relay --apply`: the relay carries them on to their recipients).
+    pub pass_closed: bool,
 }
 
 /// A fork: the same origin and seq with a different chain hash.
@@ -257,7 +269,7 @@ pub fn apply(
         let total = std::fs::metadata(file).map(|m| m.len()).ok();
         progress.start("applying", total);
         let mut segments = Vec::new();
-        let result = apply_bundle(&mut eng, file, trust, &mut segments, progress);
+        let result = apply_bundle(&mut eng, file, trust, opts, &mut segments, progress);
         progress.finish();
         let result = match result {
             Err(Fail::Db(e)) if !engine::is_fatal(&e) => {
@@ -346,13 +358,20 @@ fn apply_bundle(
     eng: &mut Engine,
     path: &Path,
     trust: &TrustStore,
+    opts: &ApplyOptions,
     segments: &mut Vec<SegmentApply>,
     progress: &mut dyn Progress,
 ) -> Result<(), Fail> {
     let mut reader = BundleReader::open(path).map_err(refuse)?;
     // A signer this node does not trust for its part refuses its segment
     // only; a bad signature or broken custody refuses the bundle.
-    let verdicts = check_signatures_each(&reader, trust).map_err(refuse)?;
+    let mut verdicts = check_signatures_each(&reader, trust).map_err(refuse)?;
+    // Encrypted segments: decrypted here, once every byte proved unchanged;
+    // one encrypted to other nodes is refused, naming them.
+    crate::verify::open_encrypted(&mut reader, path, &opts.keyring).map_err(refuse)?;
+    if !opts.pass_closed {
+        crate::verify::refuse_closed(&reader, trust, &mut verdicts);
+    }
     crashpoint::hit("apply: signatures verified");
     for d in reader.descriptors() {
         // Tables ferry must never write are refused before anything is written.
@@ -376,9 +395,11 @@ fn apply_bundle(
     while let Some(member) = reader.next_segment().map_err(refuse)? {
         let d = member.descriptor().clone();
         match verdicts.next() {
+            // Encrypted to other nodes, passed on by the relay: not this node's to read.
+            Some(Ok(_)) if !d.is_readable() => crate::verify::read_through(member, progress).map_err(refuse)?,
             Some(Err(why)) => {
                 // Read through it (every byte is still checked), apply nothing.
-                check_entries(member, progress, |_, _| Ok(())).map_err(refuse)?;
+                crate::verify::read_through(member, progress).map_err(refuse)?;
                 segments.push(SegmentApply {
                     origin: d.origin.to_string(),
                     origin_name: None,
@@ -583,16 +604,48 @@ fn apply_segment<R: std::io::Read + Send>(
     })
 }
 
-/// Will these bundles apply to `conn`'s database? For each bundle, every
-/// problem found: verification, schema fingerprint, unknown tables or
-/// columns. Reads everything, writes nothing.
-pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progress: &mut dyn Progress) -> Vec<String> {
+/// What `bundle verify --against` knows of a target: its tables, their
+/// columns (with their types on a server) and the tables ferry never writes.
+pub struct TargetShape {
+    tables: std::collections::HashMap<String, ShapeTable>,
+    unwritable: std::collections::HashMap<String, &'static str>,
+}
+
+struct ShapeTable {
+    columns: Vec<(String, Option<types::ColumnType>)>,
+    /// Keyed by SQLite's `rowid` (no declared key).
+    rowid_key: bool,
+    key: Vec<String>,
+}
+
+impl TargetShape {
+    /// A SQLite target's tables (types are SQLite's to judge: any value fits).
+    pub fn sqlite(conn: &Connection) -> rusqlite::Result<TargetShape> {
+        let tables = engine::load_tables(conn)?
+            .into_iter()
+            .map(|(name, t)| {
+                let shape = ShapeTable {
+                    columns: t.columns.iter().map(|c| (c.clone(), None)).collect(),
+                    rowid_key: t.key == ["rowid"],
+                    key: t.key.clone(),
+                };
+                (name, shape)
+            })
+            .collect();
+        Ok(TargetShape { tables, unwritable: schema::unwritable_tables(conn)? })
+    }
+}
+
+/// Will these bundles apply to the target `shape` describes? For each
+/// bundle, every problem found: verification, unknown tables or columns,
+/// and on a server, values its columns cannot hold (see [`types::fits`]).
+/// Reads everything, writes nothing.
+pub fn check_against(path: &Path, trust: &TrustStore, shape: &TargetShape, progress: &mut dyn Progress) -> Vec<String> {
     let mut problems = Vec::new();
-    let tables = match engine::load_tables(conn) {
-        Ok(t) => t,
-        Err(e) => return vec![format!("failed to read the target's schema: {e}")],
-    };
-    let unwritable = schema::unwritable_tables(conn).unwrap_or_default();
+    let tables = &shape.tables;
+    let unwritable = &shape.unwritable;
+    // (table, column) → (index of its problem, values like it after the first).
+    let mut misfits: std::collections::HashMap<(String, String), (usize, u64)> = Default::default();
     let result = (|| -> Result<(), VerifyError> {
         let mut reader = BundleReader::open(path)?;
         check_signatures(&reader, trust)?;
@@ -618,8 +671,10 @@ pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progres
                     }
                     return Ok(());
                 };
-                for c in e.pk.columns().chain(e.fields.iter().flat_map(|f| f.columns())) {
-                    let known = t.columns.iter().any(|x| x == c) || (c == "rowid" && t.key == ["rowid"]);
+                let values = e.pk.0.iter().chain(e.fields.iter().flat_map(|f| f.0.iter()));
+                for (c, v) in values {
+                    let column = t.columns.iter().find(|x| x.0 == *c);
+                    let known = column.is_some() || (c == "rowid" && t.rowid_key);
                     if !known && seen.insert((e.table.clone(), c.to_owned())) {
                         problems.push(format!(
                             "{origin}'s entry {}: table {:?} has no column {c:?} in the target (its entries would \
@@ -627,6 +682,33 @@ pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progres
                             e.seq, e.table
                         ));
                     }
+                    let Some((_, Some(ty))) = column else { continue };
+                    let Err(types::Misfit(why)) = types::fits(v, ty) else { continue };
+                    let slot = (e.table.clone(), c.clone());
+                    if let Some((_, more)) = misfits.get_mut(&slot) {
+                        *more += 1;
+                        continue;
+                    }
+                    let mut text = format!(
+                        "{origin}'s entry {} (origin {id}, seq {}): table {:?} column {c:?}: {why}; the bundle would \
+                         be refused there",
+                        e.seq, e.seq, e.table
+                    );
+                    let is_key = t.key.iter().any(|k| k == c);
+                    if let (true, Some(max), crate::value::Value::Integer(i)) = (is_key, ty.max_int(), v) {
+                        if max < i128::from(u32::MAX) && *i > (1 << 32) - 1 {
+                            text.push_str(&format!(
+                                ". The id lies in id block {} (ids from block × 2^32), but this server's {:?}.{c} \
+                                 is a 32-bit integer (Django's AutoField). Make the app's ids 64-bit before field \
+                                 work starts (Django: DEFAULT_AUTO_FIELD = \"django.db.models.BigAutoField\", then \
+                                 makemigrations and migrate on every computer), or give the laptops id block 0",
+                                i >> 32,
+                                e.table
+                            ));
+                        }
+                    }
+                    misfits.insert(slot, (problems.len(), 0));
+                    problems.push(text);
                 }
                 Ok(())
             })?;
@@ -634,6 +716,11 @@ pub fn check_against(path: &Path, trust: &TrustStore, conn: &Connection, progres
         reader.finish()?;
         Ok(())
     })();
+    for (i, more) in misfits.into_values() {
+        if more > 0 {
+            problems[i].push_str(&format!(" (and {more} more values of this column like it)"));
+        }
+    }
     if let Err(e) = result {
         problems.insert(0, error_chain(&e));
     }

@@ -33,7 +33,7 @@ mod track;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use existing::{Included, Recovered};
-pub use read::{create_from_db, JournalRows};
+pub use read::{create_from_db, create_from_db_resuming, JournalRows, Resume};
 pub use reissue::{reissue, ForkCheck, ReissueError, ReissueReport};
 pub(crate) use track::micros_to_julian;
 pub use track::{status, track, untrack, Status, TrackOptions, TrackReport, DEFAULT_EXCLUDES};

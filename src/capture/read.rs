@@ -300,6 +300,29 @@ pub fn create_from_db(
     opts: &CreateOptions,
     progress: &mut dyn Progress,
 ) -> Result<CreateReport, CaptureError> {
+    create_from_db_resuming(node, db, opts, None, progress)
+}
+
+/// Where sending again may start inside a journal whose earlier entries
+/// were pruned: right after entry `seq`, whose chain hash and stamped time
+/// (a Julian day number) were kept when it was sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Resume {
+    pub seq: u64,
+    pub chain: ChainHash,
+    pub ts: f64,
+}
+
+/// [`create_from_db`], sending again from `opts.since` even when the entries
+/// before it were pruned, starting after `resume` (which must be entry
+/// `since - 1`).
+pub fn create_from_db_resuming(
+    node: &Node,
+    db: &Path,
+    opts: &CreateOptions,
+    resume: Option<Resume>,
+    progress: &mut dyn Progress,
+) -> Result<CreateReport, CaptureError> {
     let p = db.display().to_string();
     let err = sql_err(&p);
     let conn = open_db(db)?;
@@ -350,6 +373,10 @@ pub fn create_from_db(
     // of the entry before it when the watermark kept it.
     let (first, chain, prev_ts) = match (opts.since, wm) {
         (None, Some((seq, chain))) => (seq + 1, chain, wm_ts),
+        (Some(since), _) if min_seq > 1 && resume.is_some_and(|r| r.seq + 1 == since && since >= min_seq) => {
+            let r = resume.unwrap_or(Resume { seq: 0, chain: ChainHash::GENESIS, ts: 0.0 });
+            (since, r.chain, Some(r.ts))
+        }
         _ if min_seq > 1 => {
             return Err(CaptureError::Pruned { path: p, since: opts.since.unwrap_or(1), first: min_seq })
         }
@@ -367,6 +394,20 @@ pub fn create_from_db(
     })?;
     let (report, chain_after) = packer.finish(Some(fingerprint))?;
     progress.finish();
+    if let (Some(first_seq), Some(seq), Some(file)) = (report.first_seq, report.last_seq, &report.file) {
+        // What was sent, for receipts to confirm (before the watermark: a
+        // crash in between sends the same entries again, recorded again).
+        let sent = crate::receipt::sent::Sent {
+            first_seq,
+            last_seq: seq,
+            chain_after,
+            ts_after: Some(last_ts),
+            at: crate::journal::Timestamp::now(),
+            file: file.display().to_string(),
+        };
+        let state = node.state().map_err(|e| CaptureError::Create(e.into()))?;
+        crate::receipt::sent::record(&state, node.id(), &sent).map_err(|e| CaptureError::Create(e.into()))?;
+    }
     if let Some(seq) = report.last_seq {
         // Only once the bundle is durable: a crash before this bundles the
         // same entries again next time, which every hop drops as duplicates.

@@ -1,23 +1,27 @@
 //! `ferry bundle apply`, `ferry conflicts --db`, `ferry status --db`, and
 //! `ferry bundle verify --against`.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use ferry::apply::status::{conflicts, db_status};
-use ferry::apply::{apply, check_against, open_target, ApplyOptions};
+use ferry::apply::{apply, check_against, open_target, ApplyOptions, TargetShape};
 use ferry::bundle::find_bundles;
 use ferry::node::Node;
 use ferry::sanitize;
+use ferry::target::Target;
 
 use super::output::{json, out};
 use super::{home_dir, Outcome, Ui};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// The target SQLite database (its schema made by the app, e.g. Django's `migrate`).
+    /// The target database (its schema made by the app, e.g. Django's `migrate`): a SQLite file, or a server
+    /// URL (postgresql://USER@HOST/DB, mysql://USER@HOST/DB; the password from PGPASSWORD or ~/.pgpass, MYSQL_PWD
+    /// or ~/.my.cnf, as the engine's own clients find it).
     #[arg(long, value_name = "TARGET")]
-    pub db: PathBuf,
+    pub db: OsString,
     /// Bundle files or folders holding them.
     #[arg(value_name = "FILE|DIR", required_unless_present = "retry_quarantined")]
     pub paths: Vec<PathBuf>,
@@ -32,9 +36,9 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Args)]
 pub struct ConflictsArgs {
-    /// The target SQLite database bundles were applied to.
+    /// The target database bundles were applied to: a SQLite file or a server URL.
     #[arg(long, value_name = "TARGET")]
-    pub db: PathBuf,
+    pub db: OsString,
     /// Print the conflicts as JSON.
     #[arg(long)]
     pub json: bool,
@@ -113,9 +117,22 @@ pub fn run_apply(a: ApplyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
             a.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         );
     }
-    let opts = ApplyOptions { retry_quarantined: a.retry_quarantined, now: None };
-    let negative = apply_files(&a.db, &files, &trust, &opts, a.json, ui)?;
+    let opts =
+        ApplyOptions { retry_quarantined: a.retry_quarantined, now: None, keyring: node.keyring(), pass_closed: false };
+    let db = sqlite_target(&a.db, "apply bundles to")?;
+    let negative = apply_files(&db, &files, &trust, &opts, a.json, ui)?;
+    // What the database now holds, signed, goes back the way the bundles came.
+    let holdings = target_holdings(&db)?;
+    let hop = ferry::receipt::after_hop(&node, &holdings, &ferry::receipt::folders_of(&a.paths))?;
+    super::receipts::print_hop(&hop, ui);
     Ok(if negative { Outcome::Negative } else { Outcome::Ok })
+}
+
+/// What the apply ledger of `db` holds, per origin (for its receipt).
+pub fn target_holdings(db: &std::path::Path) -> anyhow::Result<ferry::receipt::Holdings> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    Ok(ferry::receipt::Holdings::from_target(&conn)?)
 }
 
 /// Applies the bundles found in `paths` to `db` and prints the report
@@ -133,7 +150,9 @@ pub fn apply_and_print(
     if files.is_empty() {
         return Ok(false);
     }
-    apply_files(db, &files, &trust, &ApplyOptions::default(), as_json, ui)
+    // Segments encrypted to other nodes travel on with the relay.
+    let opts = ApplyOptions { keyring: node.keyring(), pass_closed: true, ..ApplyOptions::default() };
+    apply_files(db, &files, &trust, &opts, as_json, ui)
 }
 
 fn apply_files(
@@ -263,8 +282,23 @@ struct ApplyView<'a> {
     retry_quarantined: bool,
 }
 
+/// The SQLite file `--db` names; a server URL is refused (without its
+/// password) with what works instead.
+pub fn sqlite_target(arg: &std::ffi::OsStr, what: &str) -> anyhow::Result<PathBuf> {
+    match Target::parse(arg)? {
+        Target::Sqlite(p) => Ok(p),
+        Target::Server(s) => Err(ferry::apply::ApplyError::ServerNotYet {
+            kind: s.kind.name(),
+            target: s.to_string(),
+            what: what.to_owned(),
+        }
+        .into()),
+    }
+}
+
 pub fn run_conflicts(a: ConflictsArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
-    let mut list = conflicts(&a.db)?;
+    let db = sqlite_target(&a.db, "list the conflicts of")?;
+    let mut list = conflicts(&db)?;
     let trust = home_dir(home).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
     let trust = trust.as_ref();
     for c in &mut list {
@@ -482,11 +516,13 @@ fn not_passed_on(s: &ferry::apply::status::DbStatus, node: Option<&Node>) -> Vec
 /// `ferry bundle verify --against TARGET`: will these bundles apply there?
 pub fn verify_against(
     paths: &[PathBuf],
-    target: &std::path::Path,
+    target: &std::ffi::OsStr,
     home: Option<PathBuf>,
     as_json: bool,
     ui: &Ui,
 ) -> anyhow::Result<Outcome> {
+    let target = sqlite_target(target, "check bundles against")?;
+    let target: &Path = &target;
     #[derive(serde::Serialize)]
     struct Verdict {
         file: PathBuf,
@@ -496,6 +532,8 @@ pub fn verify_against(
     let node = Node::open(&home_dir(home)?)?;
     let trust = node.trust()?;
     let conn = open_target(target)?;
+    let shape = TargetShape::sqlite(&conn)
+        .map_err(|e| anyhow::anyhow!("failed to read the tables of {}: {e}", target.display()))?;
     let files = find_bundles(paths)?;
     if files.is_empty() {
         anyhow::bail!("no bundles (*.tar) found");
@@ -503,7 +541,7 @@ pub fn verify_against(
     let mut verdicts = Vec::new();
     for f in files {
         let mut progress = ui.progress();
-        let problems = check_against(&f, &trust, &conn, progress.as_mut());
+        let problems = check_against(&f, &trust, &shape, progress.as_mut());
         progress.finish();
         verdicts.push(Verdict { file: f, ok: problems.is_empty(), problems });
     }

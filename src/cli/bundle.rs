@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use ferry::bundle::create::{create_from_journal, CreateOptions};
-use ferry::bundle::inspect::inspect;
+use ferry::bundle::inspect::inspect_with;
 use ferry::bundle::{scan_bundles, BundleReader};
 use ferry::node::Node;
 use ferry::sanitize;
-use ferry::verify::{verify_file_to, BundleReport, Depth};
+use ferry::verify::{verify_file_with, BundleReport, Depth};
 
 use super::apply::{entries_range, plural};
 use super::output::{json, out};
@@ -59,6 +59,17 @@ pub struct CreateArgs {
     /// Bundle from this seq on, even if sent before.
     #[arg(long, value_name = "SEQ")]
     pub since: Option<u64>,
+    /// Encrypt the bundle to these trusted nodes (besides those `ferry node encrypt-to` set): only they can
+    /// read its entries.
+    #[arg(long, value_name = "NAME", num_args = 1..)]
+    pub encrypt_to: Vec<String>,
+    /// Send again, now, every entry sent before that the archive (the central server) has not confirmed.
+    #[arg(long, conflicts_with = "since")]
+    pub unconfirmed: bool,
+    /// Entries the archive has not confirmed this many days after they were last sent go into the next
+    /// bundle again.
+    #[arg(long, value_name = "DAYS", env = "FERRY_OVERDUE_DAYS", default_value_t = ferry::receipt::confirm::DEFAULT_DAYS)]
+    pub overdue_days: u32,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -72,9 +83,10 @@ pub struct VerifyArgs {
     /// Print the verdicts as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Also check the bundles would apply to this database: schema fingerprint, tables and columns.
+    /// Also check the bundles would apply to this database (a SQLite file or a server URL): tables and
+    /// columns.
     #[arg(long, value_name = "TARGET")]
-    pub against: Option<PathBuf>,
+    pub against: Option<std::ffi::OsString>,
     /// Also re-validate every entry (its form, seqs, time range, per-table counts), not only that
     /// every byte is what the origin signed.
     #[arg(long)]
@@ -105,11 +117,22 @@ pub fn run(cmd: BundleCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
 }
 
 fn create(a: CreateArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
-    let node = Node::open(&home_dir(home)?)?;
-    let opts = CreateOptions { out_dir: a.out, since: a.since };
+    let mut node = Node::open(&home_dir(home)?)?;
+    node.encrypt_also(&a.encrypt_to);
+    // Receipts that came back on this stick are taken in first: they say
+    // what arrived, and so what to send again.
+    if !a.out.is_file() {
+        super::receipts::take_in(&node, std::slice::from_ref(&a.out), ui)?;
+    }
+    let resend = super::receipts::resend_point(&node, a.since, a.unconfirmed, a.overdue_days, ui)?;
+    let since = a.since.or(resend.map(|r| r.0));
+    let opts = CreateOptions { out_dir: a.out, since };
     let mut progress = ui.progress();
     let report = match (&a.db, &a.journal) {
-        (Some(db), _) => create_from_db_refreshing(&node, db, &opts, ui, progress.as_mut())?,
+        (Some(db), _) => {
+            let resume = resend.and_then(|r| r.1);
+            create_from_db_resuming_refreshing(&node, db, &opts, resume, ui, progress.as_mut())?
+        }
         (None, Some(journal)) => create_from_journal(&node, journal, &opts, progress.as_mut())?,
         (None, None) => anyhow::bail!("give --journal PATH or --db DB"),
     };
@@ -117,13 +140,21 @@ fn create(a: CreateArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
         json(&report)?;
     } else {
         match (&report.file, report.first_seq, report.last_seq) {
-            (Some(file), Some(first), Some(last)) => out(format!(
-                "wrote {} ({}, {} bytes in, {} bytes out)",
-                file.display(),
-                entries_range(first, last),
-                report.bytes_in,
-                report.bytes_out
-            ))?,
+            (Some(file), Some(first), Some(last)) => {
+                let sealed = match report.encrypted_to.as_slice() {
+                    [] => String::new(),
+                    names => {
+                        format!(", encrypted to {}", names.iter().map(|n| sanitize(n)).collect::<Vec<_>>().join(", "))
+                    }
+                };
+                out(format!(
+                    "wrote {} ({}, {} bytes in, {} bytes out{sealed})",
+                    file.display(),
+                    entries_range(first, last),
+                    report.bytes_in,
+                    report.bytes_out
+                ))?
+            }
             _ => ui.note("nothing new to bundle: every entry was bundled before (to send them again, add --since 1)"),
         }
     }
@@ -141,8 +172,20 @@ pub fn create_from_db_refreshing(
     ui: &Ui,
     progress: &mut dyn ferry::progress::Progress,
 ) -> anyhow::Result<ferry::bundle::create::CreateReport> {
+    create_from_db_resuming_refreshing(node, db, opts, None, ui, progress)
+}
+
+/// [`create_from_db_refreshing`], sending again after `resume` in a pruned journal.
+pub fn create_from_db_resuming_refreshing(
+    node: &Node,
+    db: &std::path::Path,
+    opts: &CreateOptions,
+    resume: Option<ferry::capture::Resume>,
+    ui: &Ui,
+    progress: &mut dyn ferry::progress::Progress,
+) -> anyhow::Result<ferry::bundle::create::CreateReport> {
     use ferry::capture::{self, CaptureError};
-    match capture::create_from_db(node, db, opts, progress) {
+    match capture::create_from_db_resuming(node, db, opts, resume, progress) {
         Err(CaptureError::Stale { path, reasons }) => {
             ui.note(format!(
                 "capture in {} was out of date after a change to the app's tables ({}): refreshing it first, as \
@@ -156,7 +199,7 @@ pub fn create_from_db_refreshing(
             for w in &r.warnings {
                 ui.note(format!("warning: {}", sanitize(w)));
             }
-            Ok(capture::create_from_db(node, db, opts, progress)?)
+            Ok(capture::create_from_db_resuming(node, db, opts, resume, progress)?)
         }
         r => Ok(r?),
     }
@@ -179,12 +222,13 @@ fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
         );
     }
     let mut reports: Vec<BundleReport> = Vec::new();
+    let keyring = node.keyring();
     for f in found.files {
         let mut progress = ui.progress();
         let total = std::fs::metadata(&f).map(|m| m.len()).ok();
         progress.start("verifying", total);
         let depth = if a.deep { Depth::Entries } else { Depth::Bytes };
-        reports.push(verify_file_to(&f, &trust, depth, progress.as_mut()));
+        reports.push(verify_file_with(&f, &trust, &keyring, depth, progress.as_mut()));
         progress.finish();
     }
     let failed = reports.iter().filter(|r| !r.ok).count() + found.unreadable.len();
@@ -201,7 +245,19 @@ fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
                         .iter()
                         .map(|s| {
                             let name = s.origin_name.as_deref().map_or_else(|| s.origin.to_string(), sanitize);
-                            format!("{name} {}", entries_range(s.first_seq, s.last_seq))
+                            let sealed = match (s.encrypted_to.is_empty(), s.entries_checked) {
+                                (true, _) => String::new(),
+                                (false, true) => ", encrypted to this node".into(),
+                                (false, false) => {
+                                    let to: Vec<String> = s
+                                        .encrypted_to
+                                        .iter()
+                                        .map(|h| h.name.as_deref().map_or_else(|| h.node.to_string(), sanitize))
+                                        .collect();
+                                    format!(", encrypted to {}: its encrypted bytes checked", to.join(", "))
+                                }
+                            };
+                            format!("{name} {}{sealed}", entries_range(s.first_seq, s.last_seq))
                         })
                         .collect();
                     out(format!("ok    {file}: {} ({})", plural(entries, "entry", "entries"), parts.join(", ")))?
@@ -226,10 +282,29 @@ fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
 /// parse as an entry (JSON keeps C0 controls escaped), and on a terminal the
 /// C1 controls and DEL that JSON allows raw in strings are printed as JSON
 /// escapes (same meaning, but they cannot drive the terminal).
-fn print_entries(file: &std::path::Path) -> anyhow::Result<Outcome> {
+fn print_entries(file: &std::path::Path, node: Option<&Node>) -> anyhow::Result<Outcome> {
     use std::io::IsTerminal;
     let terminal = std::io::stdout().is_terminal();
     let mut reader = BundleReader::open(file)?;
+    // Encrypted parts: every byte checked against its signed hash first,
+    // then opened with this node's key, if it is a recipient.
+    let keyring = node.map(Node::keyring).unwrap_or_default();
+    ferry::verify::open_encrypted(&mut reader, file, &keyring)?;
+    let trust = node.and_then(|n| n.trust().ok()).unwrap_or_default();
+    if let Some(d) = reader.descriptors().iter().find(|d| !d.is_readable()) {
+        let names: Vec<String> = d
+            .encryption
+            .iter()
+            .flat_map(|e| &e.recipients)
+            .map(|n| trust.name_of(n).map_or_else(|| n.to_string(), |m| format!("{} ({n})", sanitize(m))))
+            .collect();
+        anyhow::bail!(
+            "{} is encrypted to {}, not to this node: only they can read its entries (run `ferry bundle inspect \
+             --entries` there)",
+            d.member_name(),
+            names.join(", ")
+        );
+    }
     let stdout = std::io::stdout();
     let mut o = std::io::BufWriter::new(stdout.lock());
     while let Some(member) = reader.next_segment()? {
@@ -272,12 +347,14 @@ fn escape_controls(line: &[u8]) -> String {
 
 fn inspect_cmd(a: InspectArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
     // Names come from the trust store when there is a node; inspect works without one.
-    let trust = home_dir(home).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
+    let node = home_dir(home).ok().and_then(|h| Node::open(&h).ok());
+    let trust = node.as_ref().and_then(|n| n.trust().ok());
     let context = || format!("failed to read {}", a.file.display());
     if a.entries {
-        return print_entries(&a.file).with_context(context);
+        return print_entries(&a.file, node.as_ref()).with_context(context);
     }
-    let i = inspect(&a.file, trust.as_ref()).with_context(context)?;
+    let keyring = node.as_ref().map(Node::keyring).unwrap_or_default();
+    let i = inspect_with(&a.file, trust.as_ref(), &keyring).with_context(context)?;
     if a.json {
         json(&i)?;
         return Ok(Outcome::Ok);
@@ -303,6 +380,11 @@ fn inspect_cmd(a: InspectArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome>
             who(&s.origin.node, &s.origin.name),
             if from == to { from } else { format!("{from} to {to}") }
         ))?;
+        if !s.encrypted_to.is_empty() {
+            let to: Vec<String> = s.encrypted_to.iter().map(|c| who(&c.node, &c.name)).collect();
+            let readable = if s.readable { "this node can read it" } else { "tables and entries readable only there" };
+            out(format!("    encrypted to {} ({readable})", to.join(", ")))?;
+        }
         for (t, c) in &s.tables {
             out(super::output::table_counts(t, c))?;
         }

@@ -4,6 +4,10 @@
 //! bundle it; a middleman relays two sticks; the community server (block
 //! 1000, which has its own edit) applies everything and passes it on in one
 //! command; the central server (block 2000) applies and shows its status.
+//! Then the way back: central's receipt travels down through the community
+//! server and the middleman (their same commands, run again) to each
+//! laptop's next bundle; each laptop shows what arrived and prunes, and the
+//! demo checks that only the entries central confirmed were pruned.
 //! Every step is a real `ferry` command line, printed before it runs (in this
 //! process, from the demo's folder, so a person can `cd` there and repeat
 //! it). The central database must then equal
@@ -96,7 +100,7 @@ pub fn run(a: DemoArgs, ui: &Ui) -> anyhow::Result<Outcome> {
     if dump(&root.join(community_db))? != got {
         anyhow::bail!("the community and central databases differ");
     }
-    out("7. central equals the expected state (fixtures/demo/expected-central.json), and equals the community server")?;
+    out("9. central equals the expected state (fixtures/demo/expected-central.json), and equals the community server")?;
     Ok(Outcome::Ok)
 }
 
@@ -143,6 +147,21 @@ fn story(ui: &Ui) -> anyhow::Result<(&'static str, &'static str)> {
     trust("community", "middleman")?;
     trust("central", "middleman")?;
     trust("central", "community")?;
+    // Receipts come back down: each computer trusts those above it, and
+    // central as the archive (what its receipts confirm may be pruned).
+    for laptop in laptops {
+        trust(laptop, "middleman")?;
+        trust(laptop, "community")?;
+    }
+    trust("middleman", "community")?;
+    let archive = |receiver: &str| -> anyhow::Result<()> {
+        let n = Node::open(Path::new("central"))?;
+        ferry(&quiet, &["--home", receiver, "trust", "add", &n.info.name, &n.info.public_key, "--role", "archive"])
+            .map(drop)
+    };
+    for receiver in ["field-1", "field-2", "field-3", "middleman", "community"] {
+        archive(receiver)?;
+    }
 
     let schema = |db: &str| -> anyhow::Result<()> {
         std::fs::create_dir_all(Path::new(db).parent().unwrap_or(Path::new(".")))?;
@@ -203,6 +222,76 @@ fn story(ui: &Ui) -> anyhow::Result<(&'static str, &'static str)> {
     schema(central_db)?;
     ferry(ui, &["--home", "central", "bundle", "apply", "--db", central_db, "sticks/community-to-central"])?;
     ferry(ui, &["--home", "central", "status", "--db", central_db])?;
+
+    out("7. The way back: central's receipt (left on its stick) travels down with the same commands, run again")?;
+    out("   as the sticks return: the community server, then the middleman, then each laptop's next bundle")?;
+    let mut sent_before = Vec::new();
+    for name in laptops {
+        let db = format!("{name}/app.sqlite3");
+        sent_before.push(ferry::capture::watermark(&ferry::capture::open_db(Path::new(&db))?)?.0);
+    }
+    ferry(
+        ui,
+        &[
+            "--home",
+            "community",
+            "bundle",
+            "relay",
+            "--from",
+            "sticks/middleman-to-community",
+            "sticks/field-3",
+            "sticks/field-1",
+            "--out",
+            "sticks/community-to-central",
+            "--apply",
+            community_db,
+        ],
+    )?;
+    ferry(
+        ui,
+        &[
+            "--home",
+            "middleman",
+            "bundle",
+            "relay",
+            "--from",
+            "sticks/field-1",
+            "sticks/field-2",
+            "--out",
+            "sticks/middleman-to-community",
+        ],
+    )?;
+    for (i, name) in laptops.iter().enumerate() {
+        let db = format!("{name}/app.sqlite3");
+        app_writes(
+            name,
+            Path::new(&db),
+            &format!(
+                "INSERT INTO survey_household (village_id, head, members) VALUES ('ndh', 'Round two {}', 3)",
+                i + 1
+            ),
+            "one more household, after the stick came back",
+        )?;
+        ferry(ui, &["--home", name, "bundle", "create", "--db", &db, "--out", &format!("sticks/{name}")])?;
+        ferry(ui, &["--home", name, "status", "--db", &db])?;
+        ferry(ui, &["--home", name, "prune", "--db", &db])?;
+        // Only what central confirmed went: everything sent before the
+        // stick came back; the new household's entry stays until it is
+        // confirmed in turn.
+        let conn = ferry::capture::open_db(Path::new(&db))?;
+        let (rows, first): (i64, i64) =
+            conn.query_row("SELECT count(*), COALESCE(MIN(seq), 0) FROM _ferry_journal", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let (sent, _) = ferry::capture::watermark(&conn)?;
+        if first as u64 != sent_before[i] + 1 || rows as u64 != sent - sent_before[i] {
+            anyhow::bail!(
+                "{name}: after prune the journal holds {rows} rows from entry {first}; expected only the entries after {}",
+                sent_before[i]
+            );
+        }
+    }
+    out("8. each laptop's journal now holds only the entries central has not confirmed yet")?;
     Ok((community_db, central_db))
 }
 

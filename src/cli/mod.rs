@@ -10,6 +10,8 @@ mod bundle;
 mod demo;
 mod node;
 mod output;
+mod prune;
+mod receipts;
 mod relay;
 mod status;
 mod track;
@@ -103,6 +105,9 @@ pub enum Command {
     Conflicts(apply::ConflictsArgs),
     /// What this node knows per origin: as a relay, what it carried; with --db, what a database holds.
     Status(status::StatusArgs),
+    /// Remove journal rows and bundle files the archive (central server) has confirmed it holds.
+    #[command(after_help = prune::AFTER_HELP)]
+    Prune(prune::PruneArgs),
     /// Run the whole story on built-in fixtures in a temporary folder.
     Demo(demo::DemoArgs),
     /// Write man pages or shell completions (for packagers).
@@ -159,6 +164,7 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<Outcome> {
         Command::Bundle(c) => bundle::run(c, cli.home, ui),
         Command::Conflicts(a) => apply::run_conflicts(a, cli.home),
         Command::Status(a) => status::run(a, cli.home, ui),
+        Command::Prune(a) => prune::run(a, cli.home, ui),
         Command::Demo(a) => demo::run(a, ui),
         Command::Generate(a) => generate(a),
     }

@@ -67,6 +67,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 pub fn run(a: RelayArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
     let mut negative = false;
+    // Receipts that came back on the sticks (the one written to, which went
+    // up and came back, and the ones read from) are taken in first.
+    {
+        let node = Node::open(&home_dir(home.clone())?)?;
+        let mut folders = vec![a.out.clone()];
+        folders.extend(ferry::receipt::folders_of(&a.from));
+        super::receipts::take_in(&node, &folders, ui)?;
+    }
     if let Some(db) = &a.apply {
         // Apply first: --move may take the inputs away once relayed.
         negative |= super::apply::apply_and_print(db, &a.from, home.clone(), a.json, ui)?;
@@ -90,6 +98,7 @@ pub fn run(a: RelayArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
         }
     }
     let node = Node::open(&home_dir(home)?)?;
+    let opts_from = a.from.clone();
     let opts = RelayOptions {
         inputs: a.from,
         out_dir: a.out,
@@ -119,6 +128,14 @@ pub fn run(a: RelayArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
     } else {
         human(&report, node.trust().ok().as_ref(), ui)?;
     }
+    // What this node now holds (carried, and applied with --apply), signed,
+    // goes back down with the receipts it holds from further up.
+    let mut holdings = ferry::receipt::Holdings::from_relay(&ferry::relay::ledger::Ledger::open(&node)?.all()?);
+    if let Some(db) = &a.apply {
+        holdings.extend(&super::apply::target_holdings(db)?);
+    }
+    let hop = ferry::receipt::after_hop(&node, &holdings, &ferry::receipt::folders_of(&opts_from))?;
+    super::receipts::print_hop(&hop, ui);
     Ok(if report.negative() || negative { Outcome::Negative } else { Outcome::Ok })
 }
 
@@ -180,6 +197,12 @@ fn human(r: &RelayReport, trust: Option<&ferry::keys::TrustStore>, ui: &Ui) -> a
         ui.note(format!("warning: {}", sanitize(w)));
     }
     let c = &r.counts;
+    if c.sent_again > 0 {
+        ui.note(format!(
+            "passed on again {} carried before: their laptop sent them again, as the archive never confirmed them",
+            words(c.sent_again, "part", "parts")
+        ));
+    }
     if c.recovered > 0 {
         ui.note(format!("finished {} an interrupted relay had written", words(c.recovered, "part", "parts")));
     }

@@ -20,7 +20,7 @@ pub struct StatusArgs {
     /// Show a database instead: what its capture waits to send, and per origin the entries applied and
     /// missing, last seen, forks, waiting entries and conflicts.
     #[arg(long, value_name = "TARGET")]
-    pub db: Option<PathBuf>,
+    pub db: Option<std::ffi::OsString>,
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
@@ -28,29 +28,154 @@ pub struct StatusArgs {
     /// quarantined entry, with its table, key and reason.
     #[arg(long, requires = "db")]
     pub list: bool,
+    /// For a scheduled task: exit 1 when something needs a person. On a laptop, entries the archive (central
+    /// server) has not confirmed DAYS days after they were sent, or a fork; with --db at a server, origins
+    /// not heard from for DAYS days.
+    #[arg(long, conflicts_with = "list")]
+    pub check: bool,
+    /// The age, in days, after which --check flags entries not confirmed or origins not heard from.
+    #[arg(long, value_name = "DAYS", env = "FERRY_OVERDUE_DAYS", default_value_t = ferry::receipt::confirm::DEFAULT_DAYS)]
+    pub overdue_days: u32,
 }
 
 pub fn run(a: StatusArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
+    if a.check && a.json {
+        return check_json(&a, home);
+    }
     if let Some(db) = a.db {
+        let db = super::apply::sqlite_target(&db, "show the status of")?;
         // A database the app writes (a laptop's, or a server's own): what
         // its capture holds and waits to send comes first.
+        let mut negative = false;
         if !a.json && !a.list {
             let c = ferry::capture::status(&db)?;
             if c.tracked {
                 let node = home_dir(home.clone()).ok().and_then(|h| Node::open(&h).ok());
                 super::track::print_capture(&c, node.as_ref(), ui)?;
+                if let Some(node) = node.filter(|n| c.origin.as_deref() == Some(n.id().as_str())) {
+                    let l = super::receipts::current_loop(&node)?;
+                    let fix = format!("ferry bundle create --db {} --out DIR", db.display());
+                    negative |= super::receipts::print_loop(&l, &node, a.overdue_days, a.check, &fix)?;
+                }
             }
         }
-        return super::apply::run_db_status(super::apply::StatusArgs { db, json: a.json, list: a.list }, home);
+        let trust = home_dir(home.clone()).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
+        let r =
+            super::apply::run_db_status(super::apply::StatusArgs { db: db.clone(), json: a.json, list: a.list }, home)?;
+        if a.check && !a.json {
+            negative |= check_silent_origins(&db, a.overdue_days, trust.as_ref())?;
+        }
+        return Ok(if negative || matches!(r, Outcome::Negative) { Outcome::Negative } else { Outcome::Ok });
     }
     let node = Node::open(&home_dir(home)?)?;
     let status = ledger_status(&node)?;
     if a.json {
         json(&status)?;
-    } else {
-        human(&status, ui)?;
+        return Ok(Outcome::Ok);
     }
-    Ok(Outcome::Ok)
+    human(&status, ui)?;
+    let l = super::receipts::current_loop(&node)?;
+    let sent_any = !ferry::receipt::sent::all(&node.state()?, node.id())?.is_empty();
+    let mut negative = false;
+    if sent_any || a.check {
+        negative = super::receipts::print_loop(
+            &l,
+            &node,
+            a.overdue_days,
+            a.check && sent_any,
+            "ferry bundle create --out DIR",
+        )?;
+    }
+    Ok(if negative { Outcome::Negative } else { Outcome::Ok })
+}
+
+/// `status --db DB --check` at a server: origins whose last bundle was
+/// applied more than `days` days ago (a laptop that stopped sending).
+/// Returns whether any was found.
+fn check_silent_origins(
+    db: &std::path::Path,
+    days: u32,
+    trust: Option<&ferry::keys::TrustStore>,
+) -> anyhow::Result<bool> {
+    let silent = silent_origins(db, days, trust)?;
+    for (name, last) in &silent {
+        eprintln!(
+            "SILENT   nothing arrived from {} for {} (last on {}): ask whether that laptop still sends, and              whether a stick is on its way",
+            sanitize(name),
+            super::apply::plural(((ferry::journal::Timestamp::now().0 - last.0) / ferry::receipt::confirm::DAY) as u64, "day", "days"),
+            local_time(last)
+        );
+    }
+    if silent.is_empty() {
+        out(format!("check: ok, every origin was heard from within {days} days"))?;
+    }
+    Ok(!silent.is_empty())
+}
+
+/// The origins of `db` not heard from for `days` days: (name or id, last apply).
+fn silent_origins(
+    db: &std::path::Path,
+    days: u32,
+    trust: Option<&ferry::keys::TrustStore>,
+) -> anyhow::Result<Vec<(String, ferry::journal::Timestamp)>> {
+    let s = ferry::apply::status::db_status(db)?;
+    let limit = ferry::journal::Timestamp::now().0 - i64::from(days) * ferry::receipt::confirm::DAY;
+    let mut v = Vec::new();
+    for o in &s.origins {
+        let Some(last) = o.last_apply.as_deref().and_then(|t| ferry::journal::Timestamp::parse(t).ok()) else {
+            continue;
+        };
+        if last.0 < limit {
+            let name = trust.and_then(|t| {
+                let id = ferry::keys::NodeId::try_from(o.origin.clone()).ok()?;
+                t.name_of(&id).map(str::to_owned)
+            });
+            v.push((name.unwrap_or_else(|| o.origin.clone()), last));
+        }
+    }
+    Ok(v)
+}
+
+/// `status --check --json`: the check's findings as JSON.
+fn check_json(a: &StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
+    #[derive(serde::Serialize)]
+    struct Check {
+        ok: bool,
+        overdue: Vec<ferry::receipt::confirm::Pending>,
+        forks: u64,
+        archive: bool,
+        silent_origins: Vec<Silent>,
+    }
+    #[derive(serde::Serialize)]
+    struct Silent {
+        origin: String,
+        last_apply: ferry::journal::Timestamp,
+    }
+    let node = Node::open(&home_dir(home)?)?;
+    let mut c = Check { ok: true, overdue: Vec::new(), forks: 0, archive: true, silent_origins: Vec::new() };
+    let db = match &a.db {
+        Some(db) => Some(super::apply::sqlite_target(db, "check")?),
+        None => None,
+    };
+    let own = match &db {
+        Some(db) => ferry::capture::status(db)?.origin.as_deref() == Some(node.id().as_str()),
+        None => !ferry::receipt::sent::all(&node.state()?, node.id())?.is_empty(),
+    };
+    if own {
+        let l = super::receipts::current_loop(&node)?;
+        c.overdue = l.overdue(ferry::journal::Timestamp::now(), a.overdue_days);
+        c.forks = l.receivers.iter().map(|r| r.forks.len() as u64).sum();
+        c.archive = l.has_archive;
+    }
+    if let Some(db) = &db {
+        c.silent_origins = silent_origins(db, a.overdue_days, node.trust().ok().as_ref())?
+            .into_iter()
+            .map(|(origin, last_apply)| Silent { origin, last_apply })
+            .collect();
+    }
+    c.ok = c.overdue.is_empty() && c.forks == 0 && c.archive && c.silent_origins.is_empty();
+    json(&c)?;
+    Ok(if c.ok { Outcome::Ok } else { Outcome::Negative })
 }
 
 fn human(s: &LedgerStatus, ui: &Ui) -> anyhow::Result<()> {

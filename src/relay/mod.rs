@@ -164,6 +164,9 @@ pub struct Counts {
     pub moved: u64,
     /// Ledger rows completed from bundles an interrupted run had written.
     pub recovered: u64,
+    /// Segments carried before and passed on again: their origin sent them
+    /// again because the archive never confirmed them (see `docs/RELAY.md`).
+    pub sent_again: u64,
 }
 
 /// A fork: two segments claim the same origin and seq with different content.
@@ -348,7 +351,8 @@ pub fn relay(node: &Node, opts: &RelayOptions, progress: &mut dyn Progress) -> R
 
     // 2. Classify, oldest seal first: the later of two forked segments is the newcomer.
     inputs.sort_by(|a, b| (a.sealed_at, &a.path).cmp(&(b.sealed_at, &b.path)));
-    classify(&mut inputs, &ledger, &mut report)?;
+    let again = SendAgain::load(node, &trust);
+    classify(&mut inputs, &ledger, &again, &mut report)?;
     for input in inputs.iter_mut() {
         if let Some(reason) = &input.quarantine_reason {
             let q = match quarantine(&node.home, &input.path, reason) {
@@ -629,8 +633,47 @@ enum Overlap {
 }
 
 /// Decides the fate of every segment (step 2).
-fn classify(inputs: &mut [Input], ledger: &Ledger, report: &mut RelayReport) -> Result<(), RelayError> {
+/// What the archive (the central server) holds, from its newest receipt
+/// here: a segment this relay carried before comes back when its origin
+/// sends it again because the archive never confirmed it (a stick lost
+/// after this hop). Such a segment, in a bundle this relay has not read
+/// before, is passed on again instead of being dropped as carried.
+struct SendAgain {
+    archive: Option<HashMap<NodeId, Vec<(u64, u64)>>>,
+}
+
+impl SendAgain {
+    fn load(node: &Node, trust: &TrustStore) -> SendAgain {
+        let store = crate::receipt::Store::open(&node.home);
+        let archive = trust.archives().first().and_then(|k| store.get(&k.node, trust)).map(|r| {
+            r.receipt
+                .origins
+                .iter()
+                .map(|o| (o.origin.clone(), o.ranges.iter().map(|g| (g.first, g.last)).collect()))
+                .collect()
+        });
+        SendAgain { archive }
+    }
+
+    /// Whether `d`, in the bundle file `input`, is sent again: the archive
+    /// has not confirmed all of it, and no segment of its origin this relay
+    /// carried came in a file of that name (the same bundle read again).
+    fn forward(&self, d: &SegmentDescriptor, input: &Path, carried: &[Carried]) -> bool {
+        let Some(archive) = &self.archive else { return false };
+        let held = archive.get(&d.origin).is_some_and(|r| crate::receipt::confirm::covered(d.first_seq, d.last_seq, r));
+        let name = input.file_name();
+        !held && name.is_some() && !carried.iter().any(|c| Path::new(&c.input).file_name() == name)
+    }
+}
+
+fn classify(
+    inputs: &mut [Input],
+    ledger: &Ledger,
+    again: &SendAgain,
+    report: &mut RelayReport,
+) -> Result<(), RelayError> {
     let mut known: HashMap<NodeId, KnownRanges> = HashMap::new();
+    let mut carried_of: HashMap<NodeId, Vec<Carried>> = HashMap::new();
     for i in 0..inputs.len() {
         for j in 0..inputs[i].segments.len() {
             if let Some(why) = &inputs[i].segments[j].refused {
@@ -645,14 +688,22 @@ fn classify(inputs: &mut [Input], ledger: &Ledger, report: &mut RelayReport) -> 
             let origin = inputs[i].segments[j].descriptor.origin.clone();
             if !known.contains_key(&origin) {
                 let mut ranges = KnownRanges::default();
-                for c in ledger.carried(&origin)? {
-                    ranges.add(inputs, Known::Ledger(Box::new(c)));
+                let carried = ledger.carried(&origin)?;
+                for c in &carried {
+                    ranges.add(inputs, Known::Ledger(Box::new(c.clone())));
                 }
                 known.insert(origin.clone(), ranges);
+                carried_of.insert(origin.clone(), carried);
             }
             let d = &inputs[i].segments[j].descriptor;
             let ranges = known.get(&origin).map(|k| k.near(d.first_seq, d.last_seq)).unwrap_or_default();
-            let (fate, fork, undecided) = judge(inputs, i, j, &ranges);
+            let (mut fate, fork, undecided) = judge(inputs, i, j, &ranges);
+            if fate == Fate::Duplicate(DuplicateRoute::AlreadyCarried)
+                && again.forward(d, &inputs[i].path, carried_of.get(&origin).map_or(&[], Vec::as_slice))
+            {
+                fate = Fate::Forward;
+                report.counts.sent_again += 1;
+            }
             match &fate {
                 Fate::Duplicate(route) => {
                     report.counts.duplicates += 1;
