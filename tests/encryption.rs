@@ -340,6 +340,17 @@ fn a_server_that_is_not_a_recipient_refuses_naming_the_recipients_and_inspect_sh
     let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(all.contains("encrypted to central (") && all.contains("not to this node"), "{all}");
     assert_eq!(rows(&db), 0);
+    // verify --against: the recipient checks every entry against its target; others are told why not.
+    let cdb = d.join("central.sqlite3");
+    target(&cdb);
+    ferry(&f.central).args(["bundle", "verify", "--against"]).arg(&cdb).arg(&b).assert().success();
+    ferry(&other)
+        .args(["bundle", "verify", "--against"])
+        .arg(&db)
+        .arg(&b)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("encrypted to central"));
     // inspect shows that it is encrypted and to whom; tables only for a recipient.
     ferry(&other).args(["bundle", "inspect"]).arg(&b).assert().success().stdout(
         predicate::str::contains("encrypted to central").and(predicate::str::contains("participant_health").not()),
