@@ -187,10 +187,7 @@ fn run_shape(dir: &Path, shape: &str, entries: u64, reps: usize) {
         "encrypted create throughput = {:.0}% of plain create (target >= 85%)",
         100.0 * big.create.secs / big.sealed_create.secs
     );
-    println!(
-        "encrypted verify throughput = {:.0}% of plain verify",
-        100.0 * big.verify.secs / big.sealed_verify.secs
-    );
+    println!("encrypted verify throughput = {:.0}% of plain verify", 100.0 * big.verify.secs / big.sealed_verify.secs);
     println!("create throughput = {:.0}% of zstd -3 -T1 (target >= 75%)", 100.0 * zstd.secs / big.create.secs);
     println!(
         "verify throughput = {:.0}% of zstd -d | openssl sha256 (target >= 80%)",

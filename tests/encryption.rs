@@ -526,11 +526,23 @@ fn a_community_server_applies_the_parts_encrypted_to_it_and_carries_the_others_o
         .arg(&cdb)
         .output()
         .expect("run");
-    assert_eq!(o.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(rows(&cdb), 9, "only field-2's entries were encrypted to the community server");
     let db = d.join("central.sqlite3");
     target(&db);
     let o = ferry(&f.central).args(["bundle", "apply", "--db"]).arg(&db).arg(&out).output().expect("run");
-    assert_eq!(o.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(rows(&db), 15);
 }

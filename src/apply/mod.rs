@@ -33,9 +33,7 @@ use crate::crashpoint;
 use crate::keys::TrustStore;
 use crate::progress::Progress;
 use crate::schema;
-use crate::verify::{
-    check_entries, check_entries_chained, check_signatures_each, error_chain, VerifyError,
-};
+use crate::verify::{check_entries, check_entries_chained, check_signatures_each, error_chain, VerifyError};
 pub use engine::{Counts, Events};
 use engine::{Engine, Fail};
 use ledger::Hashes;
