@@ -200,9 +200,12 @@ pub fn open_target(path: &Path) -> Result<Connection, ApplyError> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false).map_err(err)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false).map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
-    // 4 MiB of page cache, and 14 MiB for the row ledger's groups (see
-    // ledger::CACHE_BYTES), where a hit costs no statement at all.
-    conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA synchronous = FULL; PRAGMA cache_size = -4096;")
+    // 16 MiB of page cache, and 14 MiB for the row ledger's groups (see
+    // ledger::CACHE_BYTES), where a hit costs no statement at all. Text keys
+    // (UUIDs) land at random places in both the table's key index and the
+    // row ledger: with 4 MiB, SQLite spilled and re-read pages all the time
+    // (docs/PERFORMANCE.md, "Apply (issue 10)").
+    conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA synchronous = FULL; PRAGMA cache_size = -16384;")
         .map_err(err)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
