@@ -72,6 +72,43 @@ impl Store {
         v
     }
 
+    /// For each held receipt whose signer is still trusted (and not
+    /// revoked), what it says of `origin` ([`super::summary`]), by signer.
+    pub fn summaries(&self, trust: &TrustStore, origin: &NodeId) -> Vec<super::Summary> {
+        let trusted: std::collections::HashSet<&NodeId> =
+            trust.keys.iter().filter(|k| k.revoked.is_none()).map(|k| &k.node).collect();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut v: Vec<super::Summary> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let node = NodeId::try_from(name.strip_suffix(".json")?.to_owned()).ok()?;
+                if !trusted.contains(&node) {
+                    return None;
+                }
+                let bytes = std::fs::read(e.path()).ok()?;
+                super::summary(&bytes, origin).filter(|s| s.node == node)
+            })
+            .collect();
+        v.sort_by(|a, b| a.node.cmp(&b.node));
+        v
+    }
+
+    /// The signer and time of every held receipt, with its bytes.
+    fn held_heads(&self) -> std::collections::HashMap<NodeId, (Timestamp, Vec<u8>)> {
+        let mut m = std::collections::HashMap::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return m };
+        for e in entries.filter_map(Result::ok) {
+            let Ok(bytes) = std::fs::read(e.path()) else { continue };
+            if let Some((node, at)) = super::head(&bytes) {
+                if e.file_name().to_string_lossy() == format!("{node}.json") {
+                    m.insert(node, (at, bytes));
+                }
+            }
+        }
+        m
+    }
+
     /// Keeps `r` if it is newer than the receipt held from its signer.
     /// Returns whether it was kept.
     pub fn keep(&self, r: &SignedReceipt, trust: &TrustStore) -> std::io::Result<bool> {
@@ -92,6 +129,7 @@ impl Store {
         let mut t = TakeIn::default();
         let now = Timestamp::now();
         let mut seen = std::collections::HashSet::new();
+        let mut held = self.held_heads();
         for folder in folders {
             for f in files_in(folder) {
                 if !seen.insert(f.canonicalize().unwrap_or_else(|_| f.clone())) {
@@ -101,9 +139,9 @@ impl Store {
                 // signer changes nothing, whatever it holds: it is not even
                 // verified (a stick may carry many old ones).
                 if let Ok(bytes) = std::fs::read(&f) {
-                    if let Ok((r, _, _)) = super::parse(&bytes) {
-                        let known = &r.node == me
-                            || self.get(&r.node, trust).is_some_and(|h| h.receipt.at >= r.at || h.bytes == bytes);
+                    if let Some((node, at)) = super::head(&bytes) {
+                        let known = &node == me
+                            || held.get(&node).is_some_and(|(h_at, h_bytes)| *h_at >= at || *h_bytes == bytes);
                         if known {
                             t.known += 1;
                             continue;
@@ -123,6 +161,7 @@ impl Store {
                     )),
                     Ok(r) => {
                         if self.keep(&r, trust)? {
+                            held.insert(r.receipt.node.clone(), (r.receipt.at, r.bytes.clone()));
                             t.taken.push((r.receipt.node.clone(), r.receipt.at, f));
                         } else {
                             t.known += 1;
