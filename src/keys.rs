@@ -54,6 +54,18 @@ pub enum KeyError {
     IdMismatch { name: String, node: NodeId },
     #[error("the name {0:?} must be 1 to 64 characters, none of them control characters")]
     BadName(String),
+    #[error("{0:?} is not a ferry encryption key (expected age1… as printed by `ferry key export` on that computer)")]
+    BadEncryptionKey(String),
+    #[error(
+        "no trusted node is named {0:?}, so nothing can be encrypted to it: run `ferry key export` on that \
+         computer and the line it prints here (`ferry trust list` shows the names known here)"
+    )]
+    NoRecipient(String),
+    #[error(
+        "{name} ({node}) has no encryption key in this node's trust store: run `ferry key export` on {name} and \
+         the line it prints here (a computer made by an older ferry first needs `ferry key add-encryption` there)"
+    )]
+    NoEncryptionKey { name: String, node: NodeId },
 }
 
 /// A signer acting in a role it is not trusted with.
@@ -257,6 +269,10 @@ pub struct TrustedKey {
     pub added: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<Timestamp>,
+    /// Its encryption key (`age1…`): bundles can be encrypted to it. Nodes
+    /// made by an older ferry have none until they run `ferry key add-encryption`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
 }
 
 impl TrustedKey {
@@ -318,6 +334,7 @@ impl TrustStore {
             roles,
             added: Timestamp::now(),
             revoked: None,
+            encryption: None,
         });
         Ok((self.keys.last().expect("just pushed"), TrustChange::Added))
     }
@@ -351,6 +368,35 @@ impl TrustStore {
             return Err(KeyError::IdMismatch { name: k.name.clone(), node: node.clone() });
         }
         Ok((k, vk))
+    }
+
+    /// Records (or replaces) the encryption key of the node named `name`.
+    /// Returns `None` when it had this key already, else `Some` of the key
+    /// it had before (if any).
+    #[allow(clippy::option_option)]
+    pub fn set_encryption(
+        &mut self,
+        name: &str,
+        key: &crate::crypt::Recipient,
+    ) -> Result<Option<Option<String>>, KeyError> {
+        let k = self.keys.iter_mut().find(|k| k.name == name).ok_or_else(|| KeyError::NoSuchName(name.to_owned()))?;
+        let text = key.to_string();
+        if k.encryption.as_deref() == Some(text.as_str()) {
+            return Ok(None);
+        }
+        Ok(Some(k.encryption.replace(text)))
+    }
+
+    /// The node named `name` and its encryption key, for `--encrypt-to`:
+    /// trusted, not revoked, with an encryption key.
+    pub fn recipient(&self, name: &str) -> Result<(NodeId, crate::crypt::Recipient), KeyError> {
+        let k = self.keys.iter().find(|k| k.name == name).ok_or_else(|| KeyError::NoRecipient(name.to_owned()))?;
+        if let Some(revoked) = k.revoked {
+            return Err(KeyError::Revoked { name: k.name.clone(), node: k.node.clone(), revoked });
+        }
+        let missing = || KeyError::NoEncryptionKey { name: k.name.clone(), node: k.node.clone() };
+        let text = k.encryption.as_deref().ok_or_else(missing)?;
+        Ok((k.node.clone(), crate::crypt::parse_recipient(text)?))
     }
 
     /// The trusted, not revoked keys with role archive.

@@ -8,6 +8,7 @@
 //! - [`value`]: SQLite values in journal JSON, exact round trips.
 //! - [`journal`]: journal entries and journal files (JSON Lines and legacy).
 //! - [`keys`]: ed25519 identities, the key text format, the trust store.
+//! - [`crypt`]: encryption identities and encrypting bundle contents (age).
 //! - [`node`]: a node's home folder (identity, trust, state).
 //! - [`chain`]: chain hashes over a journal.
 //! - [`bundle`]: the bundle file format: writing, reading, creating.
@@ -25,6 +26,7 @@ pub mod bundle;
 pub mod capture;
 pub mod chain;
 pub mod crashpoint;
+pub mod crypt;
 pub mod fsutil;
 pub mod journal;
 pub mod keys;

@@ -3,6 +3,8 @@
 //! ```text
 //! HOME/node.json        identity: id, name, public key, id block, MAC (provenance)
 //! HOME/secret.key       the ed25519 secret, 0600 on Unix, never overwritten
+//! HOME/encryption.key   the encryption secret (age X25519), 0600 on Unix
+//! HOME/retired-encryption/  encryption secrets it replaced (still open old bundles)
 //! HOME/trust.json       the trust store (this node always trusts itself)
 //! HOME/state.sqlite3    watermarks, chain checkpoints, legacy seqs, relay ledger
 //! ```
@@ -69,6 +71,20 @@ pub enum NodeError {
     Key(#[from] KeyError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Exposed(#[from] crate::crypt::ExposedSecret),
+    #[error(transparent)]
+    Encryption(#[from] crate::crypt::LoadError),
+    #[error(
+        "this node has an encryption key already ({recipient}); to replace it (the old one keeps opening bundles \
+         already on their way), run `ferry key add-encryption --replace`"
+    )]
+    EncryptionExists { recipient: String },
+    #[error(
+        "this node has no encryption key: run `ferry key add-encryption` (made by an older ferry), then `ferry key \
+         export` and the printed line on the computers that send to it"
+    )]
+    NoEncryption,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
@@ -90,6 +106,11 @@ pub struct NodeInfo {
     /// The machine's MAC address when the node was made: provenance only.
     pub mac: Option<String>,
     pub created: Timestamp,
+    /// Names of the nodes every bundle made here is encrypted to
+    /// (`ferry node encrypt-to`); empty: bundles are encrypted only when
+    /// `bundle create --encrypt-to` says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encrypt_to: Vec<String>,
 }
 
 /// What a node is for: it decides the id blocks it may take and the roles
@@ -145,6 +166,11 @@ pub struct Node {
     pub home: PathBuf,
     pub info: NodeInfo,
     key: SigningKey,
+    /// The encryption identity (none for a node made by an older ferry
+    /// until `ferry key add-encryption`).
+    encryption: Option<crate::crypt::Identity>,
+    /// Encryption identities this node replaced, newest first.
+    retired_encryption: Vec<crate::crypt::Identity>,
 }
 
 /// The default home when neither `--home` nor `FERRY_HOME` is given.
@@ -201,6 +227,7 @@ impl Node {
             }
             Err(e) => return Err(io_err(&secret_path)(e)),
         };
+        let encryption = load_or_make_encryption(home)?;
         let vk = key.verifying_key();
         let info = NodeInfo {
             version: 1,
@@ -211,10 +238,13 @@ impl Node {
             kind,
             mac: mac_address::get_mac_address().ok().flatten().map(|m| m.to_string().to_lowercase()),
             created: Timestamp::now(),
+            encrypt_to: Vec::new(),
         };
         let mut trust = TrustStore { version: 1, keys: Vec::new() };
         trust.add(name, &vk, &[Role::Origin, Role::Relay])?;
-        let node = Node { home: home.to_path_buf(), info, key };
+        trust.set_encryption(name, &encryption.to_public())?;
+        let node =
+            Node { home: home.to_path_buf(), info, key, encryption: Some(encryption), retired_encryption: Vec::new() };
         node.save_trust(&trust)?;
         State::open(&home.join("state.sqlite3"))?;
         // node.json last: its presence means the node is complete.
@@ -239,11 +269,76 @@ impl Node {
         };
         let secret_path = home.join("secret.key");
         let text = std::fs::read_to_string(&secret_path).map_err(io_err(&secret_path))?;
+        crate::crypt::check_private(&secret_path)?;
         let key = keys::parse_secret_key(&text, &secret_path)?;
         if NodeId::of(&key.verifying_key()) != info.id {
             return Err(KeyError::IdMismatch { name: info.name.clone(), node: info.id.clone() }.into());
         }
-        Ok(Node { home: home.to_path_buf(), info, key })
+        let encryption = crate::crypt::load_identity(&home.join(crate::crypt::SECRET_FILE))?;
+        let retired_encryption = load_retired(home)?;
+        Ok(Node { home: home.to_path_buf(), info, key, encryption, retired_encryption })
+    }
+
+    /// The public half of this node's encryption identity, if it has one.
+    pub fn encryption_key(&self) -> Option<crate::crypt::Recipient> {
+        self.encryption.as_ref().map(crate::crypt::Identity::to_public)
+    }
+
+    /// The identities this node decrypts bundles with: its own, then those
+    /// it replaced.
+    pub fn keyring(&self) -> crate::crypt::Keyring {
+        let ids = self.encryption.iter().chain(&self.retired_encryption).cloned().collect();
+        crate::crypt::Keyring::new(Some(self.info.id.clone()), ids)
+    }
+
+    /// Gives this node an encryption identity (a node made by an older
+    /// ferry has none), or, with `replace`, a new one: the old secret moves
+    /// to `retired-encryption/` and keeps opening bundles encrypted to it.
+    /// This node's own trust entry gets the new key. Returns the new key.
+    pub fn add_encryption(&mut self, replace: bool) -> Result<crate::crypt::Recipient, NodeError> {
+        let path = self.home.join(crate::crypt::SECRET_FILE);
+        if let Some(current) = &self.encryption {
+            if !replace {
+                return Err(NodeError::EncryptionExists { recipient: current.to_public().to_string() });
+            }
+            let retired = self.home.join(crate::crypt::RETIRED_DIR);
+            std::fs::create_dir_all(&retired).map_err(io_err(&retired))?;
+            let stamp = Timestamp::now().to_rfc3339().replace([':', '.'], "");
+            let dest = retired.join(format!("{stamp}.key"));
+            std::fs::rename(&path, &dest).map_err(io_err(&dest))?;
+            fsutil::sync_dir(&retired).map_err(io_err(&retired))?;
+            self.retired_encryption.insert(0, current.clone());
+        }
+        let identity = load_or_make_encryption(&self.home)?;
+        let recipient = identity.to_public();
+        self.encryption = Some(identity);
+        let mut trust = self.trust()?;
+        trust.set_encryption(&self.info.name, &recipient)?;
+        self.save_trust(&trust)?;
+        Ok(recipient)
+    }
+
+    /// Adds nodes to encrypt to for this run only (`bundle create
+    /// --encrypt-to`); nothing is saved.
+    pub fn encrypt_also(&mut self, names: &[String]) {
+        for n in names {
+            if !self.info.encrypt_to.contains(n) {
+                self.info.encrypt_to.push(n.clone());
+            }
+        }
+    }
+
+    /// Sets the nodes every bundle made here is encrypted to (by name; each
+    /// must be trusted here with an encryption key). Empty: none.
+    pub fn set_encrypt_to(&mut self, names: &[String]) -> Result<(), NodeError> {
+        let trust = self.trust()?;
+        for n in names {
+            trust.recipient(n)?;
+        }
+        let mut names = names.to_vec();
+        names.dedup();
+        self.info.encrypt_to = names;
+        write_json(&self.home.join("node.json"), &self.info)
     }
 
     /// Makes the identity that will replace this node's after a fork
@@ -285,7 +380,26 @@ impl Node {
         let staged = successor.home.clone();
         std::fs::rename(staged.join("secret.key"), home.join("secret.key")).map_err(io_err(&home))?;
         write_json(&home.join("node.json"), &successor.info)?;
-        let adopted = Node { home: home.clone(), info: successor.info, key: successor.key };
+        // The encryption identity stays with the home (bundles on the road are
+        // encrypted to it); a home without one takes the successor's.
+        let enc = home.join(crate::crypt::SECRET_FILE);
+        let encryption = match self.encryption {
+            Some(id) => Some(id),
+            None => {
+                std::fs::rename(staged.join(crate::crypt::SECRET_FILE), &enc).map_err(io_err(&enc))?;
+                successor.encryption
+            }
+        };
+        if let (Some(id), Some(me)) = (&encryption, trust.keys.iter_mut().find(|k| k.node == successor.info.id)) {
+            me.encryption = Some(id.to_public().to_string());
+        }
+        let adopted = Node {
+            home: home.clone(),
+            info: successor.info,
+            key: successor.key,
+            encryption,
+            retired_encryption: self.retired_encryption,
+        };
         adopted.save_trust(&trust)?;
         std::fs::remove_dir_all(&staged).map_err(io_err(&staged))?;
         Ok(adopted)
@@ -353,6 +467,40 @@ impl Node {
 /// Held while a command needs a node home to itself ([`Node::lock`]).
 pub struct HomeLock {
     _conn: rusqlite::Connection,
+}
+
+/// The encryption identity in `home`, made (owner-only) when there is none.
+fn load_or_make_encryption(home: &Path) -> Result<crate::crypt::Identity, NodeError> {
+    let path = home.join(crate::crypt::SECRET_FILE);
+    if let Some(id) = crate::crypt::load_identity(&path)? {
+        return Ok(id);
+    }
+    let id = crate::crypt::generate();
+    fsutil::create_private(&path, crate::crypt::format_identity(&id).as_bytes()).map_err(io_err(&path))?;
+    Ok(id)
+}
+
+/// The replaced encryption identities in `home`, newest first.
+fn load_retired(home: &Path) -> Result<Vec<crate::crypt::Identity>, NodeError> {
+    let dir = home.join(crate::crypt::RETIRED_DIR);
+    let mut paths = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "key"))
+            .collect::<Vec<_>>(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(&dir)(e)),
+    };
+    paths.sort();
+    paths.reverse();
+    let mut out = Vec::with_capacity(paths.len());
+    for p in paths {
+        if let Some(id) = crate::crypt::load_identity(&p)? {
+            out.push(id);
+        }
+    }
+    Ok(out)
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), NodeError> {

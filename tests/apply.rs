@@ -270,7 +270,7 @@ fn a_different_schema_quarantines_only_the_entries_that_do_not_fit() {
     let reason: String = conn(&db).query_row("SELECT reason FROM _ferry_quarantine", [], |r| r.get(0)).expect("q");
     assert!(reason.contains("no column phone") && reason.contains("--retry-quarantined"), "{reason}");
     conn(&db).execute_batch("ALTER TABLE t ADD COLUMN phone TEXT").expect("migrate");
-    let opts = ApplyOptions { retry_quarantined: true, now: None };
+    let opts = ApplyOptions { retry_quarantined: true, ..ApplyOptions::default() };
     let r = apply(&db, &[], &trust, &opts, &mut Silent).expect("retry");
     assert_eq!((r.retried.received, r.retried.applied), (1, 1), "{r:?}");
     assert_eq!(count(&db, "SELECT count(*) FROM _ferry_quarantine"), 0);

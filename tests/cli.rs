@@ -18,8 +18,10 @@ fn node_init_show_and_key_export() {
     // The export line is the exact command another node runs, with the
     // roles for the node's kind (a field laptop: origin).
     ferry(&home).args(["key", "export"]).assert().success().stdout(
-        predicate::str::is_match(r"^ferry trust add field-1 ferry-ed25519:[A-Za-z0-9_-]{43} --role origin\n$")
-            .expect("re"),
+        predicate::str::is_match(
+            r"^ferry trust add field-1 ferry-ed25519:[A-Za-z0-9_-]{43} age1[0-9a-z]{58} --role origin\n$",
+        )
+        .expect("re"),
     );
 }
 

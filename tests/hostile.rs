@@ -80,6 +80,7 @@ fn descriptor(origin: &NodeId, lines: &[Vec<u8>], zstd: &[u8]) -> SegmentDescrip
         entries_sha256: hex::encode(Sha256::digest(&plain)),
         zstd_len: zstd.len() as u64,
         zstd_sha256: hex::encode(Sha256::digest(zstd)),
+        encryption: None,
     }
 }
 
@@ -272,6 +273,7 @@ fn many_descriptors(origin: &NodeId, n: u64) -> Vec<SegmentDescriptor> {
             entries_sha256: "0".repeat(64),
             zstd_len: 50,
             zstd_sha256: "0".repeat(64),
+            encryption: None,
         })
         .collect()
 }

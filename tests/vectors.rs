@@ -22,7 +22,7 @@ use ferry::journal::{Entry, Op, Row, Timestamp};
 use ferry::keys::{self, NodeId, Role, TrustStore};
 use ferry::progress::Silent;
 use ferry::value::Value;
-use ferry::verify::verify_file;
+use ferry::verify::{verify_file, verify_file_with, Depth};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -52,9 +52,12 @@ fn conformance_vectors() {
     let vectors: Vec<Vector> =
         serde_json::from_slice(&std::fs::read(dir().join("vectors.json")).expect("vectors.json")).expect("vectors");
     assert!(vectors.len() >= 40);
+    // The vectors' recipient ("central"): encrypted vectors are opened and
+    // their entries checked like every other vector's.
+    let keyring = vector_keyring();
     let mut failures = Vec::new();
     for v in &vectors {
-        let r = verify_file(&dir().join(&v.file), &trust, &mut Silent);
+        let r = verify_file_with(&dir().join(&v.file), &trust, &keyring, Depth::Entries, &mut Silent);
         match (&v.error, r.ok, &r.error) {
             (None, true, _) => {}
             (Some(want), false, Some(got)) if got.contains(want.as_str()) => {}
@@ -62,6 +65,39 @@ fn conformance_vectors() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The encryption identity of the vectors' recipient ("central" in
+/// trust.json): `fixtures/vectors/encryption.key`, made once.
+fn vector_identity() -> ferry::crypt::Identity {
+    let path = dir().join("encryption.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => ferry::crypt::parse_identity(&text, &path).expect("encryption.key"),
+        Err(_) => {
+            let id = ferry::crypt::generate();
+            std::fs::write(&path, ferry::crypt::format_identity(&id)).expect("write encryption.key");
+            id
+        }
+    }
+}
+
+fn vector_keyring() -> ferry::crypt::Keyring {
+    ferry::crypt::Keyring::new(None, vec![vector_identity()])
+}
+
+#[test]
+fn encrypted_vectors_are_read_by_their_recipient_and_checked_blind_by_others() {
+    let trust: TrustStore =
+        serde_json::from_slice(&std::fs::read(dir().join("trust.json")).expect("trust.json")).expect("trust");
+    let f = dir().join("ok_encrypted.tar");
+    let r = verify_file_with(&f, &trust, &vector_keyring(), Depth::Entries, &mut Silent);
+    assert!(r.ok && r.segments.iter().all(|s| s.entries_checked), "{r:?}");
+    // Without the key: every signature and the encrypted bytes' hash, as a relay checks.
+    let r = verify_file(&f, &trust, &mut Silent);
+    assert!(r.ok && r.segments.iter().all(|s| !s.entries_checked && !s.encrypted_to.is_empty()), "{r:?}");
+    let r =
+        verify_file_with(&dir().join("ok_encrypted_other.tar"), &trust, &vector_keyring(), Depth::Entries, &mut Silent);
+    assert!(r.ok && !r.segments[0].entries_checked, "{r:?}");
 }
 
 /// A journal-file vector (`fixtures/vectors/journals.json`).
@@ -240,6 +276,7 @@ fn raw_descriptor(
         entries_sha256: hex::encode(Sha256::digest(&plain)),
         zstd_len: zstd.len() as u64,
         zstd_sha256: hex::encode(Sha256::digest(zstd)),
+        encryption: None,
     }
 }
 
@@ -315,9 +352,13 @@ fn noise(x: &mut u64, n: usize) -> String {
 
 fn generate(dir: &Path) {
     let (origin, relay, stranger, revoked) = (key(0x11), key(0x22), key(0x33), key(0x44));
+    let (central, other) = (key(0x55), key(0x66));
+    let central_key = vector_identity().to_public();
     let mut trust = TrustStore { version: 1, keys: Vec::new() };
     trust.add("origin", &origin.verifying_key(), &[Role::Origin]).expect("add");
     trust.add("relay", &relay.verifying_key(), &[Role::Relay]).expect("add");
+    trust.add("central", &central.verifying_key(), &[Role::Relay]).expect("add");
+    trust.set_encryption("central", &central_key).expect("encryption key");
     trust.add("revoked", &revoked.verifying_key(), &[Role::Origin]).expect("add");
     trust.revoke("revoked").expect("revoke");
     for k in &mut trust.keys {
@@ -425,9 +466,9 @@ fn generate(dir: &Path) {
 
     let mut newer = good.clone();
     let v = newer.windows(11).position(|w| w == b"\"version\":1").expect("version") + 10;
-    newer[v] = b'2';
+    newer[v] = b'3';
     save(dir, "fail_newer_version.tar", &newer);
-    add("fail_newer_version.tar", "M1", "manifest version 2", Some("made by a newer ferry?"));
+    add("fail_newer_version.tar", "M1", "manifest version 3", Some("made by a newer ferry?"));
 
     save(dir, "fail_not_a_bundle.tar", "hello, world\n".repeat(100).as_bytes());
     add("fail_not_a_bundle.tar", "M1", "not a tar archive at all", Some("not a ferry bundle"));
@@ -807,6 +848,85 @@ fn generate(dir: &Path) {
         "E2",
         "a chain_after that the lines do not lead to, signed",
         Some("chain hash at the last entry differs from chain_after"),
+    );
+
+    // --- Encrypted segments (format version 2, issue 14) ------------------
+    let to_central = vec![(id(&central), central_key.clone())];
+    let sealed_segment = |first: u64, last: u64, chain: ChainHash, to: Vec<(NodeId, ferry::crypt::Recipient)>| {
+        let mut b = SegmentBuilder::new_encrypted(id(&origin), chain, t, to).expect("builder");
+        for s in first..=last {
+            let e = entry(s);
+            b.push(&e, &e.to_line()).expect("push");
+        }
+        b.finish(Some("0".repeat(64)), &origin).expect("finish")
+    };
+    let s = sealed_segment(1, 3, g, to_central.clone());
+    plain(dir, "ok_encrypted.tar", std::slice::from_ref(&s), &origin);
+    add("ok_encrypted.tar", "X1", "one segment encrypted to central, which opens and checks it", None);
+
+    let other_key = ferry::crypt::generate().to_public();
+    let s = sealed_segment(1, 3, g, vec![(id(&other), other_key)]);
+    plain(dir, "ok_encrypted_other.tar", std::slice::from_ref(&s), &origin);
+    add(
+        "ok_encrypted_other.tar",
+        "X4",
+        "encrypted to a node whose key the verifier lacks: signatures and encrypted bytes checked",
+        None,
+    );
+
+    let a = segment(t, &id(&origin), &origin, 1, 2, g);
+    let b = sealed_segment(3, 5, a.descriptor.chain_after().expect("chain"), to_central.clone());
+    plain(dir, "ok_mixed_plain_and_encrypted.tar", &[a, b], &origin);
+    add("ok_mixed_plain_and_encrypted.tar", "X5", "a plain and an encrypted segment that chain, one bundle", None);
+
+    let good = std::fs::read(dir.join("ok_encrypted.tar")).expect("read");
+    let mut v1 = good.clone();
+    let v = v1.windows(11).position(|w| w == b"\"version\":2").expect("version") + 10;
+    v1[v] = b'1';
+    save(dir, "fail_encrypted_in_version_1.tar", &v1);
+    add(
+        "fail_encrypted_in_version_1.tar",
+        "X5",
+        "an encrypted segment in a version-1 manifest",
+        Some("version-1 bundle"),
+    );
+
+    let mut bad = good.clone();
+    let at = bad.windows(14).position(|w| w == b".jsonl.zst.age").expect("member") / 512 * 512 + 512;
+    bad[at + 100] ^= 0x01;
+    save(dir, "fail_encrypted_byte_changed.tar", &bad);
+    add("fail_encrypted_byte_changed.tar", "X4", "one byte of ciphertext changed", Some("hash mismatch"));
+
+    let mut bad = good.clone();
+    let at = bad.windows(10).position(|w| w == b"\"sealed\":\"").expect("sealed") + 10;
+    bad[at] = b'+';
+    save(dir, "fail_sealed_not_base64url.tar", &bad);
+    add(
+        "fail_sealed_not_base64url.tar",
+        "X2",
+        "a sealed field in the standard base64 alphabet",
+        Some("canonical base64url"),
+    );
+
+    let mut s = sealed_segment(1, 3, g, to_central.clone());
+    if let Some(c) = s.descriptor.tables.values_mut().next() {
+        c.insert += 1;
+    }
+    let private = serde_json::to_vec(&s.descriptor.private_fields()).expect("json");
+    let resealed = ferry::crypt::seal_bytes(std::slice::from_ref(&central_key), &private).expect("seal");
+    if let Some(e) = s.descriptor.encryption.as_mut() {
+        use base64::Engine as _;
+        e.sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(resealed);
+    }
+    let raw = s.descriptor.to_json().expect("json");
+    s.record.signature = keys::encode_signature(&keys::sign(&origin, SEGMENT_PREFIX, raw.as_bytes()));
+    s.record.descriptor = serde_json::value::RawValue::from_string(raw).expect("raw");
+    plain(dir, "fail_sealed_counts_wrong.tar", &[s], &origin);
+    add(
+        "fail_sealed_counts_wrong.tar",
+        "X3",
+        "signed, encrypted fields whose per-table counts do not add up to count",
+        Some("per-table counts add up to 4, not to count 3"),
     );
 
     std::fs::write(dir.join("vectors.json"), serde_json::to_vec_pretty(&vectors).expect("json")).expect("write");

@@ -81,6 +81,12 @@ pub struct ApplyOptions {
     /// The time to judge entries' dates by (entries dated more than a day
     /// after it wait); `None`: this computer's clock.
     pub now: Option<crate::journal::Timestamp>,
+    /// This node's encryption identities: they open the segments encrypted
+    /// to it (none: only plain segments apply).
+    pub keyring: crate::crypt::Keyring,
+    /// Pass over segments encrypted to other nodes instead of refusing them
+    /// (`bundle relay --apply`: the relay carries them on to their recipients).
+    pub pass_closed: bool,
 }
 
 /// A fork: the same origin and seq with a different chain hash.
@@ -260,7 +266,7 @@ pub fn apply(
         let total = std::fs::metadata(file).map(|m| m.len()).ok();
         progress.start("applying", total);
         let mut segments = Vec::new();
-        let result = apply_bundle(&mut eng, file, trust, &mut segments, progress);
+        let result = apply_bundle(&mut eng, file, trust, opts, &mut segments, progress);
         progress.finish();
         let result = match result {
             Err(Fail::Db(e)) if !engine::is_fatal(&e) => {
@@ -349,13 +355,20 @@ fn apply_bundle(
     eng: &mut Engine,
     path: &Path,
     trust: &TrustStore,
+    opts: &ApplyOptions,
     segments: &mut Vec<SegmentApply>,
     progress: &mut dyn Progress,
 ) -> Result<(), Fail> {
     let mut reader = BundleReader::open(path).map_err(refuse)?;
     // A signer this node does not trust for its part refuses its segment
     // only; a bad signature or broken custody refuses the bundle.
-    let verdicts = check_signatures_each(&reader, trust).map_err(refuse)?;
+    let mut verdicts = check_signatures_each(&reader, trust).map_err(refuse)?;
+    // Encrypted segments: decrypted here, once every byte proved unchanged;
+    // one encrypted to other nodes is refused, naming them.
+    crate::verify::open_encrypted(&mut reader, path, &opts.keyring).map_err(refuse)?;
+    if !opts.pass_closed {
+        crate::verify::refuse_closed(&reader, trust, &mut verdicts);
+    }
     crashpoint::hit("apply: signatures verified");
     for d in reader.descriptors() {
         // Tables ferry must never write are refused before anything is written.
@@ -379,9 +392,11 @@ fn apply_bundle(
     while let Some(member) = reader.next_segment().map_err(refuse)? {
         let d = member.descriptor().clone();
         match verdicts.next() {
+            // Encrypted to other nodes, passed on by the relay: not this node's to read.
+            Some(Ok(_)) if !d.is_readable() => crate::verify::read_through(member, progress).map_err(refuse)?,
             Some(Err(why)) => {
                 // Read through it (every byte is still checked), apply nothing.
-                check_entries(member, progress, |_, _| Ok(())).map_err(refuse)?;
+                crate::verify::read_through(member, progress).map_err(refuse)?;
                 segments.push(SegmentApply {
                     origin: d.origin.to_string(),
                     origin_name: None,

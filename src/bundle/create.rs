@@ -29,6 +29,12 @@ pub enum CreateError {
     Node(#[from] NodeError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("cannot encrypt to {name}")]
+    Recipient {
+        name: String,
+        #[source]
+        source: crate::keys::KeyError,
+    },
     #[error("the journal starts at seq {first}, but this node has no chain hash for seq {}: give the journal from seq 1", first - 1)]
     NoCheckpoint { first: u64 },
     #[error("journal entry {seq} differs from what this node bundled before: the journal was rewritten or restored from an old copy. Restore the journal that was bundled, or start a new node (`ferry node init` in a new home)")]
@@ -63,6 +69,9 @@ pub struct CreateReport {
     pub last_seq: Option<u64>,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The names of the nodes the bundle is encrypted to (empty: plain).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub encrypted_to: Vec<String>,
 }
 
 /// Bundles entries from journal files at `journal_path`.
@@ -122,6 +131,23 @@ pub struct Packer<'a> {
     watermark: Option<(u64, ChainHash)>,
     builder: Option<SegmentBuilder>,
     bytes_in: u64,
+    /// The nodes the bundle is encrypted to (none: plain).
+    recipients: Vec<(NodeId, crate::crypt::Recipient)>,
+}
+
+/// The nodes a bundle made by `node` is encrypted to: its `encrypt_to`
+/// setting (plus `--encrypt-to` for this run, [`Node::encrypt_also`]),
+/// looked up in its trust store.
+pub fn recipients(node: &Node) -> Result<Vec<(NodeId, crate::crypt::Recipient)>, CreateError> {
+    if node.info.encrypt_to.is_empty() {
+        return Ok(Vec::new());
+    }
+    let trust = node.trust()?;
+    node.info
+        .encrypt_to
+        .iter()
+        .map(|name| trust.recipient(name).map_err(|source| CreateError::Recipient { name: name.clone(), source }))
+        .collect()
 }
 
 impl<'a> Packer<'a> {
@@ -151,6 +177,7 @@ impl<'a> Packer<'a> {
         // Left-overs of a killed run never get a final name; a writer still
         // at work touches its temp file far more often than STALE_TEMP.
         let _ = crate::fsutil::remove_stale_temps(&opts.out_dir, crate::fsutil::STALE_TEMP);
+        let recipients = recipients(node)?;
         Ok(Packer {
             node,
             out_dir: opts.out_dir.clone(),
@@ -160,6 +187,7 @@ impl<'a> Packer<'a> {
             watermark,
             builder: None,
             bytes_in: 0,
+            recipients,
         })
     }
 
@@ -179,7 +207,13 @@ impl<'a> Packer<'a> {
         let b = match &mut self.builder {
             Some(b) => b,
             None => self.builder.insert(
-                SegmentBuilder::new(self.node.id().clone(), self.chain, &self.out_dir).map_err(BundleError::Io)?,
+                SegmentBuilder::new_encrypted(
+                    self.node.id().clone(),
+                    self.chain,
+                    &self.out_dir,
+                    self.recipients.clone(),
+                )
+                .map_err(BundleError::Io)?,
             ),
         };
         self.bytes_in += bytes.len() as u64 + 1;
@@ -200,6 +234,7 @@ impl<'a> Packer<'a> {
                 last_seq: None,
                 bytes_in: 0,
                 bytes_out: 0,
+                encrypted_to: Vec::new(),
             };
             return Ok((report, self.chain));
         };
@@ -222,6 +257,7 @@ impl<'a> Packer<'a> {
             last_seq: Some(d.last_seq),
             bytes_in: self.bytes_in,
             bytes_out: written.bytes,
+            encrypted_to: if self.recipients.is_empty() { Vec::new() } else { node.info.encrypt_to.clone() },
         };
         Ok((report, chain_after))
     }

@@ -28,8 +28,16 @@ use crate::keys::NodeId;
 
 /// The value of the manifest's `format` field.
 pub const FORMAT_NAME: &str = "ferry-bundle";
-/// The bundle format version this ferry writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest bundle format version this ferry writes and reads: version 2
+/// adds encrypted segments (`docs/FORMAT.md`, "Encrypted segments").
+pub const FORMAT_VERSION: u32 = 2;
+/// The version of a bundle without encrypted segments: ferry writes it for
+/// plain bundles, so that older ferry versions keep reading them.
+pub const PLAIN_VERSION: u32 = 1;
+/// At most this many recipients per encrypted segment.
+pub const MAX_RECIPIENTS: usize = 64;
+/// The longest `sealed` text of an encrypted descriptor.
+pub const MAX_SEALED: usize = 64 << 10;
 
 /// Domain-separation prefixes of every signed message.
 pub const SEGMENT_PREFIX: &[u8] = b"ferry-segment-v1\0";
@@ -164,6 +172,13 @@ impl OpCounts {
 }
 
 /// What an origin signs about one segment. Its JSON bytes travel verbatim.
+///
+/// A plain descriptor is this struct's JSON. An encrypted one (format
+/// version 2, [`SealedDescriptor`]) shows only origin, seqs, times, chain
+/// hashes, recipients and the member's size and hash; `schema`, `tables`,
+/// `entries_len` and `entries_sha256` travel encrypted in its `sealed` field
+/// and are filled in here once a recipient opened it
+/// ([`crate::bundle::BundleReader::open_sealed`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentDescriptor {
@@ -182,14 +197,101 @@ pub struct SegmentDescriptor {
     pub tables: BTreeMap<String, OpCounts>,
     pub entries_len: u64,
     pub entries_sha256: String,
+    /// The member's length (for an encrypted segment: of the age file).
     pub zstd_len: u64,
+    /// The member's SHA-256 (for an encrypted segment: of the age file).
     pub zstd_sha256: String,
+    /// Set for an encrypted segment (never part of a plain descriptor's JSON).
+    #[serde(skip)]
+    pub encryption: Option<Encryption>,
+}
+
+/// How a segment is encrypted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encryption {
+    /// The nodes it is encrypted to, ascending.
+    pub recipients: Vec<NodeId>,
+    /// The encrypted private fields, as in the descriptor (base64url).
+    pub sealed: String,
+    /// Whether the private fields were opened and filled in.
+    pub opened: bool,
+}
+
+/// The JSON form of an encrypted segment's descriptor (`docs/FORMAT.md` X1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedDescriptor {
+    pub origin: NodeId,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub count: u64,
+    pub ts_min: Timestamp,
+    pub ts_max: Timestamp,
+    pub chain_before: String,
+    pub chain_after: String,
+    pub recipients: Vec<NodeId>,
+    /// base64url (no padding) of an age file holding [`PrivateFields`].
+    pub sealed: String,
+    pub member_len: u64,
+    pub member_sha256: String,
+}
+
+/// What an encrypted segment's `sealed` field holds (X3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateFields {
+    pub schema: Option<String>,
+    pub tables: BTreeMap<String, OpCounts>,
+    pub entries_len: u64,
+    pub entries_sha256: String,
 }
 
 impl SegmentDescriptor {
-    /// The tar member name of this segment.
+    /// The tar member name of this segment (`.age` after an encrypted one's).
     pub fn member_name(&self) -> String {
-        format!("{}.{}-{}.jsonl.zst", self.origin, self.first_seq, self.last_seq)
+        let age = if self.encryption.is_some() { ".age" } else { "" };
+        format!("{}.{}-{}.jsonl.zst{age}", self.origin, self.first_seq, self.last_seq)
+    }
+
+    /// Whether the segment is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption.is_some()
+    }
+
+    /// Whether its entries can be read here: plain, or encrypted and opened.
+    pub fn is_readable(&self) -> bool {
+        !matches!(&self.encryption, Some(e) if !e.opened)
+    }
+
+    /// The descriptor's JSON: plain, or the encrypted form.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        match &self.encryption {
+            None => serde_json::to_string(self),
+            Some(e) => serde_json::to_string(&SealedDescriptor {
+                origin: self.origin.clone(),
+                first_seq: self.first_seq,
+                last_seq: self.last_seq,
+                count: self.count,
+                ts_min: self.ts_min,
+                ts_max: self.ts_max,
+                chain_before: self.chain_before.clone(),
+                chain_after: self.chain_after.clone(),
+                recipients: e.recipients.clone(),
+                sealed: e.sealed.clone(),
+                member_len: self.zstd_len,
+                member_sha256: self.zstd_sha256.clone(),
+            }),
+        }
+    }
+
+    /// The private fields an encrypted descriptor seals.
+    pub fn private_fields(&self) -> PrivateFields {
+        PrivateFields {
+            schema: self.schema.clone(),
+            tables: self.tables.clone(),
+            entries_len: self.entries_len,
+            entries_sha256: self.entries_sha256.clone(),
+        }
     }
     pub fn chain_before(&self) -> Option<ChainHash> {
         ChainHash::from_hex(&self.chain_before)

@@ -45,6 +45,12 @@ pub struct SegmentView {
     pub entries_len: u64,
     pub zstd_len: u64,
     pub hops: Vec<HopView>,
+    /// The nodes an encrypted segment is encrypted to (empty: plain).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub encrypted_to: Vec<Carrier>,
+    /// Whether its tables and entries can be read here (plain, or encrypted
+    /// to this node); an encrypted segment for others shows no tables.
+    pub readable: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,8 +62,19 @@ pub struct HopView {
 
 /// Reads a bundle's manifest and summarises it.
 pub fn inspect(path: &Path, trust: Option<&TrustStore>) -> Result<Inspection, BundleError> {
+    inspect_with(path, trust, &crate::crypt::Keyring::none())
+}
+
+/// [`inspect`] that opens the encrypted segments `keyring` can open (their
+/// schema and tables are shown then).
+pub fn inspect_with(
+    path: &Path,
+    trust: Option<&TrustStore>,
+    keyring: &crate::crypt::Keyring,
+) -> Result<Inspection, BundleError> {
     let bytes = std::fs::metadata(path).map_err(BundleError::Io)?.len();
-    let reader = BundleReader::open(path)?;
+    let mut reader = BundleReader::open(path)?;
+    reader.open_sealed(keyring)?;
     let name = |n: &NodeId| trust.and_then(|t| t.name_of(n)).map(str::to_owned);
     let m = reader.manifest();
     let mut tables: BTreeMap<String, OpCounts> = BTreeMap::new();
@@ -82,6 +99,13 @@ pub fn inspect(path: &Path, trust: Option<&TrustStore>) -> Result<Inspection, Bu
             entries_len: d.entries_len,
             zstd_len: d.zstd_len,
             hops: record.hops.iter().map(|h| HopView { node: h.node.clone(), name: name(&h.node), at: h.at }).collect(),
+            encrypted_to: d
+                .encryption
+                .iter()
+                .flat_map(|e| &e.recipients)
+                .map(|n| Carrier { node: n.clone(), name: name(n) })
+                .collect(),
+            readable: d.is_readable(),
         });
     }
     Ok(Inspection {

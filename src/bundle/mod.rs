@@ -44,6 +44,12 @@ pub enum BundleError {
     TooLarge { member: String, entries_len: u64, zstd_len: u64 },
     #[error("entries out of order: expected seq {expected}, found {found}")]
     SeqGap { expected: u64, found: u64 },
+    #[error(
+        "{member} is encrypted to {}, and this node holds none of their keys: only they can read its entries \
+         (a middleman passes it on as it is, with `ferry bundle relay`)",
+        recipients.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    NotARecipient { member: String, recipients: Vec<crate::keys::NodeId> },
     #[error("I/O error")]
     Io(#[source] std::io::Error),
 }

@@ -19,6 +19,8 @@ use crate::keys;
 /// signatures: that is [`crate::verify`]'s job) before it returns.
 pub struct BundleReader<R: Read> {
     inner: R,
+    /// Opens encrypted segments ([`BundleReader::open_sealed`]).
+    keyring: crate::crypt::Keyring,
     manifest: Manifest,
     manifest_bytes: Vec<u8>,
     signature: Signature,
@@ -84,10 +86,17 @@ impl<R: Read> BundleReader<R> {
             if !names.insert((d.origin.clone(), d.first_seq, d.last_seq)) {
                 return Err(BundleError::Malformed(format!("segment {} is listed twice", d.member_name())));
             }
+            if d.is_encrypted() && manifest.version < 2 {
+                return Err(BundleError::Malformed(format!(
+                    "segment {} is encrypted, which a version-1 bundle cannot hold",
+                    d.member_name()
+                )));
+            }
             descriptors.push(d);
         }
         Ok(BundleReader {
             inner,
+            keyring: crate::crypt::Keyring::none(),
             manifest,
             manifest_bytes,
             signature,
@@ -115,6 +124,55 @@ impl<R: Read> BundleReader<R> {
     /// The parsed descriptors, in manifest order.
     pub fn descriptors(&self) -> &[SegmentDescriptor] {
         &self.descriptors
+    }
+
+    /// Whether any segment is encrypted.
+    pub fn has_encrypted(&self) -> bool {
+        self.descriptors.iter().any(SegmentDescriptor::is_encrypted)
+    }
+
+    /// Opens the encrypted segments `keyring` can open: their private
+    /// fields (schema, tables, entry length and hash) are decrypted, checked
+    /// (`docs/FORMAT.md` X3) and filled into their descriptors, and their
+    /// entries can then be read. Segments encrypted to other nodes stay
+    /// closed ([`SegmentDescriptor::is_readable`]). Call it after the
+    /// signatures were checked: the sealed fields are the origin's only if
+    /// its signature holds. Returns how many segments it opened.
+    pub fn open_sealed(&mut self, keyring: &crate::crypt::Keyring) -> Result<usize, BundleError> {
+        self.keyring = keyring.clone();
+        let mut opened = 0;
+        for d in self.descriptors.iter_mut() {
+            let Some(sealed) = d.encryption.as_ref().filter(|e| !e.opened).map(|e| e.sealed.clone()) else {
+                continue;
+            };
+            let bad = |why: String| BundleError::Malformed(format!("{}: {why}", d.member_name()));
+            let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &sealed)
+                .map_err(|_| bad("its sealed fields are not base64url".into()))?;
+            let plain = match keyring.open_bytes(&bytes) {
+                Ok(p) => p,
+                Err(crate::crypt::OpenError::NotARecipient) => continue,
+                Err(crate::crypt::OpenError::Broken(why)) => {
+                    return Err(bad(format!("its sealed fields do not decrypt ({why})")))
+                }
+            };
+            let fields: PrivateFields =
+                serde_json::from_slice(&plain).map_err(|e| bad(format!("its sealed fields are malformed: {e}")))?;
+            if serde_json::to_vec(&fields).ok().as_deref() != Some(&plain[..]) {
+                return Err(bad("its sealed fields are not in canonical form".into()));
+            }
+            let mut open = d.clone();
+            open.schema = fields.schema;
+            open.tables = fields.tables;
+            open.entries_len = fields.entries_len;
+            open.entries_sha256 = fields.entries_sha256;
+            check_contents(&open).map_err(bad)?;
+            if let Some(e) = open.encryption.as_mut() {
+                e.opened = true;
+            }
+            *d = open;
+            opened += 1;
+        }
+        Ok(opened)
     }
 
     /// Moves to the next segment member. A segment that is not read to its
@@ -236,7 +294,7 @@ fn parse_manifest(bytes: &[u8]) -> Result<Manifest, BundleError> {
         return Err(BundleError::NotABundle("manifest.json does not name the ferry-bundle format".into()));
     }
     match head.version {
-        Some(v) if v == u64::from(FORMAT_VERSION) => {}
+        Some(v) if (u64::from(PLAIN_VERSION)..=u64::from(FORMAT_VERSION)).contains(&v) => {}
         Some(v) if v > u64::from(FORMAT_VERSION) => return Err(BundleError::UnsupportedVersion(v)),
         v => return Err(BundleError::Malformed(format!("manifest.json: unknown version {v:?}"))),
     }
@@ -253,32 +311,100 @@ fn parse_manifest(bytes: &[u8]) -> Result<Manifest, BundleError> {
 /// descriptor can break is checked here, before any signature, in time
 /// linear in its size.
 pub fn parse_descriptor(raw: &str) -> Result<SegmentDescriptor, String> {
-    let d: SegmentDescriptor = serde_json::from_str(raw).map_err(|e| e.to_string())?;
-    if serde_json::to_string(&d).ok().as_deref() != Some(raw) {
-        return Err("descriptor is not in canonical form".into());
-    }
+    let d = match serde_json::from_str::<SegmentDescriptor>(raw) {
+        Ok(d) => {
+            if serde_json::to_string(&d).ok().as_deref() != Some(raw) {
+                return Err("descriptor is not in canonical form".into());
+            }
+            d
+        }
+        Err(plain) => match serde_json::from_str::<SealedDescriptor>(raw) {
+            Ok(s) => parse_sealed(s, raw)?,
+            Err(sealed) if raw.contains("\"sealed\":") => return Err(sealed.to_string()),
+            Err(_) => return Err(plain.to_string()),
+        },
+    };
     if d.first_seq == 0 || d.last_seq < d.first_seq || d.count != d.last_seq - d.first_seq + 1 {
         return Err(format!("seq range {}..={} does not hold {} entries", d.first_seq, d.last_seq, d.count));
     }
     if d.last_seq > MAX_SEQ {
         return Err(format!("seq {} is above the largest seq, {MAX_SEQ}", d.last_seq));
     }
-    let hex32 = |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if !hex32(&d.chain_before) || !hex32(&d.chain_after) {
         return Err("chain hashes must be 64 lowercase hex characters".into());
     }
-    if !hex32(&d.entries_sha256) || !hex32(&d.zstd_sha256) {
+    if !hex32(&d.zstd_sha256) {
         return Err("sha256 fields must be 64 lowercase hex characters".into());
-    }
-    let hex = |s: &str| (1..=64).contains(&s.len()) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if d.schema.as_deref().is_some_and(|s| !hex(s)) {
-        return Err("schema must be null or 1 to 64 lowercase hex characters".into());
     }
     if d.first_seq == 1 && d.chain_before != crate::chain::ChainHash::GENESIS.to_hex() {
         return Err("a segment starting at seq 1 must have the zero chain hash as chain_before".into());
     }
     if d.ts_min > d.ts_max {
         return Err("ts_min is later than ts_max".into());
+    }
+    if d.zstd_len == 0 {
+        return Err("an empty segment: entries_len and zstd_len must be at least 1".into());
+    }
+    if d.zstd_len > MAX_MEMBER {
+        return Err(format!("zstd_len {} is above the largest tar member, {MAX_MEMBER} bytes", d.zstd_len));
+    }
+    if !d.is_encrypted() {
+        check_contents(&d)?;
+    }
+    Ok(d)
+}
+
+fn hex32(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// An encrypted descriptor (X1, X2): canonical, recipients listed once each
+/// in ascending order, the sealed text canonical base64url.
+fn parse_sealed(s: SealedDescriptor, raw: &str) -> Result<SegmentDescriptor, String> {
+    if serde_json::to_string(&s).ok().as_deref() != Some(raw) {
+        return Err("descriptor is not in canonical form".into());
+    }
+    if s.recipients.is_empty() || s.recipients.len() > MAX_RECIPIENTS {
+        return Err(format!("an encrypted segment names 1 to {MAX_RECIPIENTS} recipients, not {}", s.recipients.len()));
+    }
+    if s.recipients.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("recipients must be listed once each, in ascending order".into());
+    }
+    let canonical = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &s.sealed)
+        .ok()
+        .is_some_and(|b| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b) == s.sealed);
+    if s.sealed.is_empty() || s.sealed.len() > MAX_SEALED || !canonical {
+        return Err(format!("sealed must be canonical base64url of 1 to {MAX_SEALED} characters"));
+    }
+    Ok(SegmentDescriptor {
+        origin: s.origin,
+        first_seq: s.first_seq,
+        last_seq: s.last_seq,
+        count: s.count,
+        ts_min: s.ts_min,
+        ts_max: s.ts_max,
+        chain_before: s.chain_before,
+        chain_after: s.chain_after,
+        schema: None,
+        tables: std::collections::BTreeMap::new(),
+        entries_len: 0,
+        entries_sha256: String::new(),
+        zstd_len: s.member_len,
+        zstd_sha256: s.member_sha256,
+        encryption: Some(Encryption { recipients: s.recipients, sealed: s.sealed, opened: false }),
+    })
+}
+
+/// The rules on what a plain descriptor shows and an encrypted one seals:
+/// the entries' hash, the schema, the per-table counts (D5) and the entry
+/// length (D6).
+fn check_contents(d: &SegmentDescriptor) -> Result<(), String> {
+    if !hex32(&d.entries_sha256) {
+        return Err("sha256 fields must be 64 lowercase hex characters".into());
+    }
+    let hex = |s: &str| (1..=64).contains(&s.len()) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if d.schema.as_deref().is_some_and(|s| !hex(s)) {
+        return Err("schema must be null or 1 to 64 lowercase hex characters".into());
     }
     let mut total = 0u64;
     for (table, c) in &d.tables {
@@ -291,13 +417,10 @@ pub fn parse_descriptor(raw: &str) -> Result<SegmentDescriptor, String> {
     if total != d.count {
         return Err(format!("the per-table counts add up to {total}, not to count {}", d.count));
     }
-    if d.entries_len == 0 || d.zstd_len == 0 {
+    if d.entries_len == 0 {
         return Err("an empty segment: entries_len and zstd_len must be at least 1".into());
     }
-    if d.zstd_len > MAX_MEMBER {
-        return Err(format!("zstd_len {} is above the largest tar member, {MAX_MEMBER} bytes", d.zstd_len));
-    }
-    Ok(d)
+    Ok(())
 }
 
 /// The current segment member of a [`BundleReader`].
@@ -339,7 +462,25 @@ impl<'a, R: Read> SegmentMember<'a, R> {
                 zstd_len: d.zstd_len,
             });
         }
-        let mut compressed = self.compressed();
+        let sealed = match &d.encryption {
+            Some(e) if !e.opened => {
+                return Err(BundleError::NotARecipient { member: d.member_name(), recipients: e.recipients.clone() })
+            }
+            Some(_) => true,
+            None => false,
+        };
+        let keyring = self.reader.keyring.clone();
+        let compressed = self.compressed();
+        let mut compressed = if sealed {
+            // The age file's plaintext is the zstd frame a plain member holds.
+            let stream = keyring.open_stream(compressed).map_err(|e| BundleError::Corrupt {
+                member: d.member_name(),
+                reason: format!("its encrypted content does not open with this node's key: {e}"),
+            })?;
+            Source::Sealed(Box::new(stream))
+        } else {
+            Source::Plain(compressed)
+        };
         // The frame header is checked here, before zstd sees it: zstd itself
         // skips its window limit on some paths (a frame that declares its
         // content size and fits the caller's buffer).
@@ -348,6 +489,7 @@ impl<'a, R: Read> SegmentMember<'a, R> {
         let mut got = 0;
         while got < want {
             match compressed.read(&mut head[got..want]) {
+                Ok(0) if sealed => break,
                 Ok(0) => return Err(BundleError::Truncated),
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -377,10 +519,27 @@ impl<'a, R: Read> SegmentMember<'a, R> {
     }
 }
 
+/// A member's bytes as zstd sees them: a plain member's as stored, an
+/// encrypted one's decrypted (each 64 KiB chunk authenticated before any
+/// byte of it is given out).
+pub enum Source<'a, R: Read> {
+    Plain(CompressedReader<'a, R>),
+    Sealed(Box<age::stream::StreamReader<CompressedReader<'a, R>>>),
+}
+
+impl<R: Read> Read for Source<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Source::Plain(r) => r.read(buf),
+            Source::Sealed(r) => r.read(buf),
+        }
+    }
+}
+
 /// A member's compressed bytes: the frame header read ahead, then the rest.
 pub struct FrameStream<'a, R: Read> {
     header: io::Cursor<Vec<u8>>,
-    rest: CompressedReader<'a, R>,
+    rest: Source<'a, R>,
 }
 
 impl<R: Read> Read for FrameStream<'_, R> {

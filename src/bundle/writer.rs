@@ -32,7 +32,42 @@ pub struct SegmentBuilder {
     /// Lines not yet handed on: their bytes, each followed by `\n`, and lengths.
     batch: Batch,
     hasher: Hasher,
-    encoder: zstd::stream::write::Encoder<'static, HashingWriter<BufWriter<tempfile::NamedTempFile>>>,
+    encoder: zstd::stream::write::Encoder<'static, Out>,
+    /// The nodes the segment is encrypted to (none: plain), ascending.
+    recipients: Vec<(NodeId, crate::crypt::Recipient)>,
+}
+
+type Member = HashingWriter<BufWriter<tempfile::NamedTempFile>>;
+
+/// Where the zstd frame goes: straight into the member file, or through age
+/// encryption (so no plaintext ever touches the disk, not even compressed).
+enum Out {
+    Plain(Member),
+    Sealed(age::stream::StreamWriter<Member>),
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Out::Plain(w) => w.write(buf),
+            Out::Sealed(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Out::Plain(w) => w.flush(),
+            Out::Sealed(w) => w.flush(),
+        }
+    }
+}
+
+impl Out {
+    fn finish(self) -> io::Result<Member> {
+        match self {
+            Out::Plain(w) => Ok(w),
+            Out::Sealed(w) => w.finish(),
+        }
+    }
 }
 
 /// Lines on their way to the hashing thread.
@@ -122,8 +157,31 @@ pub struct BuiltSegment {
 impl SegmentBuilder {
     /// A builder whose compressed output goes to a temp file in `tmp_dir`.
     pub fn new(origin: NodeId, chain_before: ChainHash, tmp_dir: &Path) -> io::Result<Self> {
+        SegmentBuilder::new_encrypted(origin, chain_before, tmp_dir, Vec::new())
+    }
+
+    /// A builder whose segment is encrypted to `recipients` (their node ids
+    /// and encryption keys; none: a plain segment). The temp file only ever
+    /// holds encrypted bytes.
+    pub fn new_encrypted(
+        origin: NodeId,
+        chain_before: ChainHash,
+        tmp_dir: &Path,
+        mut recipients: Vec<(NodeId, crate::crypt::Recipient)>,
+    ) -> io::Result<Self> {
+        recipients.sort_by(|a, b| a.0.cmp(&b.0));
+        recipients.dedup_by(|a, b| a.0 == b.0);
+        if recipients.len() > MAX_RECIPIENTS {
+            return Err(io::Error::other(format!("at most {MAX_RECIPIENTS} recipients per bundle")));
+        }
         let tmp = fsutil::temp_in(tmp_dir)?;
-        let out = HashingWriter::new(BufWriter::with_capacity(256 << 10, tmp));
+        let member = HashingWriter::new(BufWriter::with_capacity(256 << 10, tmp));
+        let out = if recipients.is_empty() {
+            Out::Plain(member)
+        } else {
+            let keys: Vec<crate::crypt::Recipient> = recipients.iter().map(|(_, r)| r.clone()).collect();
+            Out::Sealed(crate::crypt::seal_stream(&keys, member)?)
+        };
         let mut encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
         encoder.include_checksum(true)?;
         encoder.window_log(WINDOW_LOG)?;
@@ -137,6 +195,7 @@ impl SegmentBuilder {
             batch: Batch { bytes: Vec::with_capacity(BATCH_BYTES + 4096), lens: Vec::with_capacity(8192) },
             hasher: Hasher::start(chain_before)?,
             encoder,
+            recipients,
         })
     }
 
@@ -203,7 +262,7 @@ impl SegmentBuilder {
         let first_seq = self.summary.first_seq.ok_or_else(|| BundleError::Malformed("an empty segment".into()))?;
         self.hand_on().map_err(BundleError::Io)?;
         let (chain_after, plain) = self.hasher.finish().map_err(BundleError::Io)?;
-        let out = self.encoder.finish().map_err(BundleError::Io)?;
+        let out = self.encoder.finish().and_then(Out::finish).map_err(BundleError::Io)?;
         let zstd_len = out.count;
         let zstd_sha256 = hex::encode(out.hasher.finalize());
         let file = out.inner.into_inner().map_err(|e| BundleError::Io(e.into_error()))?;
@@ -223,8 +282,21 @@ impl SegmentBuilder {
             entries_sha256: hex::encode(plain.finalize()),
             zstd_len,
             zstd_sha256,
+            encryption: None,
         };
-        let raw = serde_json::to_string(&descriptor).map_err(|e| BundleError::Malformed(e.to_string()))?;
+        let mut descriptor = descriptor;
+        if !self.recipients.is_empty() {
+            let private =
+                serde_json::to_vec(&descriptor.private_fields()).map_err(|e| BundleError::Malformed(e.to_string()))?;
+            let keys: Vec<crate::crypt::Recipient> = self.recipients.iter().map(|(_, r)| r.clone()).collect();
+            let sealed = crate::crypt::seal_bytes(&keys, &private).map_err(BundleError::Io)?;
+            descriptor.encryption = Some(Encryption {
+                recipients: self.recipients.iter().map(|(n, _)| n.clone()).collect(),
+                sealed: base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sealed),
+                opened: true,
+            });
+        }
+        let raw = descriptor.to_json().map_err(|e| BundleError::Malformed(e.to_string()))?;
         let signature = keys::sign(key, SEGMENT_PREFIX, raw.as_bytes());
         let record = ManifestSegment {
             descriptor: RawValue::from_string(raw).map_err(|e| BundleError::Malformed(e.to_string()))?,
@@ -269,9 +341,11 @@ pub fn write_bundle_named(
     mut copy: impl FnMut(usize, &mut dyn Write) -> io::Result<()>,
 ) -> Result<Written, BundleError> {
     let sealed_at = Timestamp::now();
+    // Plain bundles stay version 1, which older ferry versions read.
+    let version = if descriptors.iter().any(SegmentDescriptor::is_encrypted) { FORMAT_VERSION } else { PLAIN_VERSION };
     let manifest = Manifest {
         format: FORMAT_NAME.into(),
-        version: FORMAT_VERSION,
+        version,
         sealed_by: NodeId::of(&sealer.verifying_key()),
         sealed_at,
         segments,

@@ -117,7 +117,8 @@ pub fn run_apply(a: ApplyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
             a.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         );
     }
-    let opts = ApplyOptions { retry_quarantined: a.retry_quarantined, now: None };
+    let opts =
+        ApplyOptions { retry_quarantined: a.retry_quarantined, now: None, keyring: node.keyring(), pass_closed: false };
     let db = sqlite_target(&a.db, "apply bundles to")?;
     let negative = apply_files(&db, &files, &trust, &opts, a.json, ui)?;
     // What the database now holds, signed, goes back the way the bundles came.
@@ -149,7 +150,9 @@ pub fn apply_and_print(
     if files.is_empty() {
         return Ok(false);
     }
-    apply_files(db, &files, &trust, &ApplyOptions::default(), as_json, ui)
+    // Segments encrypted to other nodes travel on with the relay.
+    let opts = ApplyOptions { keyring: node.keyring(), pass_closed: true, ..ApplyOptions::default() };
+    apply_files(db, &files, &trust, &opts, as_json, ui)
 }
 
 fn apply_files(

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use ferry::bundle::create::{create_from_journal, CreateOptions};
-use ferry::bundle::inspect::inspect;
+use ferry::bundle::inspect::inspect_with;
 use ferry::bundle::{scan_bundles, BundleReader};
 use ferry::node::Node;
 use ferry::sanitize;
-use ferry::verify::{verify_file_to, BundleReport, Depth};
+use ferry::verify::{verify_file_with, BundleReport, Depth};
 
 use super::apply::{entries_range, plural};
 use super::output::{json, out};
@@ -59,6 +59,10 @@ pub struct CreateArgs {
     /// Bundle from this seq on, even if sent before.
     #[arg(long, value_name = "SEQ")]
     pub since: Option<u64>,
+    /// Encrypt the bundle to these trusted nodes (besides those `ferry node encrypt-to` set): only they can
+    /// read its entries.
+    #[arg(long, value_name = "NAME", num_args = 1..)]
+    pub encrypt_to: Vec<String>,
     /// Send again, now, every entry sent before that the archive (the central server) has not confirmed.
     #[arg(long, conflicts_with = "since")]
     pub unconfirmed: bool,
@@ -113,7 +117,8 @@ pub fn run(cmd: BundleCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
 }
 
 fn create(a: CreateArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
-    let node = Node::open(&home_dir(home)?)?;
+    let mut node = Node::open(&home_dir(home)?)?;
+    node.encrypt_also(&a.encrypt_to);
     // Receipts that came back on this stick are taken in first: they say
     // what arrived, and so what to send again.
     if !a.out.is_file() {
@@ -135,13 +140,21 @@ fn create(a: CreateArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
         json(&report)?;
     } else {
         match (&report.file, report.first_seq, report.last_seq) {
-            (Some(file), Some(first), Some(last)) => out(format!(
-                "wrote {} ({}, {} bytes in, {} bytes out)",
-                file.display(),
-                entries_range(first, last),
-                report.bytes_in,
-                report.bytes_out
-            ))?,
+            (Some(file), Some(first), Some(last)) => {
+                let sealed = match report.encrypted_to.as_slice() {
+                    [] => String::new(),
+                    names => {
+                        format!(", encrypted to {}", names.iter().map(|n| sanitize(n)).collect::<Vec<_>>().join(", "))
+                    }
+                };
+                out(format!(
+                    "wrote {} ({}, {} bytes in, {} bytes out{sealed})",
+                    file.display(),
+                    entries_range(first, last),
+                    report.bytes_in,
+                    report.bytes_out
+                ))?
+            }
             _ => ui.note("nothing new to bundle: every entry was bundled before (to send them again, add --since 1)"),
         }
     }
@@ -209,12 +222,13 @@ fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
         );
     }
     let mut reports: Vec<BundleReport> = Vec::new();
+    let keyring = node.keyring();
     for f in found.files {
         let mut progress = ui.progress();
         let total = std::fs::metadata(&f).map(|m| m.len()).ok();
         progress.start("verifying", total);
         let depth = if a.deep { Depth::Entries } else { Depth::Bytes };
-        reports.push(verify_file_to(&f, &trust, depth, progress.as_mut()));
+        reports.push(verify_file_with(&f, &trust, &keyring, depth, progress.as_mut()));
         progress.finish();
     }
     let failed = reports.iter().filter(|r| !r.ok).count() + found.unreadable.len();
@@ -231,7 +245,19 @@ fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
                         .iter()
                         .map(|s| {
                             let name = s.origin_name.as_deref().map_or_else(|| s.origin.to_string(), sanitize);
-                            format!("{name} {}", entries_range(s.first_seq, s.last_seq))
+                            let sealed = match (s.encrypted_to.is_empty(), s.entries_checked) {
+                                (true, _) => String::new(),
+                                (false, true) => ", encrypted to this node".into(),
+                                (false, false) => {
+                                    let to: Vec<String> = s
+                                        .encrypted_to
+                                        .iter()
+                                        .map(|h| h.name.as_deref().map_or_else(|| h.node.to_string(), sanitize))
+                                        .collect();
+                                    format!(", encrypted to {}: its encrypted bytes checked", to.join(", "))
+                                }
+                            };
+                            format!("{name} {}{sealed}", entries_range(s.first_seq, s.last_seq))
                         })
                         .collect();
                     out(format!("ok    {file}: {} ({})", plural(entries, "entry", "entries"), parts.join(", ")))?
@@ -256,10 +282,29 @@ fn verify(a: VerifyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
 /// parse as an entry (JSON keeps C0 controls escaped), and on a terminal the
 /// C1 controls and DEL that JSON allows raw in strings are printed as JSON
 /// escapes (same meaning, but they cannot drive the terminal).
-fn print_entries(file: &std::path::Path) -> anyhow::Result<Outcome> {
+fn print_entries(file: &std::path::Path, node: Option<&Node>) -> anyhow::Result<Outcome> {
     use std::io::IsTerminal;
     let terminal = std::io::stdout().is_terminal();
     let mut reader = BundleReader::open(file)?;
+    // Encrypted parts: every byte checked against its signed hash first,
+    // then opened with this node's key, if it is a recipient.
+    let keyring = node.map(Node::keyring).unwrap_or_default();
+    ferry::verify::open_encrypted(&mut reader, file, &keyring)?;
+    let trust = node.and_then(|n| n.trust().ok()).unwrap_or_default();
+    if let Some(d) = reader.descriptors().iter().find(|d| !d.is_readable()) {
+        let names: Vec<String> = d
+            .encryption
+            .iter()
+            .flat_map(|e| &e.recipients)
+            .map(|n| trust.name_of(n).map_or_else(|| n.to_string(), |m| format!("{} ({n})", sanitize(m))))
+            .collect();
+        anyhow::bail!(
+            "{} is encrypted to {}, not to this node: only they can read its entries (run `ferry bundle inspect \
+             --entries` there)",
+            d.member_name(),
+            names.join(", ")
+        );
+    }
     let stdout = std::io::stdout();
     let mut o = std::io::BufWriter::new(stdout.lock());
     while let Some(member) = reader.next_segment()? {
@@ -302,12 +347,14 @@ fn escape_controls(line: &[u8]) -> String {
 
 fn inspect_cmd(a: InspectArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
     // Names come from the trust store when there is a node; inspect works without one.
-    let trust = home_dir(home).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
+    let node = home_dir(home).ok().and_then(|h| Node::open(&h).ok());
+    let trust = node.as_ref().and_then(|n| n.trust().ok());
     let context = || format!("failed to read {}", a.file.display());
     if a.entries {
-        return print_entries(&a.file).with_context(context);
+        return print_entries(&a.file, node.as_ref()).with_context(context);
     }
-    let i = inspect(&a.file, trust.as_ref()).with_context(context)?;
+    let keyring = node.as_ref().map(Node::keyring).unwrap_or_default();
+    let i = inspect_with(&a.file, trust.as_ref(), &keyring).with_context(context)?;
     if a.json {
         json(&i)?;
         return Ok(Outcome::Ok);
@@ -333,6 +380,11 @@ fn inspect_cmd(a: InspectArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome>
             who(&s.origin.node, &s.origin.name),
             if from == to { from } else { format!("{from} to {to}") }
         ))?;
+        if !s.encrypted_to.is_empty() {
+            let to: Vec<String> = s.encrypted_to.iter().map(|c| who(&c.node, &c.name)).collect();
+            let readable = if s.readable { "this node can read it" } else { "tables and entries readable only there" };
+            out(format!("    encrypted to {} ({readable})", to.join(", ")))?;
+        }
         for (t, c) in &s.tables {
             out(super::output::table_counts(t, c))?;
         }

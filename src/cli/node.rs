@@ -35,6 +35,23 @@ node's journal, so `ferry bundle create` sends them again. Nothing is lost on ei
 journal is the one the server already has.\n\n\
 Example:\n  ferry node reissue app.sqlite3 --name field-1b --id-block 7 --from 16 --fork 17:9f3c0a1b2c3d4e5f")]
     Reissue(ReissueArgs),
+    /// Encrypt every bundle made here to these nodes (the central server, a community server that applies them).
+    #[command(after_help = "Each name must be trusted here with its encryption key (the line `ferry key export` \
+printed on that computer gives both keys). From then on `ferry bundle create` encrypts every bundle made here to \
+all of them, besides any --encrypt-to it is given: a lost stick or a middleman's laptop reveals no table name, key \
+or value. `--none` goes back to plain bundles.\n\n\
+Examples:\n  ferry node encrypt-to central\n  ferry node encrypt-to central clinic-kisumu\n  ferry node encrypt-to --none")]
+    EncryptTo(EncryptToArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EncryptToArgs {
+    /// Names of trusted nodes (as in `ferry trust list`).
+    #[arg(value_name = "NAME", required_unless_present = "none")]
+    pub names: Vec<String>,
+    /// Stop encrypting every bundle (each `bundle create --encrypt-to` still does).
+    #[arg(long, conflicts_with = "names")]
+    pub none: bool,
 }
 
 #[derive(Debug, Args)]
@@ -68,8 +85,25 @@ pub struct SetBlockArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Print this node's public key as the `ferry trust add` line other nodes run (with the roles for its kind).
+    /// Print this node's public keys (signing and encryption) as the `ferry trust add` line other nodes run.
     Export(JsonArg),
+    /// Give this node an encryption key (nodes made by an older ferry have none), or replace it.
+    #[command(after_help = "Nodes made by `ferry node init` have an encryption key; one made by an older ferry \
+gets one here. Then run `ferry key export` and the printed line on the computers that send bundles to this one.\n\n\
+--replace makes a new key (rotation, or after a key may have been copied): the old secret moves to \
+retired-encryption/ in the node's home and still opens bundles that were encrypted to it and are still on their \
+way. Senders use the new key once they ran the new `ferry trust add` line. Back up the node's home (secret.key, \
+encryption.key and retired-encryption/) on a second medium kept apart: without them no bundle encrypted to this \
+node can ever be read.\n\n\
+Examples:\n  ferry key add-encryption\n  ferry key add-encryption --replace")]
+    AddEncryption(AddEncryptionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddEncryptionArgs {
+    /// Replace the current encryption key (the old one keeps opening bundles already on their way).
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +172,20 @@ pub fn run_node(cmd: NodeCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Res
             ui.note("next: run `ferry key export` and the line it prints on the computers that receive from this one");
             Ok(Outcome::Ok)
         }
+        NodeCommand::EncryptTo(a) => {
+            let mut node = Node::open(&home)?;
+            let names = if a.none { Vec::new() } else { a.names };
+            node.set_encrypt_to(&names)?;
+            if names.is_empty() {
+                ui.note("bundles made here are no longer encrypted unless `bundle create --encrypt-to` says so");
+            } else {
+                ui.note(format!(
+                    "every bundle made here is now encrypted to {}: only they can read its entries",
+                    names.iter().map(|n| ferry::sanitize(n)).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            Ok(Outcome::Ok)
+        }
         NodeCommand::SetBlock(a) => {
             let mut node = Node::open(&home)?;
             node.set_id_block(a.block)?;
@@ -161,6 +209,14 @@ pub fn run_node(cmd: NodeCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Res
                 out(format!("kind      {}", i.kind().map_or_else(|| "not given".to_owned(), |k| k.to_string())))?;
                 out(format!("id        {}", i.id))?;
                 out(format!("key       {}", i.public_key))?;
+                match node.encryption_key() {
+                    Some(k) => out(format!("encrypt   {k}"))?,
+                    None => out("encrypt   no encryption key (run `ferry key add-encryption`)")?,
+                }
+                if !i.encrypt_to.is_empty() {
+                    let names: Vec<String> = i.encrypt_to.iter().map(|n| ferry::sanitize(n)).collect();
+                    out(format!("encrypts  every bundle to {}", names.join(", ")))?;
+                }
                 match i.id_block {
                     Some(b) => out(format!("id block  {b} (new integer ids from {})", u64::from(b) << 32))?,
                     None => out("id block  none")?,
@@ -228,26 +284,50 @@ struct ExportJson<'a> {
     name: &'a str,
     node: &'a ferry::keys::NodeId,
     key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption: Option<String>,
     roles: &'a [ferry::keys::Role],
 }
 
 pub fn run_key(cmd: KeyCommand, home: Option<PathBuf>, _ui: &Ui) -> anyhow::Result<Outcome> {
-    let node = Node::open(&home_dir(home)?)?;
-    let KeyCommand::Export(a) = cmd;
+    let mut node = Node::open(&home_dir(home)?)?;
+    let a = match cmd {
+        KeyCommand::Export(a) => a,
+        KeyCommand::AddEncryption(a) => {
+            let key = node.add_encryption(a.replace)?;
+            _ui.note(format!("this node's encryption key is now {key}"));
+            if a.replace {
+                _ui.note("the old key moved to retired-encryption/ and still opens bundles encrypted to it");
+            }
+            _ui.note("next: run `ferry key export` and the line it prints on the computers that send to this one");
+            return Ok(Outcome::Ok);
+        }
+    };
     let i = &node.info;
     let roles = i.roles();
+    let encryption = node.encryption_key().map(|k| k.to_string());
     if a.json {
-        json(&ExportJson { name: &i.name, node: &i.id, key: &i.public_key, roles: &roles })?;
+        json(&ExportJson { name: &i.name, node: &i.id, key: &i.public_key, encryption, roles: &roles })?;
     } else {
         let flags: Vec<String> = roles.iter().map(|r| format!("--role {r}")).collect();
-        out(format!("ferry trust add {} {} {}", shell_word(&i.name), i.public_key, flags.join(" ")))?;
+        let keys = match &encryption {
+            Some(e) => format!("{} {e}", i.public_key),
+            None => i.public_key.clone(),
+        };
+        out(format!("ferry trust add {} {keys} {}", shell_word(&i.name), flags.join(" ")))?;
+        if encryption.is_none() {
+            _ui.note(
+                "this node has no encryption key yet (made by an older ferry), so nothing can be encrypted to it: \
+                 run `ferry key add-encryption` first if bundles should be encrypted to it",
+            );
+        }
         if i.kind() == Some(NodeKind::Server) {
             _ui.note(format!(
                 "if this is the central server (the archive), the computers below it (laptops, the middleman, the \
                  community server) trust it as such, to take its receipts and prune what it holds: there, run \
                  `ferry trust add {} {} --role archive`",
                 shell_word(&i.name),
-                i.public_key
+                keys
             ));
         }
         if i.kind().is_none() {

@@ -20,7 +20,7 @@ community server): what its signed receipts confirm may be pruned there. `ferry 
 the right roles. Running `trust add` again with \
 the same name and key changes its roles.\n\n\
 Examples:\n  ferry trust add field-1 ferry-ed25519:3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA --role origin\n  \
-ferry trust add clinic ferry-ed25519:… --role origin --role relay"
+ferry trust add central ferry-ed25519:… age1… --role origin --role relay"
     )]
     Add(AddArgs),
     /// List trusted keys.
@@ -51,6 +51,9 @@ pub struct AddArgs {
     /// Its public key, `ferry-ed25519:…`.
     #[arg(value_name = "KEY")]
     pub key: String,
+    /// Its encryption key, `age1…` (bundles can then be encrypted to it); printed by `ferry key export` after KEY.
+    #[arg(value_name = "ENCRYPTION_KEY")]
+    pub encryption: Option<String>,
     /// What the node may do; repeat for both.
     #[arg(long, value_enum, value_name = "ROLE", default_values_t = [RoleArg::Origin])]
     pub role: Vec<RoleArg>,
@@ -62,6 +65,7 @@ pub fn run(cmd: TrustCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<
     match cmd {
         TrustCommand::Add(a) => {
             let key = keys::parse_public_key(&a.key)?;
+            let encryption = a.encryption.as_deref().map(ferry::crypt::parse_recipient).transpose()?;
             let roles: Vec<Role> = a
                 .role
                 .iter()
@@ -73,6 +77,10 @@ pub fn run(cmd: TrustCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<
                 .collect();
             let (k, change) = trust.add_or_change(&a.name, &key, &roles)?;
             let k = k.clone();
+            let replaced = match &encryption {
+                Some(e) => trust.set_encryption(&k.name, e)?,
+                None => None,
+            };
             node.save_trust(&trust)?;
             match change {
                 keys::TrustChange::Added => {
@@ -89,6 +97,14 @@ pub fn run(cmd: TrustCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<
                     ui.note(format!("{} ({}) was trusted as {} already", k.name, k.node, roles_text(&k.roles)))
                 }
             }
+            match (replaced, &encryption) {
+                (Some(Some(_)), Some(_)) => ui.note(format!(
+                    "{}'s encryption key changed: bundles made here from now on are encrypted to the new one",
+                    k.name
+                )),
+                (Some(None), Some(_)) => ui.note(format!("bundles can now be encrypted to {}", k.name)),
+                _ => {}
+            }
         }
         TrustCommand::List(a) => {
             if a.json {
@@ -99,7 +115,13 @@ pub fn run(cmd: TrustCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<
                         Some(t) => format!("revoked {t}"),
                         None => "trusted".into(),
                     };
-                    out(format!("{:<20} {}  {:<13} {state}", ferry::sanitize(&k.name), k.node, roles_text(&k.roles)))?;
+                    let enc = if k.encryption.is_some() { "  encrypt" } else { "" };
+                    out(format!(
+                        "{:<20} {}  {:<13} {state}{enc}",
+                        ferry::sanitize(&k.name),
+                        k.node,
+                        roles_text(&k.roles)
+                    ))?;
                 }
             }
         }

@@ -40,6 +40,11 @@ pub enum VerifyError {
     Custody(String),
     #[error("{first}{}", if *more > 0 { format!(" (and {more} more segments refused)") } else { String::new() })]
     Refused { first: Box<VerifyError>, more: usize },
+    #[error(
+        "{member} is encrypted to {recipients}, not to this node: only {recipients} can read its entries. Apply it \
+         there, or pass it on as it is with `ferry bundle relay`"
+    )]
+    NotARecipient { member: String, recipients: String },
 }
 
 /// One hop in a report.
@@ -48,6 +53,13 @@ pub struct HopReport {
     pub node: NodeId,
     pub name: Option<String>,
     pub at: Timestamp,
+}
+
+/// A node and the name the trust store gives it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeName {
+    pub node: NodeId,
+    pub name: Option<String>,
 }
 
 /// One segment in a report.
@@ -61,6 +73,12 @@ pub struct SegmentReport {
     pub ts_min: Timestamp,
     pub ts_max: Timestamp,
     pub hops: Vec<HopReport>,
+    /// The nodes an encrypted segment is encrypted to (empty: plain).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub encrypted_to: Vec<NodeName>,
+    /// Whether its entries were read and checked here (an encrypted segment
+    /// for another node: only its encrypted bytes' hash).
+    pub entries_checked: bool,
 }
 
 /// The verdict on one bundle file.
@@ -172,7 +190,87 @@ fn check_segment_signatures(
         ts_min: d.ts_min,
         ts_max: d.ts_max,
         hops,
+        encrypted_to: d
+            .encryption
+            .iter()
+            .flat_map(|e| &e.recipients)
+            .map(|n| NodeName { node: n.clone(), name: trust.name_of(n).map(str::to_owned) })
+            .collect(),
+        entries_checked: d.is_readable(),
     }))
+}
+
+/// The names (or node ids) of the nodes `d` is encrypted to.
+fn recipients_text(d: &SegmentDescriptor, trust: &TrustStore) -> String {
+    let names: Vec<String> = d
+        .encryption
+        .iter()
+        .flat_map(|e| &e.recipients)
+        .map(|n| trust.name_of(n).map_or_else(|| n.to_string(), |name| format!("{} ({n})", crate::sanitize(name))))
+        .collect();
+    names.join(", ")
+}
+
+/// The decryption point for a bundle that holds encrypted segments. First
+/// every segment member's bytes are hashed and compared with their signed
+/// hashes, in a pass of their own over the file (so a changed byte of
+/// ciphertext is refused before any of it is decrypted); then the sealed
+/// fields `keyring` can open are opened. Call after
+/// [`check_signatures_each`]; a plain bundle costs nothing.
+pub fn open_encrypted<R: Read>(
+    reader: &mut BundleReader<R>,
+    path: &Path,
+    keyring: &crate::crypt::Keyring,
+) -> Result<(), VerifyError> {
+    if !reader.has_encrypted() {
+        return Ok(());
+    }
+    check_member_hashes(path)?;
+    reader.open_sealed(keyring)?;
+    Ok(())
+}
+
+/// Gives each segment this node cannot read (encrypted to other nodes) a
+/// [`VerifyError::NotARecipient`] verdict naming its recipients: what
+/// `bundle apply` refuses.
+pub fn refuse_closed<R: Read>(
+    reader: &BundleReader<R>,
+    trust: &TrustStore,
+    verdicts: &mut [Result<SegmentReport, VerifyError>],
+) {
+    for (d, v) in reader.descriptors().iter().zip(verdicts.iter_mut()) {
+        if !d.is_readable() && v.is_ok() {
+            *v = Err(VerifyError::NotARecipient { member: d.member_name(), recipients: recipients_text(d, trust) });
+        }
+        if let Ok(s) = v {
+            s.entries_checked = d.is_readable();
+        }
+    }
+}
+
+/// Reads every segment member of the bundle at `path` and checks its bytes
+/// against the signed length and hash, without decompressing or decrypting.
+pub fn check_member_hashes(path: &Path) -> Result<(), VerifyError> {
+    let mut reader = BundleReader::open(path)?;
+    while let Some(member) = reader.next_segment()? {
+        std::io::copy(&mut member.compressed(), &mut std::io::sink()).map_err(crate::bundle::reader::from_io)?;
+    }
+    reader.finish()?;
+    Ok(())
+}
+
+/// Reads a segment through without using its entries: every byte is checked
+/// (for an encrypted segment this node cannot open: its encrypted bytes'
+/// hash only).
+pub fn read_through<R: Read + Send>(
+    member: SegmentMember<'_, R>,
+    progress: &mut dyn Progress,
+) -> Result<(), VerifyError> {
+    if member.descriptor().is_readable() {
+        return check_entries(member, progress, |_, _| Ok(()));
+    }
+    std::io::copy(&mut member.compressed(), &mut std::io::sink()).map_err(crate::bundle::reader::from_io)?;
+    Ok(())
 }
 
 /// A revoked or unknown sealer reads better under its own role; keep the
@@ -627,20 +725,46 @@ pub fn verify_file(path: &Path, trust: &TrustStore, progress: &mut dyn Progress)
 
 /// Verifies one bundle file to `depth`: what `bundle verify` runs.
 pub fn verify_file_to(path: &Path, trust: &TrustStore, depth: Depth, progress: &mut dyn Progress) -> BundleReport {
+    verify_file_with(path, trust, &crate::crypt::Keyring::none(), depth, progress)
+}
+
+/// [`verify_file_to`] that also opens the encrypted segments `keyring` can
+/// open and checks their entries. An encrypted segment for another node is
+/// checked as a relay checks it (signatures, length and hash of its
+/// encrypted bytes) and reported with `entries_checked: false`.
+pub fn verify_file_with(
+    path: &Path,
+    trust: &TrustStore,
+    keyring: &crate::crypt::Keyring,
+    depth: Depth,
+    progress: &mut dyn Progress,
+) -> BundleReport {
     let mut report =
         BundleReport { file: path.to_path_buf(), ok: false, error: None, sealed_by: None, segments: Vec::new() };
     let result = (|| -> Result<(), VerifyError> {
         let mut reader = BundleReader::open(path)?;
         report.sealed_by = Some(reader.manifest().sealed_by.clone());
         let mut refused = Vec::new();
-        for verdict in check_signatures_each(&reader, trust)? {
+        let mut verdicts = check_signatures_each(&reader, trust)?;
+        open_encrypted(&mut reader, path, keyring)?;
+        // Not being a recipient is no fault of the bundle's: reported, not refused.
+        for (v, d) in verdicts.iter_mut().zip(reader.descriptors()) {
+            if let Ok(s) = v {
+                s.entries_checked = d.is_readable();
+            }
+        }
+        for verdict in verdicts {
             match verdict {
                 Ok(s) => report.segments.push(s),
                 Err(e) => refused.push(e),
             }
         }
         while let Some(member) = reader.next_segment()? {
-            check_segment(member, depth, progress)?;
+            if member.descriptor().is_readable() {
+                check_segment(member, depth, progress)?;
+            } else {
+                read_through(member, progress)?;
+            }
         }
         reader.finish()?;
         match refused.len() {
