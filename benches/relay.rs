@@ -4,6 +4,8 @@
 //!
 //! Run with `cargo bench --bench relay`. Each relay runs in a child process
 //! (this same binary, re-executed), so its VmHWM is its own.
+//! `FERRY_BENCH_ENCRYPT=1`: the bundles are encrypted to a central server
+//! whose key the relay does not hold (issue 14: relay throughput unchanged).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,9 +49,18 @@ fn main() {
     let relay_node = Node::init(&relay_home, "bench-relay", None).expect("relay node");
     let mut trust = relay_node.trust().expect("trust");
     let mut files = Vec::new();
+    let encrypt = std::env::var_os("FERRY_BENCH_ENCRYPT").is_some();
+    let central = Node::init(&root.join("central"), "central", None).expect("central");
     for k in 0..BUNDLES {
         let home = root.join(format!("origin-{k}"));
-        let origin = Node::init(&home, &format!("origin-{k}"), Some(k as u32 + 1)).expect("origin");
+        let mut origin = Node::init(&home, &format!("origin-{k}"), Some(k as u32 + 1)).expect("origin");
+        if encrypt {
+            let mut t = origin.trust().expect("trust");
+            t.add("central", &central.signing_key().verifying_key(), &[Role::Relay]).expect("trust central");
+            t.set_encryption("central", &central.encryption_key().expect("key")).expect("encryption key");
+            origin.save_trust(&t).expect("save");
+            origin.encrypt_also(&["central".to_owned()]);
+        }
         trust.add(&format!("origin-{k}"), &origin.signing_key().verifying_key(), &[Role::Origin]).expect("trust");
         let journal = root.join(format!("journal-{k}.jsonl"));
         write_journal(&journal, k as u64, ENTRIES);
@@ -83,7 +94,8 @@ fn main() {
     let best = |v: &[Duration]| v.iter().min().copied().unwrap_or_default();
     let mibs = |d: Duration| bytes as f64 / 1048576.0 / d.as_secs_f64();
     let (c, r) = (best(&cat), best(&relay_times));
-    println!("relay benchmark: {BUNDLES} bundles x {ENTRIES} entries, {bytes} bytes, best of {RUNS}");
+    let what = if encrypt { "encrypted to a node whose key the relay lacks" } else { "plain" };
+    println!("relay benchmark: {BUNDLES} bundles x {ENTRIES} entries ({what}), {bytes} bytes, best of {RUNS}");
     println!("  cat | sha256sum   {:>8.1} ms  {:>8.1} MiB/s", c.as_secs_f64() * 1e3, mibs(c));
     println!("  ferry relay       {:>8.1} ms  {:>8.1} MiB/s", r.as_secs_f64() * 1e3, mibs(r));
     println!("  relay / baseline  {:>8.0} %   (target >= 50 %)", 100.0 * mibs(r) / mibs(c));

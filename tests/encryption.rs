@@ -340,6 +340,17 @@ fn a_server_that_is_not_a_recipient_refuses_naming_the_recipients_and_inspect_sh
     let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(all.contains("encrypted to central (") && all.contains("not to this node"), "{all}");
     assert_eq!(rows(&db), 0);
+    // verify --against: the recipient checks every entry against its target; others are told why not.
+    let cdb = d.join("central.sqlite3");
+    target(&cdb);
+    ferry(&f.central).args(["bundle", "verify", "--against"]).arg(&cdb).arg(&b).assert().success();
+    ferry(&other)
+        .args(["bundle", "verify", "--against"])
+        .arg(&db)
+        .arg(&b)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("encrypted to central"));
     // inspect shows that it is encrypted and to whom; tables only for a recipient.
     ferry(&other).args(["bundle", "inspect"]).arg(&b).assert().success().stdout(
         predicate::str::contains("encrypted to central").and(predicate::str::contains("participant_health").not()),
@@ -486,4 +497,52 @@ fn secret_key_files_are_owner_only_and_refused_when_others_can_read_them() {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         ferry(&home).args(["node", "show"]).assert().success();
     }
+}
+
+#[test]
+fn a_community_server_applies_the_parts_encrypted_to_it_and_carries_the_others_on_unread() {
+    let f = field();
+    let d = f.dir.path();
+    let community = init_node(d, "community", Some(1001));
+    for laptop in [&f.field1, &f.field2] {
+        trust_exported(laptop, &community, "community");
+        trust(&community, laptop, laptop.file_name().expect("name").to_str().expect("utf8"), &["origin"]);
+    }
+    trust(&f.central, &community, "community", &["relay"]);
+    let stick = d.join("stick");
+    let (j1, j2) = (d.join("j1.jsonl"), d.join("j2.jsonl"));
+    health_journal_of(&j1, 6, "a");
+    health_journal_of(&j2, 9, "b");
+    create(&f.field1, &j1, &stick, &["--encrypt-to", "central"]);
+    create(&f.field2, &j2, &stick, &["--encrypt-to", "central", "community"]);
+    let (cdb, out) = (d.join("community.sqlite3"), d.join("to-central"));
+    target(&cdb);
+    let o = ferry(&community)
+        .args(["bundle", "relay", "--from"])
+        .arg(&stick)
+        .arg("--out")
+        .arg(&out)
+        .arg("--apply")
+        .arg(&cdb)
+        .output()
+        .expect("run");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(rows(&cdb), 9, "only field-2's entries were encrypted to the community server");
+    let db = d.join("central.sqlite3");
+    target(&db);
+    let o = ferry(&f.central).args(["bundle", "apply", "--db"]).arg(&db).arg(&out).output().expect("run");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(rows(&db), 15);
 }

@@ -1,6 +1,6 @@
 //! A node home's files as another program or a damaged disk could leave
 //! them: `node.json`, `trust.json` (then every signer looked up, as
-//! verification does), `secret.key`, and public key text.
+//! verification does), `secret.key`, `encryption.key`, and public key text.
 #![no_main]
 
 use ferry::keys::{self, Role, TrustStore};
@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = trust.signer(&k.node, role);
             }
             let _ = trust.name_of(&k.node);
+            let _ = trust.recipient(&k.name);
         }
         let mut t = trust.clone();
         if let Some(k) = trust.keys.first() {
@@ -28,5 +29,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(keys::parse_public_key(&keys::format_public_key(&k)).ok(), Some(k));
         }
         let _ = keys::decode_signature(text);
+        // Encryption keys (issue 14): the secret file and the public `age1…` text.
+        let _ = ferry::crypt::parse_identity(text, std::path::Path::new("encryption.key"));
+        if let Ok(r) = ferry::crypt::parse_recipient(text) {
+            assert_eq!(ferry::crypt::parse_recipient(&r.to_string()).map(|x| x.to_string()).ok(), Some(r.to_string()));
+        }
     }
 });

@@ -33,9 +33,7 @@ use crate::crashpoint;
 use crate::keys::TrustStore;
 use crate::progress::Progress;
 use crate::schema;
-use crate::verify::{
-    check_entries, check_entries_chained, check_signatures, check_signatures_each, error_chain, VerifyError,
-};
+use crate::verify::{check_entries, check_entries_chained, check_signatures_each, error_chain, VerifyError};
 pub use engine::{Counts, Events};
 use engine::{Engine, Fail};
 use ledger::Hashes;
@@ -202,9 +200,12 @@ pub fn open_target(path: &Path) -> Result<Connection, ApplyError> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false).map_err(err)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false).map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
-    // 4 MiB of page cache, and 14 MiB for the row ledger's groups (see
-    // ledger::CACHE_BYTES), where a hit costs no statement at all.
-    conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA synchronous = FULL; PRAGMA cache_size = -4096;")
+    // 16 MiB of page cache, and 14 MiB for the row ledger's groups (see
+    // ledger::CACHE_BYTES), where a hit costs no statement at all. Text keys
+    // (UUIDs) land at random places in both the table's key index and the
+    // row ledger: with 4 MiB, SQLite spilled and re-read pages all the time
+    // (docs/PERFORMANCE.md, "Apply (issue 10)").
+    conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA synchronous = FULL; PRAGMA cache_size = -16384;")
         .map_err(err)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
@@ -636,8 +637,16 @@ impl TargetShape {
 /// Will these bundles apply to the target `shape` describes? For each
 /// bundle, every problem found: verification, unknown tables or columns,
 /// and on a server, values its columns cannot hold (see [`types::fits`]).
-/// Reads everything, writes nothing.
-pub fn check_against(path: &Path, trust: &TrustStore, shape: &TargetShape, progress: &mut dyn Progress) -> Vec<String> {
+/// Reads everything, writes nothing. Encrypted parts are opened with
+/// `keyring`; a part encrypted to other nodes is a problem here (this
+/// target's node would refuse it), named with its recipients.
+pub fn check_against(
+    path: &Path,
+    trust: &TrustStore,
+    keyring: &crate::crypt::Keyring,
+    shape: &TargetShape,
+    progress: &mut dyn Progress,
+) -> Vec<String> {
     let mut problems = Vec::new();
     let tables = &shape.tables;
     let unwritable = &shape.unwritable;
@@ -645,7 +654,12 @@ pub fn check_against(path: &Path, trust: &TrustStore, shape: &TargetShape, progr
     let mut misfits: std::collections::HashMap<(String, String), (usize, u64)> = Default::default();
     let result = (|| -> Result<(), VerifyError> {
         let mut reader = BundleReader::open(path)?;
-        check_signatures(&reader, trust)?;
+        let mut verdicts = check_signatures_each(&reader, trust)?;
+        crate::verify::open_encrypted(&mut reader, path, keyring)?;
+        crate::verify::refuse_closed(&reader, trust, &mut verdicts);
+        if let Some(e) = verdicts.into_iter().find_map(Result::err) {
+            return Err(e);
+        }
         // A different schema fingerprint alone is no problem (the target may
         // have more columns): what matters is whether every entry fits,
         // which the checks below say table by table and column by column.

@@ -541,7 +541,7 @@ pub fn verify_against(
     let mut verdicts = Vec::new();
     for f in files {
         let mut progress = ui.progress();
-        let problems = check_against(&f, &trust, &shape, progress.as_mut());
+        let problems = check_against(&f, &trust, &node.keyring(), &shape, progress.as_mut());
         progress.finish();
         verdicts.push(Verdict { file: f, ok: problems.is_empty(), problems });
     }

@@ -354,11 +354,9 @@ impl<'c> Engine<'c> {
         let mut tables = load_tables(conn)?;
         let mut numbers = ledger::column_numbers(conn)?;
         for t in tables.values_mut() {
-            t.numbers = numbers.remove(&t.name).unwrap_or_default();
             // A column the table no longer has is gone with its versions
             // (and must not be read back when a delete parks survivors).
-            let columns = &t.columns;
-            t.numbers.retain(|(n, _)| columns.contains(n));
+            t.set_numbers(numbers.remove(&t.name).unwrap_or_default());
             if let Some(c) = t.columns.iter().find(|c| t.no(c) == table::UNNUMBERED) {
                 return Err(rusqlite::Error::InvalidColumnName(format!(
                     "{}.{c} has no number in _ferry_columns (the ledger was not prepared)",
@@ -881,7 +879,7 @@ impl<'c> Engine<'c> {
                     if held {
                         self.release_held_copy(&cx.t.name, &cx.lkey, Outcome::Superseded)?;
                     } else {
-                        physical::delete(self.conn, &cx.t, &cx.key_vals)?;
+                        self.sql.delete(self.conn, &cx.t, &cx.key_vals)?;
                     }
                 }
             }

@@ -58,6 +58,7 @@ pub fn written(r: rusqlite::Result<usize>) -> Result<Written, Fail> {
 pub enum SqlKind {
     Insert,
     Update,
+    Delete,
 }
 
 /// Statements built once per table and column list: building their text
@@ -149,6 +150,14 @@ impl<'c> SqlTexts<'c> {
         };
         let all = key_vals.iter().chain(vals);
         written(self.with(conn, SqlKind::Update, &t.name, cols, build, |s| s.execute(params_from_iter(all))))
+    }
+
+    /// `DELETE FROM t WHERE key`: how many rows went.
+    pub fn delete(&self, conn: &'c Connection, t: &TableInfo, key_vals: &[Value]) -> rusqlite::Result<usize> {
+        let build = || format!("DELETE FROM {} WHERE {}", t.quoted, t.key_where);
+        self.with(conn, SqlKind::Delete, &t.name, std::iter::empty(), build, |s| {
+            s.execute(params_from_iter(key_vals.iter()))
+        })
     }
 }
 

@@ -81,8 +81,12 @@ pub struct TableInfo {
     /// can assign a key, and ids come in blocks.
     pub integer_key: bool,
     /// Column → its number in ledger row states ([`crate::apply::ledger::column_numbers`];
-    /// filled in by the engine).
+    /// filled in by the engine, see [`TableInfo::set_numbers`]).
     pub(crate) numbers: Vec<(String, u32)>,
+    /// Every column name (and `rowid` for a table keyed by it) → its number
+    /// ([`UNNUMBERED`] until the engine sets them): each entry looks up
+    /// each of its columns, so a wide table must not cost a scan per column.
+    index: HashMap<String, u32>,
 }
 
 /// The number of a column that has none (never happens once the ledger is
@@ -91,14 +95,32 @@ pub(crate) const UNNUMBERED: u32 = u32::MAX;
 
 impl TableInfo {
     pub fn has_column(&self, c: &str) -> bool {
-        self.columns.iter().any(|x| x == c) || (self.key.len() == 1 && self.key[0] == "rowid" && c == "rowid")
+        self.index.contains_key(c)
     }
     pub fn is_key(&self, c: &str) -> bool {
         self.key.iter().any(|k| k == c)
     }
     /// The ledger number of column `c`.
     pub(crate) fn no(&self, c: &str) -> u32 {
-        self.numbers.iter().find(|(n, _)| n == c).map_or(UNNUMBERED, |(_, no)| *no)
+        self.index.get(c).copied().unwrap_or(UNNUMBERED)
+    }
+    /// Sets the ledger numbers of the columns (those of columns the table
+    /// no longer has are dropped).
+    pub(crate) fn set_numbers(&mut self, mut numbers: Vec<(String, u32)>) {
+        let columns = &self.columns;
+        numbers.retain(|(n, _)| columns.contains(n));
+        for (n, no) in &numbers {
+            self.index.insert(n.clone(), *no);
+        }
+        self.numbers = numbers;
+    }
+    /// The column index of a table with `columns` keyed by `key`.
+    fn column_index(columns: &[String], key: &[String]) -> HashMap<String, u32> {
+        let mut index: HashMap<String, u32> = columns.iter().map(|c| (c.clone(), UNNUMBERED)).collect();
+        if key == ["rowid"] {
+            index.insert("rowid".to_owned(), UNNUMBERED);
+        }
+        index
     }
     /// The column with ledger number `no`, if the table still has it.
     pub(crate) fn name_of(&self, no: u32) -> Option<&str> {
@@ -168,14 +190,16 @@ pub fn load_tables(conn: &Connection) -> rusqlite::Result<HashMap<String, TableI
         }
         let uniques = unique_indexes(conn, &t.name)?;
         let foreign_keys = foreign_keys(conn, &t.name)?;
+        let columns: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
         out.insert(
             t.name.clone(),
             TableInfo {
+                index: TableInfo::column_index(&columns, &key),
                 quoted: quote(&t.name),
                 name: t.name.clone(),
                 key,
                 key_affinity,
-                columns: t.columns.iter().map(|c| c.name.clone()).collect(),
+                columns,
                 defaults,
                 key_where,
                 uniques,

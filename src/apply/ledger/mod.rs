@@ -575,7 +575,7 @@ pub struct Rows<'c> {
 /// Memory for groups (their records plus [`CACHED_OVERHEAD`] each): some
 /// 20,000 groups, the states of over half a million keys. Fixed, so memory
 /// does not grow with the ledger; SQLite's page cache (see
-/// [`crate::apply::open_target`]) gets 4 MiB besides.
+/// [`crate::apply::open_target`]) gets 16 MiB besides.
 const CACHE_BYTES: usize = 14 << 20;
 /// A cached group's memory besides its records: the cache's node and hash
 /// slot, the group's fields, the allocator's headers.
