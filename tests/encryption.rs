@@ -509,6 +509,7 @@ fn a_community_server_applies_the_parts_encrypted_to_it_and_carries_the_others_o
         trust(&community, laptop, laptop.file_name().expect("name").to_str().expect("utf8"), &["origin"]);
     }
     trust(&f.central, &community, "community", &["relay"]);
+    trust(&community, &f.central, "central", &["relay"]);
     let stick = d.join("stick");
     let (j1, j2) = (d.join("j1.jsonl"), d.join("j2.jsonl"));
     health_journal_of(&j1, 6, "a");
@@ -532,6 +533,11 @@ fn a_community_server_applies_the_parts_encrypted_to_it_and_carries_the_others_o
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
+    );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("field-1's entries 1–6: encrypted to central (") && said.contains("passed on unread"),
+        "{said}"
     );
     assert_eq!(rows(&cdb), 9, "only field-2's entries were encrypted to the community server");
     let db = d.join("central.sqlite3");
