@@ -54,7 +54,7 @@ pub fn current_loop(node: &Node) -> anyhow::Result<ferry::receipt::confirm::Loop
     let trust = node.trust()?;
     let state = node.state()?;
     let sent = ferry::receipt::sent::all(&state, node.id())?;
-    let receipts = Store::open(&node.home).all(&trust);
+    let receipts = Store::open(&node.home).summaries(&trust, node.id());
     Ok(ferry::receipt::confirm::Loop::new(node.id(), &sent, &receipts, &trust))
 }
 

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::sent::Sent;
-use super::{chain_tag, SignedReceipt};
+use super::{chain_tag, Summary};
 use crate::chain::ChainHash;
 use crate::journal::Timestamp;
 use crate::keys::{NodeId, TrustStore};
@@ -128,31 +128,31 @@ pub fn covered(a: u64, b: u64, ranges: &[(u64, u64)]) -> bool {
 impl Loop {
     /// Builds the picture for `origin` from the bundles it sent and the
     /// receipts held (already verified).
-    pub fn new(origin: &NodeId, sent: &[Sent], receipts: &[SignedReceipt], trust: &TrustStore) -> Loop {
+    pub fn new(origin: &NodeId, sent: &[Sent], receipts: &[Summary], trust: &TrustStore) -> Loop {
         let chains = own_chains(sent);
         let archives: Vec<NodeId> = trust.archives().into_iter().map(|k| k.node.clone()).collect();
         let mut receivers = Vec::new();
         let mut signers: Vec<&NodeId> = Vec::new();
         for r in receipts {
-            let archive = archives.contains(&r.receipt.node);
+            let archive = archives.contains(&r.node);
             // A node on another road (a middleman that never carried this
             // origin) says nothing here; the archive always does.
-            if &r.receipt.node == origin || (!archive && r.receipt.ranges_of(origin).is_empty()) {
+            if &r.node == origin || (!archive && r.ranges.is_empty()) {
                 continue;
             }
-            signers.push(&r.receipt.node);
+            signers.push(&r.node);
             let mut rec = Receiver {
-                node: r.receipt.node.clone(),
-                name: trust.name_of(&r.receipt.node).map(str::to_owned),
+                node: r.node.clone(),
+                name: trust.name_of(&r.node).map(str::to_owned),
                 archive,
-                receipt_at: Some(r.receipt.at),
+                receipt_at: Some(r.at),
                 confirmed: Vec::new(),
                 pending: Vec::new(),
                 forks: Vec::new(),
                 unchecked: Vec::new(),
             };
             let mut ok = Vec::new();
-            for g in r.receipt.ranges_of(origin) {
+            for g in &r.ranges {
                 match chains.get(&g.last) {
                     Some(ours) if chain_tag(&ours.0) == g.chain => ok.push((g.first, g.last)),
                     Some(ours) => rec.forks.push(Fork {
@@ -288,7 +288,10 @@ mod tests {
         a.add(&origin, 21, 30, Some(&archive_chain_at_30.0));
         let mut d = Holdings::default();
         d.add(&origin, 1, 30, Some(&chain(30).0));
-        let receipts = vec![sign(&central, Timestamp(3 * DAY), &a), sign(&driver, Timestamp(3 * DAY), &d)];
+        let receipts: Vec<Summary> = [sign(&central, Timestamp(3 * DAY), &a), sign(&driver, Timestamp(3 * DAY), &d)]
+            .iter()
+            .map(|r| crate::receipt::summary(&r.bytes, &origin).expect("summary"))
+            .collect();
         Loop::new(&origin, &[sent(1, 10, 0), sent(11, 20, 1), sent(21, 30, 2)], &receipts, &trust)
     }
 

@@ -487,3 +487,51 @@ pub fn after_hop(
     }
     Ok(hop)
 }
+
+/// What a reader needs of a held receipt for one origin, read without
+/// building the other origins' ranges (a held receipt was checked in full,
+/// R1–R5, when it was taken in): its signer, time and that origin's ranges.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub node: NodeId,
+    pub at: Timestamp,
+    pub ranges: Vec<HeldRange>,
+}
+
+/// [`Summary`] of a receipt file's bytes for `origin` (`None` when the body
+/// does not parse).
+pub fn summary(bytes: &[u8], origin: &NodeId) -> Option<Summary> {
+    #[derive(Deserialize)]
+    struct Light<'a> {
+        node: NodeId,
+        at: Timestamp,
+        #[serde(borrow)]
+        origins: Vec<LightOrigin<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct LightOrigin<'a> {
+        #[serde(borrow)]
+        origin: &'a str,
+        #[serde(borrow)]
+        ranges: &'a serde_json::value::RawValue,
+    }
+    let body = &bytes[..memchr::memchr(b'\n', bytes)?];
+    let l: Light<'_> = serde_json::from_slice(body).ok()?;
+    let ranges = match l.origins.iter().find(|o| o.origin == origin.as_str()) {
+        Some(o) => serde_json::from_str(o.ranges.get()).ok()?,
+        None => Vec::new(),
+    };
+    Some(Summary { node: l.node, at: l.at, ranges })
+}
+
+/// The signer and time of a receipt file's bytes, read without the rest.
+pub fn head(bytes: &[u8]) -> Option<(NodeId, Timestamp)> {
+    #[derive(Deserialize)]
+    struct Head {
+        node: NodeId,
+        at: Timestamp,
+    }
+    let body = &bytes[..memchr::memchr(b'\n', bytes)?];
+    let h: Head = serde_json::from_slice(body).ok()?;
+    Some((h.node, h.at))
+}

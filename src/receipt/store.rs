@@ -72,6 +72,43 @@ impl Store {
         v
     }
 
+    /// For each held receipt whose signer is still trusted (and not
+    /// revoked), what it says of `origin` ([`super::summary`]), by signer.
+    pub fn summaries(&self, trust: &TrustStore, origin: &NodeId) -> Vec<super::Summary> {
+        let trusted: std::collections::HashSet<&NodeId> =
+            trust.keys.iter().filter(|k| k.revoked.is_none()).map(|k| &k.node).collect();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut v: Vec<super::Summary> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let node = NodeId::try_from(name.strip_suffix(".json")?.to_owned()).ok()?;
+                if !trusted.contains(&node) {
+                    return None;
+                }
+                let bytes = std::fs::read(e.path()).ok()?;
+                super::summary(&bytes, origin).filter(|s| s.node == node)
+            })
+            .collect();
+        v.sort_by(|a, b| a.node.cmp(&b.node));
+        v
+    }
+
+    /// The signer and time of every held receipt, with its bytes.
+    fn held_heads(&self) -> std::collections::HashMap<NodeId, (Timestamp, Vec<u8>)> {
+        let mut m = std::collections::HashMap::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return m };
+        for e in entries.filter_map(Result::ok) {
+            let Ok(bytes) = std::fs::read(e.path()) else { continue };
+            if let Some((node, at)) = super::head(&bytes) {
+                if e.file_name().to_string_lossy() == format!("{node}.json") {
+                    m.insert(node, (at, bytes));
+                }
+            }
+        }
+        m
+    }
+
     /// Keeps `r` if it is newer than the receipt held from its signer.
     /// Returns whether it was kept.
     pub fn keep(&self, r: &SignedReceipt, trust: &TrustStore) -> std::io::Result<bool> {
@@ -92,49 +129,70 @@ impl Store {
         let mut t = TakeIn::default();
         let now = Timestamp::now();
         let mut seen = std::collections::HashSet::new();
+        let held = self.held_heads();
+        // A receipt that is not newer than the one held from its signer
+        // changes nothing, whatever it holds: it is not even verified (a
+        // stick may carry many old ones). Of the newer ones, each signer's
+        // newest is verified first; the next newest only if it fails.
+        let mut newer: Vec<(NodeId, Timestamp, PathBuf)> = Vec::new();
+        let mut unreadable: Vec<PathBuf> = Vec::new();
         for folder in folders {
             for f in files_in(folder) {
                 if !seen.insert(f.canonicalize().unwrap_or_else(|_| f.clone())) {
                     continue;
                 }
-                // A receipt that is not newer than the one held from its
-                // signer changes nothing, whatever it holds: it is not even
-                // verified (a stick may carry many old ones).
-                if let Ok(bytes) = std::fs::read(&f) {
-                    if let Ok((r, _, _)) = super::parse(&bytes) {
-                        let known = &r.node == me
-                            || self.get(&r.node, trust).is_some_and(|h| h.receipt.at >= r.at || h.bytes == bytes);
+                match std::fs::read(&f).ok().and_then(|b| super::head(&b).map(|h| (h, b))) {
+                    Some(((node, at), bytes)) => {
+                        let known = &node == me
+                            || held.get(&node).is_some_and(|(h_at, h_bytes)| *h_at >= at || *h_bytes == bytes);
                         if known {
                             t.known += 1;
-                            continue;
-                        }
-                    }
-                }
-                match read_file(&f, trust) {
-                    Ok(r) if &r.receipt.node == me => t.known += 1,
-                    Ok(r) if r.receipt.at.0 > now.0.saturating_add(AHEAD) => t.refused.push((
-                        f,
-                        format!(
-                            "dated {}, more than a day ahead of this computer's clock: the clock of {} or of this \
-                             computer is wrong",
-                            r.receipt.at,
-                            trust.name_of(&r.receipt.node).unwrap_or(r.receipt.node.as_str())
-                        ),
-                    )),
-                    Ok(r) => {
-                        if self.keep(&r, trust)? {
-                            t.taken.push((r.receipt.node.clone(), r.receipt.at, f));
                         } else {
-                            t.known += 1;
+                            newer.push((node, at, f));
                         }
                     }
-                    Err(e) => t.refused.push((f, crate::verify::error_chain(&e))),
+                    None => unreadable.push(f),
                 }
             }
         }
-        // Two receipts of one signer in one run: only the newest is held.
-        t.taken.sort_by(|a, b| (&a.0, b.1).cmp(&(&b.0, a.1)));
-        t.taken.dedup_by(|a, b| a.0 == b.0);
+        for f in unreadable {
+            // Not even a signer and a time: verifying says what is wrong.
+            match read_file(&f, trust) {
+                Ok(_) => t.known += 1,
+                Err(e) => t.refused.push((f, crate::verify::error_chain(&e))),
+            }
+        }
+        newer.sort_by(|a, b| (&a.0, b.1, &a.2).cmp(&(&b.0, a.1, &b.2)));
+        let mut done: Option<NodeId> = None;
+        for (node, at, f) in newer {
+            if done.as_ref() == Some(&node) {
+                t.known += 1;
+                continue;
+            }
+            if at.0 > now.0.saturating_add(AHEAD) {
+                t.refused.push((
+                    f,
+                    format!(
+                        "dated {at}, more than a day ahead of this computer's clock: the clock of {} or of this \
+                         computer is wrong",
+                        trust.name_of(&node).unwrap_or(node.as_str())
+                    ),
+                ));
+                continue;
+            }
+            match read_file(&f, trust) {
+                Ok(r) if r.receipt.node == node && r.receipt.at == at => {
+                    if self.keep(&r, trust)? {
+                        t.taken.push((node.clone(), at, f));
+                    } else {
+                        t.known += 1;
+                    }
+                    done = Some(node);
+                }
+                Ok(_) => t.known += 1,
+                Err(e) => t.refused.push((f, crate::verify::error_chain(&e))),
+            }
+        }
         Ok(t)
     }
 }
