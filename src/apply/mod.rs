@@ -126,6 +126,10 @@ pub struct SegmentApply {
     /// was reported then; a second report is not a new alarm).
     #[serde(default)]
     pub refused_before: Option<String>,
+    /// Set for a part encrypted to other nodes that `bundle relay --apply`
+    /// carries on unread: the nodes it is encrypted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_unread: Option<String>,
 }
 
 /// What happened to one bundle.
@@ -395,7 +399,20 @@ fn apply_bundle(
         let d = member.descriptor().clone();
         match verdicts.next() {
             // Encrypted to other nodes, passed on by the relay: not this node's to read.
-            Some(Ok(_)) if !d.is_readable() => crate::verify::read_through(member, progress).map_err(refuse)?,
+            Some(Ok(_)) if !d.is_readable() => {
+                crate::verify::read_through(member, progress).map_err(refuse)?;
+                segments.push(SegmentApply {
+                    origin: d.origin.to_string(),
+                    origin_name: None,
+                    first_seq: d.first_seq,
+                    last_seq: d.last_seq,
+                    counts: Counts::default(),
+                    fork: None,
+                    refused: None,
+                    refused_before: None,
+                    carried_unread: Some(crate::verify::recipients_text(&d, trust)),
+                });
+            }
             Some(Err(why)) => {
                 // Read through it (every byte is still checked), apply nothing.
                 crate::verify::read_through(member, progress).map_err(refuse)?;
@@ -408,6 +425,7 @@ fn apply_bundle(
                     fork: None,
                     refused: Some(error_chain(&why)),
                     refused_before: None,
+                    carried_unread: None,
                 });
             }
             _ => segments.push(apply_segment(eng, member, &bundle_name, progress)?),
@@ -546,6 +564,7 @@ fn apply_segment<R: std::io::Read + Send>(
             fork: None,
             refused,
             refused_before: None,
+            carried_unread: None,
         });
     }
     verified.map_err(refuse)?;
@@ -600,6 +619,7 @@ fn apply_segment<R: std::io::Read + Send>(
         fork,
         refused: None,
         refused_before: None,
+        carried_unread: None,
     })
 }
 

@@ -204,6 +204,14 @@ fn apply_files(
             None => {
                 out(format!("applied  {file}: {}", outcome_words(&b.counts)))?;
                 for s in &b.segments {
+                    if let Some(to) = &s.carried_unread {
+                        out(format!(
+                            "carried  {file}: {}'s {}: encrypted to {}, not to this server; passed on unread",
+                            who(Some(&trust), &s.origin),
+                            entries_range(s.first_seq, s.last_seq),
+                            sanitize(to)
+                        ))?;
+                    }
                     if let Some(why) = &s.refused {
                         let (word, again) = match &s.refused_before {
                             None => ("REFUSED ", String::new()),
