@@ -312,9 +312,12 @@ impl Node {
         let identity = load_or_make_encryption(&self.home)?;
         let recipient = identity.to_public();
         self.encryption = Some(identity);
+        // This node's own trust entry (found by its id: its name there may differ).
         let mut trust = self.trust()?;
-        trust.set_encryption(&self.info.name, &recipient)?;
-        self.save_trust(&trust)?;
+        if let Some(me) = trust.keys.iter_mut().find(|k| k.node == self.info.id) {
+            me.encryption = Some(recipient.to_string());
+            self.save_trust(&trust)?;
+        }
         Ok(recipient)
     }
 

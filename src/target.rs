@@ -277,7 +277,14 @@ impl Server {
                 (Kind::Postgres, "host") => host = Some(v),
                 (Kind::Postgres, "dbname") => database = v,
                 (Kind::Mysql, "socket") => socket = Some(PathBuf::from(v)),
-                (Kind::Postgres, "sslmode" | "application_name" | "connect_timeout") => {}
+                (Kind::Postgres, "sslmode") if matches!(v.as_str(), "disable" | "allow" | "prefer") => {}
+                (Kind::Postgres, "sslmode") | (Kind::Mysql, "ssl-mode" | "ssl_mode" | "require_ssl") => {
+                    return Err(err(format!(
+                        "{k}={v} asks for TLS, which this version of ferry does not speak: reach the server \
+                         through its Unix socket or an SSH tunnel instead"
+                    )))
+                }
+                (Kind::Postgres, "application_name" | "connect_timeout") => {}
                 _ => {
                     return Err(err(format!(
                         "ferry does not know the URL option {k:?} (it knows user, password, port{})",
@@ -464,7 +471,7 @@ fn default_host(kind: Kind, port: u16) -> Host {
     Host::Tcp("localhost".into())
 }
 
-/// The `[client]` and `[client-mariadb]` groups of the MariaDB/MySQL option
+/// The `[client]`, `[client-server]` and `[client-mariadb]` groups of the MariaDB/MySQL option
 /// files (`/etc/my.cnf`, `/etc/mysql/my.cnf`, `~/.my.cnf`; a later file
 /// wins), as the engine's clients read them.
 #[derive(Default)]
@@ -493,7 +500,7 @@ impl OptionFile {
                     continue;
                 }
                 if let Some(group) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                    in_client = matches!(group.trim(), "client" | "client-mariadb");
+                    in_client = matches!(group.trim(), "client" | "client-server" | "client-mariadb");
                     continue;
                 }
                 if !in_client {
@@ -623,6 +630,7 @@ mod tests {
             ("mysql://u:topsecret@h/db?sslx=1", "sslx"),
             ("postgres://u:topsecret@a,b/db", "one host"),
             ("postgres://u:topsecret@[::1/db", "not closed"),
+            ("postgres://u:topsecret@h/db?sslmode=require", "TLS"),
         ] {
             let e = Target::parse_with(OsStr::new(url), &e).expect_err(url);
             let text = e.to_string();

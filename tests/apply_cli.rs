@@ -197,3 +197,23 @@ fn a_server_url_is_read_as_a_server_and_its_password_never_shown() {
     let o = common::ferry(&s.home).args(["status", "--db"]).arg(&s.db).output().expect("run");
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn commands_that_write_sqlite_only_refuse_a_server_url_without_showing_its_password() {
+    let s = setup();
+    let url = "postgresql://ana:hunter2secret@127.0.0.1:5432/central";
+    let out = s.dir.path().join("out");
+    for args in [
+        vec!["track", url],
+        vec!["untrack", url],
+        vec!["bundle", "create", "--db", url, "--out", out.to_str().expect("utf-8")],
+        vec!["prune", "--db", url],
+        vec!["bundle", "relay", "--from", ".", "--out", out.to_str().expect("utf-8"), "--apply", url],
+    ] {
+        let o = common::ferry(&s.home).args(&args).output().expect("run");
+        let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(!all.contains("hunter2secret"), "{args:?}: {all}");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {all}");
+        assert!(all.contains("PostgreSQL server") && all.contains("ana:****@"), "{args:?}: {all}");
+    }
+}

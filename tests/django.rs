@@ -7,6 +7,7 @@
 //! `python3`. Fails, never skips, when Django is missing.
 
 mod common;
+mod server_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,8 +35,18 @@ fn python() -> String {
 
 /// Runs `python ARGS` in the fixture with the app database at `db`.
 fn run_python(db: &Path, args: &[&str]) {
+    run_python_on(db, None, args)
+}
+
+/// Runs `python ARGS` in the fixture with the app database at `db`, or on
+/// the server `server` (a URL).
+fn run_python_on(db: &Path, server: Option<&str>, args: &[&str]) {
     let py = python();
-    let out = Command::new(&py)
+    let mut cmd = Command::new(&py);
+    if let Some(url) = server {
+        cmd.env("FERRY_DJANGO_SERVER", url);
+    }
+    let out = cmd
         .args(args)
         .current_dir(fixture_dir())
         .env("FERRY_DJANGO_DB", db)
@@ -225,4 +236,49 @@ fn django_data_from_before_tracking_and_across_a_rebuilding_migration_reaches_ce
         .query_row("SELECT id FROM survey_village", [], |r| r.get(0))
         .expect("id");
     assert_eq!(village_id >> 32, 5, "the village entered before tracking got an id in the laptop's block");
+}
+
+/// The central server's app on PostgreSQL and on MariaDB, its schema made
+/// by Django's own migrations there: `verify --against` reads Django's
+/// column types as the type mapping expects them, and every value the
+/// laptop's Django wrote on SQLite fits them (no false alarm).
+#[test]
+fn django_central_on_postgres_and_mariadb_takes_every_laptop_value() {
+    use ferry::apply::types::ColumnType;
+    require_django();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.sqlite3");
+    run_python(&db, &["manage.py", "migrate", "--noinput", "-v", "0"]);
+    let home = common::init_node(dir.path(), "field-1", Some(5));
+    common::ferry(&home).arg("track").arg(&db).assert().success();
+    run_python(&db, &["drive.py"]);
+    let out = dir.path().join("out");
+    let bundle = common::create_bundle_db(&home, &db, &out).expect("a bundle");
+    let home_c = common::init_node(dir.path(), "central", None);
+    common::trust(&home_c, &home, "field-1", &["origin"]);
+
+    let pg = server_support::PgDb::new("");
+    let my = server_support::MyDb::new("");
+    for url in [server_support::pg_url(&pg.name), server_support::my_url(&my.name)] {
+        run_python_on(&db, Some(&url), &["manage.py", "migrate", "--noinput", "-v", "0"]);
+        let Ok(ferry::target::Target::Server(server)) = ferry::target::Target::parse(std::ffi::OsStr::new(&url)) else {
+            panic!("{url} names a server")
+        };
+        let tables = ferry::apply::server::connect(&server).expect("connect").tables(&server).expect("tables");
+        let col = |t: &str, c: &str| tables[t].column(c).cloned().unwrap_or_else(|| panic!("{t}.{c} on {url}"));
+        assert_eq!(col("survey_household", "id"), ColumnType::Uuid, "{url}");
+        assert_eq!(col("survey_household", "income"), ColumnType::Decimal { precision: Some(10), scale: Some(2) });
+        assert_eq!(col("survey_household", "visited"), ColumnType::Timestamp, "{url}");
+        assert_eq!(col("survey_household", "data"), ColumnType::Json, "{url}");
+        assert_eq!(col("survey_household", "members").max_int(), Some(i128::from(i32::MAX)), "{url}");
+        assert_eq!(col("survey_village", "id").max_int(), Some(i128::from(i64::MAX)), "{url}");
+        assert!(matches!(col("survey_specimen", "weight_g"), ColumnType::Float { double: true, .. }), "{url}");
+        assert_eq!(tables["survey_household"].key, ["id"], "{url}");
+
+        let o =
+            common::ferry(&home_c).args(["bundle", "verify", "--against", &url]).arg(&bundle).output().expect("run");
+        let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.status.code(), Some(0), "{url}: {said}");
+        assert!(said.contains("ok ") && !said.contains("Sekr1tPw"), "{said}");
+    }
 }

@@ -509,6 +509,7 @@ fn a_community_server_applies_the_parts_encrypted_to_it_and_carries_the_others_o
         trust(&community, laptop, laptop.file_name().expect("name").to_str().expect("utf8"), &["origin"]);
     }
     trust(&f.central, &community, "community", &["relay"]);
+    trust(&community, &f.central, "central", &["relay"]);
     let stick = d.join("stick");
     let (j1, j2) = (d.join("j1.jsonl"), d.join("j2.jsonl"));
     health_journal_of(&j1, 6, "a");
@@ -533,6 +534,11 @@ fn a_community_server_applies_the_parts_encrypted_to_it_and_carries_the_others_o
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("field-1's entries 1–6: encrypted to central (") && said.contains("passed on unread"),
+        "{said}"
+    );
     assert_eq!(rows(&cdb), 9, "only field-2's entries were encrypted to the community server");
     let db = d.join("central.sqlite3");
     target(&db);
@@ -545,4 +551,55 @@ fn a_community_server_applies_the_parts_encrypted_to_it_and_carries_the_others_o
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(rows(&db), 15);
+}
+
+#[test]
+fn a_keyless_relay_catches_a_fork_of_encrypted_journals_and_splits_encrypted_bundles() {
+    let f = field();
+    let d = f.dir.path();
+    let middleman = init_node(d, "middleman", None);
+    keyless(&middleman);
+    trust(&middleman, &f.field1, "field-1", &["origin"]);
+    trust(&middleman, &f.field2, "field-2", &["origin"]);
+    trust(&f.central, &middleman, "middleman", &["relay"]);
+    // A copied laptop: field-1's identity writes two different journals.
+    let clone = d.join("field-1-clone");
+    std::fs::create_dir_all(&clone).expect("mkdir");
+    for name in ["node.json", "secret.key", "encryption.key", "trust.json"] {
+        std::fs::copy(f.field1.join(name), clone.join(name)).expect("copy");
+    }
+    let (j, jc) = (d.join("j.jsonl"), d.join("jc.jsonl"));
+    health_journal_of(&j, 1500, "a");
+    health_journal_of(&jc, 1500, "c");
+    let (s1, s2) = (d.join("stick-1"), d.join("stick-2"));
+    create(&f.field1, &j, &s1, &["--encrypt-to", "central"]);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    create(&clone, &jc, &s2, &["--encrypt-to", "central"]);
+    let j2 = d.join("j2.jsonl");
+    health_journal_of(&j2, 1500, "b");
+    create(&f.field2, &j2, &s1, &["--encrypt-to", "central"]);
+    let out = d.join("out");
+    let o = ferry(&middleman)
+        .args(["bundle", "relay", "--json", "--max-size", "16K", "--from"])
+        .arg(&s1)
+        .arg(&s2)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1), "a fork is a negative verdict: {}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(r["counts"]["forks"].as_u64(), Some(1), "{r}");
+    assert_eq!(r["counts"]["segments_written"].as_u64(), Some(2), "{r}");
+    // Split: one part per bundle under the size limit, still encrypted.
+    let bundles: Vec<PathBuf> = files(&out).into_iter().filter(|p| p.extension().is_some_and(|x| x == "tar")).collect();
+    assert_eq!(bundles.len(), 2, "{bundles:?}");
+    for b in &bundles {
+        let r = ferry::bundle::BundleReader::open(b).expect("open");
+        assert!(r.descriptors().iter().all(|d| d.is_encrypted()));
+    }
+    let db = d.join("central.sqlite3");
+    target(&db);
+    ferry(&f.central).args(["bundle", "apply", "--db"]).arg(&db).arg(&out).assert().success();
+    assert_eq!(rows(&db), 3000);
 }

@@ -18,6 +18,7 @@
 pub mod engine;
 pub mod ledger;
 pub mod merge;
+pub mod server;
 pub mod status;
 pub mod types;
 
@@ -125,6 +126,10 @@ pub struct SegmentApply {
     /// was reported then; a second report is not a new alarm).
     #[serde(default)]
     pub refused_before: Option<String>,
+    /// Set for a part encrypted to other nodes that `bundle relay --apply`
+    /// carries on unread: the nodes it is encrypted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_unread: Option<String>,
 }
 
 /// What happened to one bundle.
@@ -394,7 +399,20 @@ fn apply_bundle(
         let d = member.descriptor().clone();
         match verdicts.next() {
             // Encrypted to other nodes, passed on by the relay: not this node's to read.
-            Some(Ok(_)) if !d.is_readable() => crate::verify::read_through(member, progress).map_err(refuse)?,
+            Some(Ok(_)) if !d.is_readable() => {
+                crate::verify::read_through(member, progress).map_err(refuse)?;
+                segments.push(SegmentApply {
+                    origin: d.origin.to_string(),
+                    origin_name: None,
+                    first_seq: d.first_seq,
+                    last_seq: d.last_seq,
+                    counts: Counts::default(),
+                    fork: None,
+                    refused: None,
+                    refused_before: None,
+                    carried_unread: Some(crate::verify::recipients_text(&d, trust)),
+                });
+            }
             Some(Err(why)) => {
                 // Read through it (every byte is still checked), apply nothing.
                 crate::verify::read_through(member, progress).map_err(refuse)?;
@@ -407,6 +425,7 @@ fn apply_bundle(
                     fork: None,
                     refused: Some(error_chain(&why)),
                     refused_before: None,
+                    carried_unread: None,
                 });
             }
             _ => segments.push(apply_segment(eng, member, &bundle_name, progress)?),
@@ -545,6 +564,7 @@ fn apply_segment<R: std::io::Read + Send>(
             fork: None,
             refused,
             refused_before: None,
+            carried_unread: None,
         });
     }
     verified.map_err(refuse)?;
@@ -599,6 +619,7 @@ fn apply_segment<R: std::io::Read + Send>(
         fork,
         refused: None,
         refused_before: None,
+        carried_unread: None,
     })
 }
 
@@ -631,6 +652,18 @@ impl TargetShape {
             })
             .collect();
         Ok(TargetShape { tables, unwritable: schema::unwritable_tables(conn)? })
+    }
+
+    /// A server target's tables, with their column types.
+    pub fn server(tables: std::collections::HashMap<String, server::ServerTable>) -> TargetShape {
+        let tables = tables
+            .into_iter()
+            .map(|(name, t)| {
+                let columns = t.columns.into_iter().map(|(c, ty)| (c, Some(ty))).collect();
+                (name, ShapeTable { columns, rowid_key: false, key: t.key })
+            })
+            .collect();
+        TargetShape { tables, unwritable: Default::default() }
     }
 }
 
@@ -710,9 +743,10 @@ pub fn check_against(
                         if max < i128::from(u32::MAX) && *i > (1 << 32) - 1 {
                             text.push_str(&format!(
                                 ". The id lies in id block {} (ids from block × 2^32), but this server's {:?}.{c} \
-                                 is a 32-bit integer (Django's AutoField). Make the app's ids 64-bit before field \
-                                 work starts (Django: DEFAULT_AUTO_FIELD = \"django.db.models.BigAutoField\", then \
-                                 makemigrations and migrate on every computer), or give the laptops id block 0",
+                                 is a 32-bit integer (Django's AutoField): make \
+                                 it 64-bit on the server and on every laptop, best before field work starts \
+                                 (Django: DEFAULT_AUTO_FIELD = \"django.db.models.BigAutoField\", or a \
+                                 BigAutoField id on the model; then makemigrations, and migrate everywhere)",
                                 i >> 32,
                                 e.table
                             ));

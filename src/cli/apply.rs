@@ -2,7 +2,7 @@
 //! `ferry bundle verify --against`.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use ferry::apply::status::{conflicts, db_status};
@@ -204,6 +204,14 @@ fn apply_files(
             None => {
                 out(format!("applied  {file}: {}", outcome_words(&b.counts)))?;
                 for s in &b.segments {
+                    if let Some(to) = &s.carried_unread {
+                        out(format!(
+                            "carried  {file}: {}'s {}: encrypted to {}, not to this server; passed on unread",
+                            who(Some(&trust), &s.origin),
+                            entries_range(s.first_seq, s.last_seq),
+                            sanitize(to)
+                        ))?;
+                    }
                     if let Some(why) = &s.refused {
                         let (word, again) = match &s.refused_before {
                             None => ("REFUSED ", String::new()),
@@ -294,6 +302,13 @@ pub fn sqlite_target(arg: &std::ffi::OsStr, what: &str) -> anyhow::Result<PathBu
         }
         .into()),
     }
+}
+
+/// Refuses a server URL where only a SQLite file will do (capture, bundle
+/// create, prune, relay --apply), naming it without its password, before
+/// anything could print the argument as a path.
+pub fn sqlite_only(p: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    sqlite_target(p.as_os_str(), what).map(|_| ())
 }
 
 pub fn run_conflicts(a: ConflictsArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
@@ -521,8 +536,7 @@ pub fn verify_against(
     as_json: bool,
     ui: &Ui,
 ) -> anyhow::Result<Outcome> {
-    let target = sqlite_target(target, "check bundles against")?;
-    let target: &Path = &target;
+    let target = Target::parse(target)?;
     #[derive(serde::Serialize)]
     struct Verdict {
         file: PathBuf,
@@ -531,9 +545,17 @@ pub fn verify_against(
     }
     let node = Node::open(&home_dir(home)?)?;
     let trust = node.trust()?;
-    let conn = open_target(target)?;
-    let shape = TargetShape::sqlite(&conn)
-        .map_err(|e| anyhow::anyhow!("failed to read the tables of {}: {e}", target.display()))?;
+    let shape = match &target {
+        Target::Sqlite(path) => {
+            let conn = open_target(path)?;
+            TargetShape::sqlite(&conn)
+                .map_err(|e| anyhow::anyhow!("failed to read the tables of {}: {e}", path.display()))?
+        }
+        Target::Server(server) => {
+            let mut conn = ferry::apply::server::connect(server)?;
+            TargetShape::server(conn.tables(server)?)
+        }
+    };
     let files = find_bundles(paths)?;
     if files.is_empty() {
         anyhow::bail!("no bundles (*.tar) found");
@@ -552,7 +574,7 @@ pub fn verify_against(
         for v in &verdicts {
             let file = sanitize(&v.file.display().to_string());
             if v.ok {
-                out(format!("ok    {file} applies to {}", target.display()))?;
+                out(format!("ok    {file} applies to {}", sanitize(&target.to_string())))?;
             }
             for p in &v.problems {
                 out(format!("FAIL  {file}: {}", sanitize(p)))?;

@@ -128,6 +128,9 @@ fn create(a: CreateArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
     let since = a.since.or(resend.map(|r| r.0));
     let opts = CreateOptions { out_dir: a.out, since };
     let mut progress = ui.progress();
+    if let Some(db) = &a.db {
+        super::apply::sqlite_only(db, "bundle the captured edits of")?;
+    }
     let report = match (&a.db, &a.journal) {
         (Some(db), _) => {
             let resume = resend.and_then(|r| r.1);

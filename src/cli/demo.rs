@@ -127,6 +127,8 @@ fn story(ui: &Ui) -> anyhow::Result<(&'static str, &'static str)> {
     let line = |name: &str| -> anyhow::Result<Vec<String>> {
         let n = Node::open(Path::new(name))?;
         let mut words = vec!["trust".to_owned(), "add".into(), n.info.name.clone(), n.info.public_key.clone()];
+        // The encryption key too, as `key export` prints it.
+        words.extend(n.encryption_key().map(|k| k.to_string()));
         for r in n.info.roles() {
             words.push("--role".into());
             words.push(r.to_string());
@@ -156,11 +158,22 @@ fn story(ui: &Ui) -> anyhow::Result<(&'static str, &'static str)> {
     trust("middleman", "community")?;
     let archive = |receiver: &str| -> anyhow::Result<()> {
         let n = Node::open(Path::new("central"))?;
-        ferry(&quiet, &["--home", receiver, "trust", "add", &n.info.name, &n.info.public_key, "--role", "archive"])
-            .map(drop)
+        let enc = n.encryption_key().map(|k| k.to_string()).unwrap_or_default();
+        let mut args = vec!["--home", receiver, "trust", "add", &n.info.name, &n.info.public_key];
+        if !enc.is_empty() {
+            args.push(&enc);
+        }
+        args.extend(["--role", "archive"]);
+        ferry(&quiet, &args).map(drop)
     };
     for receiver in ["field-1", "field-2", "field-3", "middleman", "community"] {
         archive(receiver)?;
+    }
+    // Participants' data travels encrypted: only the servers that apply it
+    // can read it; the middleman carries it without any key.
+    out("   participants' data travels encrypted: each laptop encrypts to the servers that apply it")?;
+    for laptop in laptops {
+        ferry(&quiet, &["--home", laptop, "node", "encrypt-to", "central", "community"])?;
     }
 
     let schema = |db: &str| -> anyhow::Result<()> {

@@ -231,6 +231,7 @@ pub fn run_node(cmd: NodeCommand, home: Option<PathBuf>, ui: &Ui) -> anyhow::Res
 }
 
 fn reissue(a: ReissueArgs, home: &std::path::Path, ui: &Ui) -> anyhow::Result<Outcome> {
+    super::apply::sqlite_only(&a.db, "reissue the rows of")?;
     let fork = match &a.fork {
         None => None,
         Some(f) => {

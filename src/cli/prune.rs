@@ -54,6 +54,9 @@ struct Report {
 }
 
 pub fn run(a: PruneArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
+    for db in &a.db {
+        super::apply::sqlite_only(db, "prune the journal of")?;
+    }
     let node = Node::open(&home_dir(home)?)?;
     let _lock = node.lock("ferry prune")?;
     let trust = node.trust()?;

@@ -66,6 +66,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 pub fn run(a: RelayArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
+    if let Some(db) = &a.apply {
+        super::apply::sqlite_only(db, "apply bundles to")?;
+    }
     let mut negative = false;
     // Receipts that came back on the sticks (the one written to, which went
     // up and came back, and the ones read from) are taken in first.

@@ -44,6 +44,11 @@ pub struct TrackArgs {
         conflicts_with = "status"
     )]
     pub include_existing: Option<Vec<String>>,
+    /// Also check this node's ids fit the central server's tables (a PostgreSQL or MariaDB/MySQL URL, as for
+    /// `bundle apply --db`): Django's AutoField is 32-bit there, too small for ids of an id block above 0.
+    /// Exit 1 when they do not fit.
+    #[arg(long, value_name = "URL", conflicts_with = "status")]
+    pub central: Option<std::ffi::OsString>,
     /// Only report whether capture is installed and current; change nothing.
     #[arg(long)]
     pub status: bool,
@@ -68,6 +73,7 @@ pub struct UntrackArgs {
 }
 
 pub fn track(a: TrackArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outcome> {
+    super::apply::sqlite_only(&a.db, "track")?;
     if a.status {
         let s = capture::status(&a.db)?;
         if a.json {
@@ -101,10 +107,81 @@ pub fn track(a: TrackArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Out
     for w in &r.warnings {
         ui.note(format!("warning: {}", sanitize(w)));
     }
-    Ok(Outcome::Ok)
+    match &a.central {
+        Some(url) => check_central(url, &a.db, &r, ui),
+        None => Ok(Outcome::Ok),
+    }
+}
+
+/// `track --central URL`: whether the ids this node hands out in the
+/// tracked tables fit the central server's key columns.
+fn check_central(
+    url: &std::ffi::OsStr,
+    db: &std::path::Path,
+    r: &capture::TrackReport,
+    ui: &Ui,
+) -> anyhow::Result<Outcome> {
+    use ferry::target::Target;
+    let server = match Target::parse(url)? {
+        Target::Server(s) => s,
+        Target::Sqlite(p) => {
+            ui.note(format!(
+                "central {} is a SQLite file: its integer keys hold any id",
+                sanitize(&p.display().to_string())
+            ));
+            return Ok(Outcome::Ok);
+        }
+    };
+    let central = ferry::apply::server::connect(&server)?.tables(&server)?;
+    let conn = capture::open_db(db)?;
+    let live =
+        ferry::schema::tables(&conn).map_err(|source| capture::CaptureError::Sqlite { path: r.db.clone(), source })?;
+    let keyed: Vec<(String, String)> = live
+        .iter()
+        .filter(|t| r.tables.contains(&t.name))
+        .filter_map(|t| match t.pk_columns().as_slice() {
+            [c] if c.decl_type.eq_ignore_ascii_case("integer") => Some((t.name.clone(), c.name.clone())),
+            _ => None,
+        })
+        .collect();
+    let missing: Vec<&str> = keyed.iter().map(|(t, _)| t.as_str()).filter(|t| !central.contains_key(*t)).collect();
+    if !missing.is_empty() {
+        ui.note(format!(
+            "warning: the central server {} has no table {} yet (migrate it before bundles arrive)",
+            sanitize(&server.to_string()),
+            sanitize(&missing.join(", "))
+        ));
+    }
+    let block = r.id_block.unwrap_or(0);
+    let beyond = ferry::apply::server::ids_beyond(&central, &keyed, block);
+    if beyond.is_empty() {
+        ui.note(format!(
+            "checked against {}: the ids this node gives out fit its tables",
+            sanitize(&server.to_string())
+        ));
+        return Ok(Outcome::Ok);
+    }
+    for (t, key, max) in &beyond {
+        out(format!(
+            "PROBLEM  table {}: this node numbers its new rows from {} (id block {block}), but on the central server \
+             {} its {} is a 32-bit integer (at most {max}, Django's AutoField): these rows could never be applied \
+             there",
+            sanitize(t),
+            i128::from(block) << 32,
+            sanitize(&server.to_string()),
+            sanitize(key)
+        ))?;
+    }
+    ui.note(
+        "make the app's ids 64-bit before field work starts (Django: DEFAULT_AUTO_FIELD = \
+         \"django.db.models.BigAutoField\", or a BigAutoField id on each model; then makemigrations, and migrate \
+         on the server and on every laptop), then run `ferry track` here again with --central",
+    );
+    Ok(Outcome::Negative)
 }
 
 pub fn untrack(a: UntrackArgs, ui: &Ui) -> anyhow::Result<Outcome> {
+    super::apply::sqlite_only(&a.db, "untrack")?;
     if capture::untrack(&a.db, a.discard_unsent)? {
         ui.note(format!("removed capture from {}", sanitize(&a.db.display().to_string())));
     } else {

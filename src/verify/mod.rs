@@ -201,7 +201,7 @@ fn check_segment_signatures(
 }
 
 /// The names (or node ids) of the nodes `d` is encrypted to.
-fn recipients_text(d: &SegmentDescriptor, trust: &TrustStore) -> String {
+pub fn recipients_text(d: &SegmentDescriptor, trust: &TrustStore) -> String {
     let names: Vec<String> = d
         .encryption
         .iter()
