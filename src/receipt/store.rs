@@ -118,7 +118,13 @@ impl Store {
             }
         }
         std::fs::create_dir_all(&self.dir)?;
-        fsutil::write_atomic(&self.path_of(&r.receipt.node), &r.bytes)?;
+        // Atomic (a temp file renamed over the old one), but not synced: a
+        // held receipt lost to a crash only means nothing is confirmed until
+        // it is taken in again, which errs on the safe side, and a stick
+        // brings a thousand receipts cheaply.
+        let mut tmp = fsutil::temp_in(&self.dir)?;
+        std::io::Write::write_all(&mut tmp, &r.bytes)?;
+        tmp.persist(self.path_of(&r.receipt.node)).map_err(|e| e.error)?;
         Ok(true)
     }
 
