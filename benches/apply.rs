@@ -90,7 +90,7 @@ impl Synth {
             let id = self.live[i];
             let r = self.rand();
             let mut fields = vec![("b".into(), Value::Integer((r % 100_000) as i64))];
-            if r % 2 == 0 {
+            if r.is_multiple_of(2) {
                 fields.push(("a".into(), Value::Text(format!("corrected {r}"))));
             }
             Entry { seq: self.seq, ts, op: Op::Update, table: "t".into(), pk: key(id), fields: Some(Row(fields)) }

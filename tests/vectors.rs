@@ -170,7 +170,7 @@ fn entry(seq: u64) -> Entry {
     Entry {
         seq,
         ts: Timestamp(1_772_000_000_000_000 + seq as i64 * 1_000_000),
-        op: if seq % 3 == 0 { Op::Update } else { Op::Insert },
+        op: if seq.is_multiple_of(3) { Op::Update } else { Op::Insert },
         table: "survey_household".into(),
         pk: Row(vec![("id".into(), Value::Integer(4_294_967_296 + seq as i64))]),
         fields: Some(Row(vec![("members".into(), Value::Integer(seq as i64)), ("lat".into(), Value::Real(-0.5))])),
@@ -512,7 +512,7 @@ fn generate(dir: &Path) {
 
     let mut pad = good.clone();
     let manifest_end = 512 + m_text.len();
-    assert!(manifest_end % 512 != 0, "ok_single's manifest has padding");
+    assert!(!manifest_end.is_multiple_of(512), "ok_single's manifest has padding");
     pad[manifest_end] = b' ';
     save(dir, "fail_padding_not_zero.tar", &pad);
     add("fail_padding_not_zero.tar", "A4", "a space in the manifest's padding", Some("non-zero bytes in tar padding"));

@@ -37,7 +37,7 @@ pub trait Order {
 
     /// Whether `a` is newer than `b` (anything is newer than nothing).
     fn newer(&self, a: Ver, b: Option<Ver>) -> bool {
-        b.map_or(true, |b| self.cmp(a, b) == Ordering::Greater)
+        b.is_none_or(|b| self.cmp(a, b) == Ordering::Greater)
     }
 }
 
@@ -356,7 +356,7 @@ pub fn delete(st: Option<&RowState>, w: &Incoming, o: &impl Order) -> Decision {
         return Decision::new(Outcome::Applied, Write::Nothing, st.clone());
     }
     let mut state = RowState { del: Some(w.v), ..st.clone() };
-    let mut dec = if st.present && st.ins.map_or(true, |i| o.cmp(i, w.v) == Ordering::Less) {
+    let mut dec = if st.present && st.ins.is_none_or(|i| o.cmp(i, w.v) == Ordering::Less) {
         // The delete ends the row's current life. Columns written after it
         // survive as parked writes (a later insert brings them back).
         let mut survivors: SmallVec<[(Ver, Columns); 1]> = SmallVec::new();

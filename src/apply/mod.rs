@@ -519,7 +519,7 @@ fn apply_segment<R: std::io::Read + Send>(
                 _ => runs.push((seq, seq)),
             }
             n += 1;
-            if n % 512 == 0 {
+            if n.is_multiple_of(512) {
                 crashpoint::hit("apply: entry batch");
             }
             Ok(())

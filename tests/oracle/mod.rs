@@ -78,7 +78,7 @@ pub fn expected(schema: &[Table], entries: &[(String, Entry)], now: i64) -> BTre
             }
         }
     }
-    let after = |v: &Ver, del: &Option<Ver>| del.as_ref().map_or(true, |d| v > d);
+    let after = |v: &Ver, del: &Option<Ver>| del.as_ref().is_none_or(|d| v > d);
     // Present rows, with each column's value and version (None: the default).
     #[allow(clippy::type_complexity)]
     let mut present: BTreeMap<&str, Vec<(String, BTreeMap<String, (Value, Option<Ver>)>, Ver)>> = BTreeMap::new();

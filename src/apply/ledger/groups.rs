@@ -100,7 +100,7 @@ impl Group {
     /// The record of `slot`, or where it would go (`Err`). Only called on
     /// parsed groups, whose records are well formed.
     fn find(&self, slot: u8) -> Result<Record, usize> {
-        if self.last.map_or(true, |l| slot > l) {
+        if self.last.is_none_or(|l| slot > l) {
             return Err(self.recs.len());
         }
         let mut at = 0;
