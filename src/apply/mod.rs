@@ -402,37 +402,38 @@ fn apply_bundle(
             Some(Ok(_)) if !d.is_readable() => {
                 crate::verify::read_through(member, progress).map_err(refuse)?;
                 segments.push(SegmentApply {
-                    origin: d.origin.to_string(),
-                    origin_name: None,
-                    first_seq: d.first_seq,
-                    last_seq: d.last_seq,
-                    counts: Counts::default(),
-                    fork: None,
-                    refused: None,
-                    refused_before: None,
                     carried_unread: Some(crate::verify::recipients_text(&d, trust)),
+                    ..SegmentApply::not_applied(&d)
                 });
             }
             Some(Err(why)) => {
                 // Read through it (every byte is still checked), apply nothing.
                 crate::verify::read_through(member, progress).map_err(refuse)?;
-                segments.push(SegmentApply {
-                    origin: d.origin.to_string(),
-                    origin_name: None,
-                    first_seq: d.first_seq,
-                    last_seq: d.last_seq,
-                    counts: Counts::default(),
-                    fork: None,
-                    refused: Some(error_chain(&why)),
-                    refused_before: None,
-                    carried_unread: None,
-                });
+                segments.push(SegmentApply { refused: Some(error_chain(&why)), ..SegmentApply::not_applied(&d) });
             }
             _ => segments.push(apply_segment(eng, member, &bundle_name, progress)?),
         }
     }
     reader.finish().map_err(refuse)?;
     Ok(())
+}
+
+impl SegmentApply {
+    /// A part of a bundle read through without applying anything of it
+    /// (the caller says why).
+    fn not_applied(d: &crate::bundle::format::SegmentDescriptor) -> SegmentApply {
+        SegmentApply {
+            origin: d.origin.to_string(),
+            origin_name: None,
+            first_seq: d.first_seq,
+            last_seq: d.last_seq,
+            counts: Counts::default(),
+            fork: None,
+            refused: None,
+            refused_before: None,
+            carried_unread: None,
+        }
+    }
 }
 
 fn apply_segment<R: std::io::Read + Send>(

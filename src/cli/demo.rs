@@ -212,23 +212,22 @@ fn story(ui: &Ui) -> anyhow::Result<(&'static str, &'static str)> {
     schema(community_db)?;
     ferry(&quiet, &["--home", "community", "track", community_db])?;
     app_writes("community", Path::new(community_db), COMMUNITY_SQL, "fixtures/demo/community.sql")?;
-    ferry(
-        ui,
-        &[
-            "--home",
-            "community",
-            "bundle",
-            "relay",
-            "--from",
-            "sticks/middleman-to-community",
-            "sticks/field-3",
-            "sticks/field-1",
-            "--out",
-            "sticks/community-to-central",
-            "--apply",
-            community_db,
-        ],
-    )?;
+    // The community server's one command, run again when the sticks come back.
+    let community_hop = [
+        "--home",
+        "community",
+        "bundle",
+        "relay",
+        "--from",
+        "sticks/middleman-to-community",
+        "sticks/field-3",
+        "sticks/field-1",
+        "--out",
+        "sticks/community-to-central",
+        "--apply",
+        community_db,
+    ];
+    ferry(ui, &community_hop)?;
 
     out("6. central: applies what the community server passed on, and shows what it holds")?;
     let central_db = "central/app.sqlite3";
@@ -243,23 +242,7 @@ fn story(ui: &Ui) -> anyhow::Result<(&'static str, &'static str)> {
         let db = format!("{name}/app.sqlite3");
         sent_before.push(ferry::capture::watermark(&ferry::capture::open_db(Path::new(&db))?)?.0);
     }
-    ferry(
-        ui,
-        &[
-            "--home",
-            "community",
-            "bundle",
-            "relay",
-            "--from",
-            "sticks/middleman-to-community",
-            "sticks/field-3",
-            "sticks/field-1",
-            "--out",
-            "sticks/community-to-central",
-            "--apply",
-            community_db,
-        ],
-    )?;
+    ferry(ui, &community_hop)?;
     ferry(
         ui,
         &[
