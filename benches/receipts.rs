@@ -92,6 +92,8 @@ fn main() {
     let batch = n / BATCHES;
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
+    // FERRY_BENCH_STOP_AFTER_SETUP=1: build the laptops, print where, keep them and stop (for profiling).
+    let stop_after_setup = std::env::var_os("FERRY_BENCH_STOP_AFTER_SETUP").is_some();
 
     // The laptop, without receipts: 1M rows sent in 100 bundles, then 10,000 new ones.
     let plain = dir.join("plain");
@@ -123,41 +125,61 @@ fn main() {
     // and central on the stick, the oldest of each held; (b) 1,000 trusted
     // signers, one receipt each, all held and on the stick.
     let (road, central) = with_receipts(&plain, &dir.join("road"), 3, confirmed_to, &chain);
-    let (many, _) = with_receipts(&plain, &dir.join("many"), RECEIPTS, confirmed_to, &chain);
-    // The archive's receipt alone: the prune without the other receipts.
-    let archive_only = dir.join("archive-only");
-    copy_dir(&road, &archive_only);
-    for e in std::fs::read_dir(archive_only.join("home/receipts")).expect("receipts") {
-        let p = e.expect("entry").path();
-        if p.file_stem().is_some_and(|s| s != central.as_str()) {
-            std::fs::remove_file(p).expect("rm");
-        }
-    }
-    for e in std::fs::read_dir(archive_only.join("stick")).expect("stick") {
-        std::fs::remove_file(e.expect("entry").path()).expect("rm");
+    let (many, central_many) = with_receipts(&plain, &dir.join("many"), RECEIPTS, confirmed_to, &chain);
+    if stop_after_setup {
+        println!("kept: {}", tmp.keep().display());
+        return;
     }
 
-    let runs = 3;
-    let best = |template: &Path, name: &str, args: &[&str]| -> Duration {
-        let mut best = Duration::MAX;
-        for r in 0..runs {
-            let w = fresh(template, dir, &format!("run-{name}-{r}"));
-            let mut words: Vec<String> = Vec::new();
-            for a in args {
-                words.push(
-                    a.replace("DB", &w.join("app.sqlite3").display().to_string())
-                        .replace("STICK", &w.join("stick").display().to_string()),
-                );
-            }
-            let words: Vec<&str> = words.iter().map(String::as_str).collect();
-            best = best.min(time(ferry(&w.join("home"), &words)));
-            let _ = std::fs::remove_dir_all(&w);
+    // Without receipts, for each case: the same laptop with the same trust
+    // store, holding none and with none on the stick; for prune, holding
+    // the archive's receipt alone (without one nothing is pruned).
+    let strip = |from: &Path, name: &str, keep: Option<&NodeId>| -> PathBuf {
+        let to = dir.join(name);
+        copy_dir(from, &to);
+        let state = Connection::open(to.join("home/state.sqlite3")).expect("state");
+        for table in ["receipts_held", "receipts_ranges"] {
+            state
+                .execute(&format!("DELETE FROM {table} WHERE node != ?1"), [keep.map_or("", |k| k.as_str())])
+                .expect("forget receipts");
         }
-        best
+        drop(state);
+        for e in std::fs::read_dir(to.join("stick")).expect("stick") {
+            std::fs::remove_file(e.expect("entry").path()).expect("rm");
+        }
+        to
     };
-    let report = |what: &str, base: Duration, with: Duration| {
+
+    let runs = 5;
+    let args_for = |w: &Path, args: &[&str]| -> Vec<String> {
+        args.iter()
+            .map(|a| {
+                a.replace("DB", &w.join("app.sqlite3").display().to_string())
+                    .replace("STICK", &w.join("stick").display().to_string())
+            })
+            .collect()
+    };
+    // One run on a fresh copy of `template`.
+    let once = |template: &Path, name: &str, args: &[&str]| -> Duration {
+        let w = fresh(template, dir, name);
+        let words = args_for(&w, args);
+        let t = time(ferry(&w.join("home"), &words.iter().map(String::as_str).collect::<Vec<_>>()));
+        let _ = std::fs::remove_dir_all(&w);
+        t
+    };
+    // Best of `runs`, the two commands interleaved (each on a fresh copy)
+    // so that both see the same machine load.
+    let pair = |without: &Path, with: &Path, name: &str, args: &[&str]| -> (Duration, Duration) {
+        let (mut a, mut b) = (Duration::MAX, Duration::MAX);
+        for r in 0..runs {
+            a = a.min(once(without, &format!("run-{name}-without-{r}"), args));
+            b = b.min(once(with, &format!("run-{name}-with-{r}"), args));
+        }
+        (a, b)
+    };
+    let report = |what: &str, (base, with): (Duration, Duration)| {
         println!(
-            "{what}: without receipts {:.3}s, with {:.3}s: {:+.1}% (target <= +10%)",
+            "{what}: without receipts {:.4}s, with {:.4}s: {:+.1}% (target <= +10%)",
             secs(base),
             secs(with),
             100.0 * (secs(with) / secs(base) - 1.0)
@@ -166,39 +188,36 @@ fn main() {
     let status = ["status", "--db", "DB"];
     let create = ["bundle", "create", "--db", "DB", "--out", "STICK"];
     let prune = ["prune", "--db", "DB"];
-    // status changes nothing: 15 runs on one copy each, interleaved with
-    // the runs without receipts so that both see the same machine load.
-    let status_best = |with: &Path| -> (Duration, Duration) {
+    // status changes nothing: 25 runs on one copy each, interleaved.
+    let status_pair = |without: &Path, with: &Path| -> (Duration, Duration) {
         let (mut a, mut b) = (Duration::MAX, Duration::MAX);
-        let args = |w: &Path| -> Vec<String> {
-            status.iter().map(|x| x.replace("DB", &w.join("app.sqlite3").display().to_string())).collect()
-        };
-        let (pa, wa) = (args(&plain), args(with));
-        for _ in 0..15 {
-            a = a.min(time(ferry(&plain.join("home"), &pa.iter().map(String::as_str).collect::<Vec<_>>())));
+        let (pa, wa) = (args_for(without, &status), args_for(with, &status));
+        for _ in 0..25 {
+            a = a.min(time(ferry(&without.join("home"), &pa.iter().map(String::as_str).collect::<Vec<_>>())));
             b = b.min(time(ferry(&with.join("home"), &wa.iter().map(String::as_str).collect::<Vec<_>>())));
         }
         (a, b)
     };
-    let create_plain = best(&plain, "create-plain", &create);
-    let prune_one = best(&archive_only, "prune-one", &prune);
     let mut prune_all = Duration::MAX;
-    for (label, with) in
-        [("(a) 1,000 receipts of 3 nodes on the stick", &road), ("(b) 1,000 receipts of 1,000 trusted nodes", &many)]
-    {
+    for (label, name, with, central) in [
+        ("(a) 1,000 receipts of 3 nodes on the stick", "road", &road, &central),
+        ("(b) 1,000 receipts of 1,000 trusted nodes", "many", &many, &central_many),
+    ] {
         println!("{label}:");
-        let (sp, sw) = status_best(with);
-        report("  status --db (best of 15)", sp, sw);
+        let bare = strip(with, &format!("{name}-bare"), None);
+        let archive_only = strip(with, &format!("{name}-archive-only"), Some(central));
+        report("  status --db (best of 25)", status_pair(&bare, with));
+        report("  status --db vs the laptop with its own small trust store", status_pair(&plain, with));
         report(
-            &format!("  bundle create --db ({batch} new entries)"),
-            create_plain,
-            best(with, "create-with", &create),
+            &format!("  bundle create --db ({batch} new entries, best of {runs})"),
+            pair(&bare, with, "create", &create),
         );
-        let p = best(with, "prune-all", &prune);
-        prune_all = prune_all.min(p);
+        let p = pair(&archive_only, with, "prune", &prune);
+        prune_all = prune_all.min(p.1);
         report(
-            &format!("  prune --db ({confirmed_to} confirmed rows; without = the archive's receipt alone)"),
-            prune_one,
+            &format!(
+                "  prune --db ({confirmed_to} confirmed rows, best of {runs}; without = the archive's receipt alone)"
+            ),
             p,
         );
     }
@@ -239,7 +258,7 @@ fn with_receipts(
     let home = to.join("home");
     let laptop = Node::open(&home).expect("laptop");
     let mut trust = laptop.trust().expect("trust");
-    let store = ferry::receipt::Store::open(&home);
+    let store = ferry::receipt::Store::open(&home).expect("store");
     let stick = to.join("stick");
     let others: Vec<NodeId> = (0..50u8)
         .map(|i| NodeId::try_from(format!("{:016x}", 0xabc0_0000_0000_0000u64 + u64::from(i))).expect("id"))

@@ -410,3 +410,135 @@ fn a_receipt_that_disagrees_with_the_journal_is_a_fork_alarm_never_a_prune() {
     r.ferry("field-1", "prune --db field-1/app.sqlite3").code(1).says("a fork");
     assert_eq!(journal_rows(&r), 2, "nothing pruned");
 }
+
+#[test]
+fn a_revoked_archive_confirms_nothing_any_more_and_nothing_is_pruned_on_its_word() {
+    let r = Road::new();
+    r.villages("field-1", &["Lwanda", "Kadenge"]);
+    r.laptop_sends("");
+    r.driver_relays();
+    r.clinic_relays();
+    r.central_applies();
+    r.way_back();
+    r.laptop_sends("").says("took in central's receipt");
+    r.ferry("field-1", "status --db field-1/app.sqlite3").ok().says("central (archive): confirmed entries 1–2");
+    // Central's key is revoked here (stolen, say): what it signed stops counting at once.
+    r.ferry("field-1", "trust revoke central").ok();
+    r.ferry("field-1", "status --db field-1/app.sqlite3").ok().never_says("central (archive): confirmed");
+    r.ferry("field-1", "prune --db field-1/app.sqlite3").code(2).says("no computer is trusted as the archive");
+    assert_eq!(journal_rows(&r), 2, "nothing pruned on a revoked signer's word");
+}
+
+/// `ferry status --json` of a node: the relay ledger and the receipts.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeStatus {
+    #[allow(dead_code)]
+    node: String,
+    name: String,
+    #[allow(dead_code)]
+    origins: Vec<serde_json::Value>,
+    receipts: NodeReceipts,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeReceipts {
+    sent: Option<ferry::receipt::confirm::Report>,
+    carried: Vec<ferry::receipt::confirm::Report>,
+}
+
+#[test]
+fn status_json_carries_the_receipts() {
+    let r = Road::new();
+    r.villages("field-1", &["Lwanda", "Kadenge"]);
+    r.laptop_sends("");
+    r.driver_relays();
+    r.clinic_relays();
+    r.central_applies();
+    r.way_back();
+    r.laptop_sends("");
+    // The laptop: `status --db --json` has, per receiving node, what it confirmed and what waits.
+    r.villages("field-1", &["Siaya"]);
+    r.laptop_sends("");
+    let said = r.ferry("field-1", "status --db field-1/app.sqlite3 --json").ok();
+    let s: ferry::apply::status::DbStatus = serde_json::from_str(&said.stdout).expect("documented shape");
+    let rep = s.receipts.expect("a tracked database of this node has receipts");
+    assert_eq!(rep.name.as_deref(), Some("field-1"));
+    let central = rep.receivers.iter().find(|x| x.name.as_deref() == Some("central")).expect("central");
+    assert!(central.archive);
+    assert_eq!(central.confirmed, vec![(1, 2)]);
+    assert_eq!((central.pending[0].first_seq, central.pending[0].last_seq), (3, 3));
+    assert!(rep.overdue.is_empty());
+    // Without --db, the laptop's own entries are under receipts.sent.
+    let said = r.ferry("field-1", "status --json --overdue-days 0").ok();
+    let n: NodeStatus = serde_json::from_str(&said.stdout).expect("documented shape");
+    assert_eq!(n.name, "field-1");
+    let sent = n.receipts.sent.expect("the laptop sent");
+    assert_eq!(sent.overdue.len(), 1, "entry 3, with a resend age of 0 days");
+    assert!(n.receipts.carried.is_empty());
+    // The middleman: what it carried onward, per origin.
+    let said = r.ferry("driver", "status --json").ok();
+    let n: NodeStatus = serde_json::from_str(&said.stdout).expect("documented shape");
+    assert!(n.receipts.sent.is_none(), "the driver sends nothing of its own");
+    assert_eq!(n.receipts.carried.len(), 1);
+    let c = &n.receipts.carried[0];
+    assert_eq!(c.name.as_deref(), Some("field-1"));
+    assert!(c.receivers.iter().all(|x| x.name.as_deref() != Some("driver")), "its own receipt is not a receiver");
+    let central = c.receivers.iter().find(|x| x.archive).expect("central");
+    assert_eq!(central.confirmed, vec![(1, 2)]);
+}
+
+#[test]
+fn a_middleman_knows_what_it_carried_onward_and_flags_what_central_never_confirmed() {
+    let r = Road::new();
+    r.villages("field-1", &["Lwanda", "Kadenge"]);
+    r.laptop_sends("");
+    r.driver_relays();
+    r.clinic_relays();
+    r.central_applies();
+    // Entries 3–4 reach the driver, and the stick to town is lost.
+    r.villages("field-1", &["Siaya", "Ugunja"]);
+    r.laptop_sends("");
+    r.driver_relays();
+    for f in std::fs::read_dir(r.dir.join("town")).expect("town") {
+        let f = f.expect("entry").path();
+        if f.extension().is_some_and(|x| x == "tar") {
+            std::fs::remove_file(f).expect("lose the stick");
+        }
+    }
+    r.villages("field-1", &["Bondo"]);
+    r.laptop_sends("");
+    r.driver_relays();
+    r.clinic_relays();
+    r.central_applies();
+    r.clinic_relays();
+    r.driver_relays();
+    // The driver's status: per origin carried, what came back confirmed.
+    r.ferry("driver", "status")
+        .ok()
+        .says("receipts for field-1's entries carried onward")
+        .says("central (archive): confirmed entries 1–2, entry 5")
+        .says("not confirmed yet: entries 3–4, passed on");
+    // Not 14 days yet: the check is quiet.
+    r.ferry("driver", "status --check").ok().says("check: ok, nothing of field-1's passed on more than 14 days ago");
+    // After the resend age, the lost part is flagged with what to do, and the exit status says so.
+    r.ferry("driver", "status --check --overdue-days 0")
+        .code(1)
+        .says("OVERDUE  field-1's entries 3–4 were passed on from here")
+        .says("Ask whether that stick reached central")
+        .says("ferry bundle create");
+    let said = r.ferry("driver", "status --check --json --overdue-days 0").code(1);
+    let v: serde_json::Value = serde_json::from_str(&said.stdout).expect("json");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["overdue_carried"][0]["name"], "field-1");
+    assert_eq!(v["overdue_carried"][0]["overdue"][0]["first_seq"], 3);
+    // The laptop sends them again; the driver passes them on; once central confirms, the driver's check is clean.
+    r.laptop_sends("--unconfirmed");
+    r.driver_relays();
+    r.clinic_relays();
+    r.central_applies();
+    r.clinic_relays();
+    r.driver_relays();
+    r.ferry("driver", "status --check --overdue-days 0").ok().says("central (archive): confirmed entries 1–5");
+}

@@ -117,6 +117,12 @@ pub struct DbStatus {
     pub forks: u64,
     /// Bundles refused and not applied since.
     pub refused_bundles: u64,
+    /// For a database this node tracks (a laptop's, or a community
+    /// server's own edits): what the computers downstream confirmed of the
+    /// entries sent from it (filled by the caller that has the node home;
+    /// `null` otherwise).
+    #[serde(default)]
+    pub receipts: Option<crate::receipt::confirm::Report>,
 }
 
 /// One recorded conflict (`ferry conflicts --db`).
@@ -205,6 +211,7 @@ pub fn read_status(conn: &Connection, db: &str) -> rusqlite::Result<DbStatus> {
         quarantined: 0,
         forks: 0,
         refused_bundles: 0,
+        receipts: None,
     };
     if !has_ledger(conn)? {
         return Ok(s);

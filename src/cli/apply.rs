@@ -50,6 +50,8 @@ pub struct StatusArgs {
     pub db: PathBuf,
     pub json: bool,
     pub list: bool,
+    /// For the JSON's `receipts`: the age after which unconfirmed entries are overdue.
+    pub overdue_days: u32,
 }
 
 /// An RFC 3339 time recorded in a ledger, in local time to the minute.
@@ -387,6 +389,14 @@ pub fn run_db_status(a: StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Out
         };
     }
     if a.json {
+        // A database this node tracks: what came back confirmed of what it sent.
+        if let Some(node) = &node {
+            if ferry::capture::status(&a.db)?.origin.as_deref() == Some(node.id().as_str()) {
+                let l = super::receipts::current_loop(node)?;
+                s.receipts =
+                    Some(l.report(Some(node.info.name.clone()), ferry::journal::Timestamp::now(), a.overdue_days));
+            }
+        }
         json(&s)?;
         return Ok(if s.forks > 0 { Outcome::Negative } else { Outcome::Ok });
     }

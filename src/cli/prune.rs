@@ -68,7 +68,7 @@ pub fn run(a: PruneArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
         );
     };
     let archive_name = sanitize(&archive_key.name);
-    let store = Store::open(&node.home);
+    let store = Store::open(&node.home)?;
     let l = super::receipts::current_loop(&node)?;
     let mut negative = false;
     let mut report = Report {
@@ -84,7 +84,7 @@ pub fn run(a: PruneArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outco
     if l.forked() {
         negative = true;
     }
-    match store.get(&archive_key.node, &trust) {
+    match store.get(&archive_key.node, &trust)? {
         Some(receipt) => {
             let known = Known::of(&node)?;
             let (confirmed, forked) = known.confirmed(&receipt);

@@ -13,7 +13,8 @@ use super::{home_dir, Outcome, Ui};
 #[derive(Debug, Args)]
 #[command(after_help = "Lists, per origin, the seq ranges this node relayed (and gaps between them), \
 entries, tables, time span and the folders (sticks) they came from: compare them with the \
-research assistant's records. With --db, shows a database: for an app's database, what capture recorded \
+research assistant's records, then what came back confirmed in receipts of what this node sent and \
+carried onward, per receiving node. With --db, shows a database: for an app's database, what capture recorded \
 and what still waits to be bundled; for one bundles were applied to, what arrived from each origin (exit 1 \
 when a fork is recorded).\n\nExamples:\n  ferry status\n  ferry status --db central.sqlite3\n  ferry status --json | jq '.origins[].ranges'")]
 pub struct StatusArgs {
@@ -29,8 +30,9 @@ pub struct StatusArgs {
     #[arg(long, requires = "db")]
     pub list: bool,
     /// For a scheduled task: exit 1 when something needs a person. On a laptop, entries the archive (central
-    /// server) has not confirmed DAYS days after they were sent, or a fork; with --db at a server, origins
-    /// not heard from for DAYS days.
+    /// server) has not confirmed DAYS days after they were sent, or a fork; on a relay (the middleman), what it
+    /// passed on that the archive has not confirmed DAYS days later; with --db at a server, origins not heard
+    /// from for DAYS days.
     #[arg(long, conflicts_with = "list")]
     pub check: bool,
     /// The age, in days, after which --check flags entries not confirmed or origins not heard from.
@@ -53,15 +55,25 @@ pub fn run(a: StatusArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outc
                 let node = home_dir(home.clone()).ok().and_then(|h| Node::open(&h).ok());
                 super::track::print_capture(&c, node.as_ref(), ui)?;
                 if let Some(node) = node.filter(|n| c.origin.as_deref() == Some(n.id().as_str())) {
-                    let l = super::receipts::current_loop(&node)?;
+                    let trust = node.trust()?;
+                    let l = super::receipts::loop_of(&node, &trust)?;
                     let fix = format!("ferry bundle create --db {} --out DIR", db.display());
-                    negative |= super::receipts::print_loop(&l, &node, a.overdue_days, a.check, &fix)?;
+                    negative |= super::receipts::print_loop(
+                        &l,
+                        &node,
+                        a.overdue_days,
+                        a.check,
+                        super::receipts::Whose::Own { fix: &fix },
+                        &trust,
+                    )?;
                 }
             }
         }
         let trust = home_dir(home.clone()).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
-        let r =
-            super::apply::run_db_status(super::apply::StatusArgs { db: db.clone(), json: a.json, list: a.list }, home)?;
+        let r = super::apply::run_db_status(
+            super::apply::StatusArgs { db: db.clone(), json: a.json, list: a.list, overdue_days: a.overdue_days },
+            home,
+        )?;
         if a.check && !a.json {
             negative |= check_silent_origins(&db, a.overdue_days, trust.as_ref())?;
         }
@@ -69,24 +81,73 @@ pub fn run(a: StatusArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outc
     }
     let node = Node::open(&home_dir(home)?)?;
     let status = ledger_status(&node)?;
+    let sent_any = !ferry::receipt::sent::all(&node.state()?, node.id())?.is_empty();
+    let carried = super::receipts::carried_loops(&node)?;
     if a.json {
-        json(&status)?;
+        json(&node_json(&node, &status, sent_any, &carried, a.overdue_days)?)?;
         return Ok(Outcome::Ok);
     }
     human(&status, ui)?;
-    let l = super::receipts::current_loop(&node)?;
-    let sent_any = !ferry::receipt::sent::all(&node.state()?, node.id())?.is_empty();
     let mut negative = false;
-    if sent_any || a.check {
-        negative = super::receipts::print_loop(
+    let trust = node.trust()?;
+    if sent_any || (a.check && carried.is_empty()) {
+        let l = super::receipts::loop_of(&node, &trust)?;
+        negative |= super::receipts::print_loop(
             &l,
             &node,
             a.overdue_days,
             a.check && sent_any,
-            "ferry bundle create --out DIR",
+            super::receipts::Whose::Own { fix: "ferry bundle create --out DIR" },
+            &trust,
         )?;
     }
+    // A relay: what it carried onward, and what came back confirmed.
+    for l in &carried {
+        negative |=
+            super::receipts::print_loop(l, &node, a.overdue_days, a.check, super::receipts::Whose::Carried, &trust)?;
+    }
+    if a.check && !carried.is_empty() && !carried[0].has_archive {
+        negative = true;
+        eprintln!("{}", super::receipts::no_archive_message());
+    }
     Ok(if negative { Outcome::Negative } else { Outcome::Ok })
+}
+
+/// `status --json` of a node: its relay ledger, and what came back
+/// confirmed of what it sent and carried onward.
+#[derive(serde::Serialize)]
+struct NodeJson<'a> {
+    #[serde(flatten)]
+    ledger: &'a LedgerStatus,
+    receipts: NodeReceipts,
+}
+
+/// The `receipts` of `status --json`.
+#[derive(serde::Serialize)]
+struct NodeReceipts {
+    /// This node's own entries sent by `bundle create` (`null` when it sent none).
+    sent: Option<ferry::receipt::confirm::Report>,
+    /// Per origin, the entries this node carried onward as a relay.
+    carried: Vec<ferry::receipt::confirm::Report>,
+}
+
+fn node_json<'a>(
+    node: &Node,
+    status: &'a LedgerStatus,
+    sent_any: bool,
+    carried: &[ferry::receipt::confirm::Loop],
+    days: u32,
+) -> anyhow::Result<NodeJson<'a>> {
+    let now = ferry::journal::Timestamp::now();
+    let trust = node.trust()?;
+    let sent = if sent_any {
+        Some(super::receipts::current_loop(node)?.report(Some(node.info.name.clone()), now, days))
+    } else {
+        None
+    };
+    let carried =
+        carried.iter().map(|l| l.report(super::receipts::origin_name(node, &trust, &l.origin), now, days)).collect();
+    Ok(NodeJson { ledger: status, receipts: NodeReceipts { sent, carried } })
 }
 
 /// `status --db DB --check` at a server: origins whose last bundle was
@@ -142,9 +203,17 @@ fn check_json(a: &StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> 
     struct Check {
         ok: bool,
         overdue: Vec<ferry::receipt::confirm::Pending>,
+        /// A relay's: per origin carried onward, the entries overdue.
+        overdue_carried: Vec<Carried>,
         forks: u64,
         archive: bool,
         silent_origins: Vec<Silent>,
+    }
+    #[derive(serde::Serialize)]
+    struct Carried {
+        origin: ferry::keys::NodeId,
+        name: Option<String>,
+        overdue: Vec<ferry::receipt::confirm::Pending>,
     }
     #[derive(serde::Serialize)]
     struct Silent {
@@ -152,7 +221,15 @@ fn check_json(a: &StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> 
         last_apply: ferry::journal::Timestamp,
     }
     let node = Node::open(&home_dir(home)?)?;
-    let mut c = Check { ok: true, overdue: Vec::new(), forks: 0, archive: true, silent_origins: Vec::new() };
+    let now = ferry::journal::Timestamp::now();
+    let mut c = Check {
+        ok: true,
+        overdue: Vec::new(),
+        overdue_carried: Vec::new(),
+        forks: 0,
+        archive: true,
+        silent_origins: Vec::new(),
+    };
     let db = match &a.db {
         Some(db) => Some(super::apply::sqlite_target(db, "check")?),
         None => None,
@@ -163,9 +240,21 @@ fn check_json(a: &StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> 
     };
     if own {
         let l = super::receipts::current_loop(&node)?;
-        c.overdue = l.overdue(ferry::journal::Timestamp::now(), a.overdue_days);
+        c.overdue = l.overdue(now, a.overdue_days);
         c.forks = l.receivers.iter().map(|r| r.forks.len() as u64).sum();
         c.archive = l.has_archive;
+    }
+    if db.is_none() {
+        let trust = node.trust()?;
+        for l in super::receipts::carried_loops(&node)? {
+            c.forks += l.receivers.iter().map(|r| r.forks.len() as u64).sum::<u64>();
+            c.archive &= l.has_archive;
+            let overdue = l.overdue(now, a.overdue_days);
+            if !overdue.is_empty() {
+                let name = super::receipts::origin_name(&node, &trust, &l.origin);
+                c.overdue_carried.push(Carried { origin: l.origin.clone(), name, overdue });
+            }
+        }
     }
     if let Some(db) = &db {
         c.silent_origins = silent_origins(db, a.overdue_days, node.trust().ok().as_ref())?
@@ -173,7 +262,11 @@ fn check_json(a: &StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> 
             .map(|(origin, last_apply)| Silent { origin, last_apply })
             .collect();
     }
-    c.ok = c.overdue.is_empty() && c.forks == 0 && c.archive && c.silent_origins.is_empty();
+    c.ok = c.overdue.is_empty()
+        && c.overdue_carried.is_empty()
+        && c.forks == 0
+        && c.archive
+        && c.silent_origins.is_empty();
     json(&c)?;
     Ok(if c.ok { Outcome::Ok } else { Outcome::Negative })
 }

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::sent::Sent;
 use super::{chain_tag, Summary};
@@ -30,7 +30,8 @@ pub const DAY: i64 = 86_400_000_000;
 pub const DEFAULT_DAYS: u32 = 14;
 
 /// Entries sent and not confirmed by one receiving node.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Pending {
     pub first_seq: u64,
     pub last_seq: u64,
@@ -41,7 +42,8 @@ pub struct Pending {
 }
 
 /// A receipt range whose chain hash is not this node's.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Fork {
     pub first_seq: u64,
     pub last_seq: u64,
@@ -52,7 +54,8 @@ pub struct Fork {
 }
 
 /// What one receiving node confirmed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Receiver {
     pub node: NodeId,
     pub name: Option<String>,
@@ -76,6 +79,26 @@ pub struct Loop {
     pub receivers: Vec<Receiver>,
     /// Whether a node is trusted as the archive.
     pub has_archive: bool,
+}
+
+/// What `ferry status --json` says of one origin's entries this node sent
+/// (its own) or carried onward (a relay's): per receiving node that sent a
+/// receipt (and the archive, even without one), the seq ranges it
+/// confirmed, what was sent and not confirmed since when, forks, and the
+/// entries the archive has not confirmed `overdue_days` after they were sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    pub origin: NodeId,
+    /// The origin's name (this node's, or its trust store's).
+    pub name: Option<String>,
+    /// Whether a node is trusted as the archive here.
+    pub has_archive: bool,
+    pub receivers: Vec<Receiver>,
+    /// The age (`--overdue-days`) after which unconfirmed entries are overdue.
+    pub overdue_days: u32,
+    /// Entries the archive has not confirmed, sent more than `overdue_days` days ago.
+    pub overdue: Vec<Pending>,
 }
 
 /// This node's chain hashes at the ends of the bundles it sent.
@@ -131,8 +154,12 @@ impl Loop {
     pub fn new(origin: &NodeId, sent: &[Sent], receipts: &[Summary], trust: &TrustStore) -> Loop {
         let chains = own_chains(sent);
         let archives: Vec<NodeId> = trust.archives().into_iter().map(|k| k.node.clone()).collect();
+        let names: std::collections::HashMap<&NodeId, &str> =
+            trust.keys.iter().map(|k| (&k.node, k.name.as_str())).collect();
+        let name_of = |n: &NodeId| names.get(n).map(|s| (*s).to_owned());
         let mut receivers = Vec::new();
         let mut signers: Vec<&NodeId> = Vec::new();
+        let mut memo: std::collections::HashMap<Vec<(u64, u64)>, Vec<Pending>> = std::collections::HashMap::new();
         for r in receipts {
             let archive = archives.contains(&r.node);
             // A node on another road (a middleman that never carried this
@@ -143,7 +170,7 @@ impl Loop {
             signers.push(&r.node);
             let mut rec = Receiver {
                 node: r.node.clone(),
-                name: trust.name_of(&r.node).map(str::to_owned),
+                name: name_of(&r.node),
                 archive,
                 receipt_at: Some(r.at),
                 confirmed: Vec::new(),
@@ -165,14 +192,16 @@ impl Loop {
                 }
             }
             rec.confirmed = merge(ok);
-            rec.pending = pending(sent, &rec.confirmed);
+            // Receiving nodes that confirmed the same ranges have the same
+            // pending entries: worked out once.
+            rec.pending = memo.entry(rec.confirmed.clone()).or_insert_with(|| pending(sent, &rec.confirmed)).clone();
             receivers.push(rec);
         }
         for a in &archives {
             if a != origin && !signers.contains(&a) {
                 receivers.push(Receiver {
                     node: a.clone(),
-                    name: trust.name_of(a).map(str::to_owned),
+                    name: name_of(a),
                     archive: true,
                     receipt_at: None,
                     confirmed: Vec::new(),
@@ -185,6 +214,18 @@ impl Loop {
         // The archive last: the journey's end.
         receivers.sort_by(|a, b| (a.archive, &a.name, &a.node).cmp(&(b.archive, &b.name, &b.node)));
         Loop { origin: origin.clone(), receivers, has_archive: !archives.is_empty() }
+    }
+
+    /// The JSON report of this picture, with the entries overdue at `now`.
+    pub fn report(&self, name: Option<String>, now: Timestamp, days: u32) -> Report {
+        Report {
+            origin: self.origin.clone(),
+            name,
+            has_archive: self.has_archive,
+            receivers: self.receivers.clone(),
+            overdue_days: days,
+            overdue: self.overdue(now, days),
+        }
     }
 
     /// The archive's view (the first archive when several are trusted).

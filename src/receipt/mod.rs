@@ -6,8 +6,8 @@
 //! carried). A receipt names its signer, its time, and per origin the seq
 //! ranges held, each with the first 8 bytes of the chain hash at the range's
 //! end. Receipts are cumulative: a node's newest receipt says everything it
-//! holds, so each node keeps only the newest receipt of every signer
-//! (`HOME/receipts/<node id>.json`, see [`Store`]).
+//! holds, so each node keeps only the newest receipt of every signer (in
+//! its state store, with an index of what each says: see [`Store`]).
 //!
 //! Receipts travel in the opposite direction to bundles, in the same
 //! folders: a command that reads bundles from a folder (`bundle apply`,
@@ -66,6 +66,8 @@ pub enum ReceiptError {
     Signer(String, #[source] KeyError),
     #[error("bad signature: the receipt is not what {0} signed")]
     BadSignature(String),
+    #[error(transparent)]
+    State(crate::state::StateError),
 }
 
 /// One contiguous run of an origin's entries held, with the kept bytes of
@@ -309,15 +311,23 @@ pub struct Left {
 
 /// Leaves `receipts` in `dir` for the next hop down: each written durably
 /// under its own name (an identical file already there is left as it is),
-/// and the older receipts of the same signers in that folder removed (only
-/// files that verify as receipts of those signers and are older).
-pub fn leave_in(dir: &Path, receipts: &[(SignedReceipt, Option<String>)], trust: &TrustStore) -> std::io::Result<Left> {
+/// and the older receipts of the same signers in that folder removed.
+pub fn leave_in(dir: &Path, receipts: &[(SignedReceipt, Option<String>)]) -> std::io::Result<Left> {
     let mut left = Left::default();
     if receipts.is_empty() {
         return Ok(left);
     }
     std::fs::create_dir_all(dir)?;
-    let existing = files_in(dir);
+    // The signer and time of each receipt file already there, read once
+    // (not once per receipt left: a server may hold a thousand).
+    let existing: Vec<(PathBuf, Option<(NodeId, Timestamp)>)> = files_in(dir)
+        .into_iter()
+        .map(|f| {
+            let h = std::fs::read(&f).ok().and_then(|b| head(&b));
+            (f, h)
+        })
+        .collect();
+    let mut newest: std::collections::HashMap<&NodeId, (Timestamp, PathBuf)> = std::collections::HashMap::new();
     for (r, name) in receipts {
         let dest = dir.join(r.file_name(name.as_deref()));
         if !dest.exists() {
@@ -329,17 +339,20 @@ pub fn leave_in(dir: &Path, receipts: &[(SignedReceipt, Option<String>)], trust:
                 Err(e) => return Err(e),
             }
         }
-        for f in &existing {
-            if *f == dest {
-                continue;
-            }
-            if let Ok(old) = read_file(f, trust) {
-                if old.receipt.node == r.receipt.node && old.receipt.at < r.receipt.at {
-                    match std::fs::remove_file(f) {
-                        Ok(()) => left.removed.push(f.clone()),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
-                    }
+        newest.insert(&r.receipt.node, (r.receipt.at, dest));
+    }
+    // Older receipts of the same signers go. A file is judged by its signer
+    // and time without its signature: one that claims to be an older
+    // receipt of a signer left here is either that (superseded) or a
+    // forgery, and neither is worth keeping.
+    for (f, h) in &existing {
+        let Some((node, at)) = h else { continue };
+        if let Some((new_at, dest)) = newest.get(node) {
+            if f != dest && at < new_at {
+                match std::fs::remove_file(f) {
+                    Ok(()) => left.removed.push(f.clone()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -440,41 +453,39 @@ pub fn after_hop(
         path: node.home.join("trust.json"),
         source: std::io::Error::other(crate::verify::error_chain(&e)),
     })?;
-    let store = Store::open(&node.home);
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ReceiptError::Io { path, source }
-    };
+    let store = Store::open(&node.home)?;
     let mut hop = HopReceipts::default();
     if !holdings.is_empty() {
         let origins = holdings.to_origins();
-        let held = store.get(node.id(), &trust);
+        let held = store.get(node.id(), &trust)?;
         let own = match held {
             Some(h) if h.receipt.origins == origins => h,
-            _ => {
+            held => {
                 let mut at = Timestamp::now();
-                if let Some(h) = store.get(node.id(), &trust) {
+                if let Some(h) = held {
                     // Newer than the last one even if the clock went back.
                     at = Timestamp(at.0.max(h.receipt.at.0 + 1));
                 }
                 let r = sign(node.signing_key(), at, holdings);
-                store.keep(&r, &trust).map_err(io(&node.home.join("receipts")))?;
+                store.keep(&r, &trust)?;
                 hop.new = true;
                 r
             }
         };
         hop.own = Some(PathBuf::from(own.file_name(Some(&node.info.name))));
     }
+    let names: std::collections::HashMap<&NodeId, &str> =
+        trust.keys.iter().map(|k| (&k.node, k.name.as_str())).collect();
     let all: Vec<(SignedReceipt, Option<String>)> = store
-        .all(&trust)
+        .all(&trust)?
         .into_iter()
         .map(|r| {
-            let name = trust.name_of(&r.receipt.node).map(str::to_owned);
+            let name = names.get(&r.receipt.node).map(|n| (*n).to_owned());
             (r, name)
         })
         .collect();
     for dir in folders {
-        match leave_in(dir, &all, &trust) {
+        match leave_in(dir, &all) {
             Ok(left) => {
                 hop.written.extend(left.written);
                 hop.removed.extend(left.removed);
@@ -524,8 +535,30 @@ pub fn summary(bytes: &[u8], origin: &NodeId) -> Option<Summary> {
     Some(Summary { node: l.node, at: l.at, ranges })
 }
 
+/// The signer and time of a receipt written in canonical form (R3), from
+/// the first bytes of its file: `{"format":"ferry-receipt","version":1,
+/// "node":"<16 hex>","at":"<27 characters>"`. `None` when they are not in
+/// that form (then [`head`] reads the whole body).
+pub fn quick_head(prefix: &[u8]) -> Option<(NodeId, Timestamp)> {
+    const START: &[u8] = b"{\"format\":\"ferry-receipt\",\"version\":1,\"node\":\"";
+    let rest = prefix.strip_prefix(START)?;
+    let node = std::str::from_utf8(rest.get(..16)?).ok()?;
+    let rest = rest.get(16..)?.strip_prefix(b"\",\"at\":\"")?;
+    let at = std::str::from_utf8(rest.get(..27)?).ok()?;
+    if rest.get(27) != Some(&b'"') {
+        return None;
+    }
+    Some((NodeId::try_from(node.to_owned()).ok()?, Timestamp::parse(at).ok()?))
+}
+
+/// How many bytes of a receipt file [`quick_head`] needs.
+pub const QUICK_HEAD: usize = 128;
+
 /// The signer and time of a receipt file's bytes, read without the rest.
 pub fn head(bytes: &[u8]) -> Option<(NodeId, Timestamp)> {
+    if let Some(h) = quick_head(bytes) {
+        return Some(h);
+    }
     #[derive(Deserialize)]
     struct Head {
         node: NodeId,

@@ -99,3 +99,31 @@ pub fn clear_file(state: &State, origin: &NodeId, file: &str) -> Result<(), Stat
         .map(drop)
         .map_err(state.err())
 }
+
+/// A relay's sent log: what it carried onward, per origin (its relay
+/// ledger's completed rows: each segment passed on, the chain hash at its
+/// end, when it was last passed on and the bundle it left in), by first seq.
+/// This node's own entries are not here: they are in [`all`].
+pub fn carried(
+    node: &crate::node::Node,
+) -> Result<std::collections::BTreeMap<NodeId, Vec<Sent>>, crate::relay::RelayError> {
+    let mut by_origin: std::collections::BTreeMap<NodeId, Vec<Sent>> = std::collections::BTreeMap::new();
+    for c in crate::relay::ledger::Ledger::open(node)?.all()? {
+        if &c.origin == node.id() {
+            continue;
+        }
+        let (Some(chain_after), Some(file)) = (c.chain_after(), c.output.clone()) else { continue };
+        by_origin.entry(c.origin.clone()).or_default().push(Sent {
+            first_seq: c.first_seq,
+            last_seq: c.last_seq,
+            chain_after,
+            ts_after: None,
+            at: c.carried_at,
+            file,
+        });
+    }
+    for v in by_origin.values_mut() {
+        v.sort_by_key(|s| (s.first_seq, s.at.0));
+    }
+    Ok(by_origin)
+}

@@ -644,8 +644,11 @@ struct SendAgain {
 
 impl SendAgain {
     fn load(node: &Node, trust: &TrustStore) -> SendAgain {
-        let store = crate::receipt::Store::open(&node.home);
-        let archive = trust.archives().first().and_then(|k| store.get(&k.node, trust)).map(|r| {
+        // Without the archive's receipt (none yet, or the store unreadable)
+        // nothing is passed on again: the origin's resend still is, by the
+        // relay that has not carried it.
+        let store = crate::receipt::Store::open(&node.home).ok();
+        let archive = trust.archives().first().and_then(|k| store?.get(&k.node, trust).ok().flatten()).map(|r| {
             r.receipt
                 .origins
                 .iter()
