@@ -30,7 +30,10 @@ pub enum KeyError {
     WeakKey,
     #[error("the secret key file {} is malformed", .0.display())]
     BadSecretKey(PathBuf),
-    #[error("unknown signer {0}: not in the trust store (add it with `ferry trust add`)")]
+    #[error(
+        "unknown signer: node {0} is not in this node's trust store; if you trust that computer, run `ferry key export` \
+         on it and `ferry trust add NAME KEY` here"
+    )]
     UnknownSigner(NodeId),
     #[error("revoked signer {name} ({node}), revoked at {revoked}")]
     RevokedSigner { name: String, node: NodeId, revoked: Timestamp },

@@ -178,14 +178,17 @@ fn create_verify_inspect_round_trip_and_nothing_new() {
     assert_eq!(i["segments"][0]["first_seq"], 1);
     assert_eq!(i["segments"][0]["last_seq"], 25);
     assert_eq!(i["tables"]["t"]["insert"], 25);
-    // The untrusting node (b knows nobody) gets exit 1 and the reason.
+    // The untrusting node (b knows nobody) gets exit 1, the reason in plain
+    // words (no "sealer") and the commands that fix it.
     let b = init_node(dir.path(), "b", None);
     ferry(&b)
         .args(["bundle", "verify"])
         .arg(&bundle)
         .assert()
         .code(1)
-        .stdout(predicate::str::contains("unknown signer"));
+        .stdout(predicate::str::contains("the bundle's seal: unknown signer"))
+        .stdout(predicate::str::contains("`ferry trust add NAME KEY` here"))
+        .stdout(predicate::str::contains("sealer").not());
 }
 
 #[test]

@@ -116,10 +116,13 @@ pub fn check_signatures_each<R: Read>(
     trust: &TrustStore,
 ) -> Result<Vec<Result<SegmentReport, VerifyError>>, VerifyError> {
     let m = reader.manifest();
-    let sealer =
-        trust.signer(&m.sealed_by, Role::Origin).or_else(|_| trust.signer(&m.sealed_by, Role::Relay)).map_err(
-            |source| VerifyError::Signer { what: "sealer".into(), source: relabel(source, trust, &m.sealed_by) },
-        )?;
+    let sealer = trust
+        .signer(&m.sealed_by, Role::Origin)
+        .or_else(|_| trust.signer(&m.sealed_by, Role::Relay))
+        .map_err(|source| VerifyError::Signer {
+            what: "the bundle's seal".into(),
+            source: relabel(source, trust, &m.sealed_by),
+        })?;
     if !keys::verify(&sealer.1, MANIFEST_PREFIX, reader.manifest_bytes(), reader.signature()) {
         return Err(VerifyError::BadSignature { what: format!("the seal of {} over manifest.json", m.sealed_by) });
     }
