@@ -307,3 +307,32 @@ fn a_second_apply_to_the_same_postgres_database_waits_its_turn() {
     let (code, out) = apply_to(&f, &url, &b);
     assert_eq!(code, 0, "once the other has finished, it applies: {out}");
 }
+
+/// MariaDB/MySQL are not applied to yet: `bundle apply`, `status` and
+/// `conflicts` with such a URL say so (exit 2), change nothing and never
+/// show the password.
+#[test]
+fn mariadb_apply_status_and_conflicts_are_refused_clearly() {
+    let db = MyDb::new(MY_DDL);
+    let url = my_url(&db.name);
+    let mut f = field();
+    household(&mut f.laptop, 1, &good(1));
+    let b = f.laptop.bundle(f.dir.path(), &[(1, 1)], None);
+    for args in [
+        vec!["bundle".as_ref(), "apply".as_ref(), "--db".as_ref(), url.as_ref(), b.as_os_str()],
+        vec!["status".as_ref(), "--db".as_ref(), url.as_ref()],
+        vec!["conflicts".as_ref(), "--db".as_ref(), url.as_ref()],
+    ] {
+        let (code, out) = ferry_out(&f.home, &args);
+        assert_eq!(code, 2, "{out}");
+        assert!(
+            out.contains("ferry does not apply to MariaDB/MySQL servers yet")
+                && out.contains("ferry bundle verify --against URL"),
+            "{out}"
+        );
+    }
+    use mysql::prelude::Queryable;
+    let mut c = mysql::Conn::new(mysql::Opts::from_url(&my_url(&db.name)).expect("url")).expect("connect");
+    let n: Option<i64> = c.query_first("SELECT count(*) FROM survey_household").expect("count");
+    assert_eq!(n, Some(0), "nothing was applied");
+}

@@ -31,8 +31,9 @@ pub enum ServerError {
     #[error("failed to read the tables of {target}: {cause}")]
     Query { target: String, cause: String },
     #[error(
-        "ferry cannot apply bundles to a {kind} server yet ({target}): this version applies to SQLite files and \
-         PostgreSQL (what works with servers so far: docs/APPLY.md, \"Engines\")"
+        "ferry does not apply to {kind} servers yet ({target}): `bundle apply`, `status --db` and `conflicts --db` \
+         work with SQLite files and PostgreSQL so far; `ferry bundle verify --against URL` checks bundles against \
+         this server (docs/APPLY.md, \"Engines\")"
     )]
     NotYet { kind: &'static str, target: String },
 }

@@ -209,9 +209,7 @@ pub fn ddl(dialect: Dialect) -> std::borrow::Cow<'static, str> {
         out.push_str(&format!("{pad}{name} {}{comma}\n", ty.trim_end()));
     }
     if !pg {
-        out = out
-            .replace("CREATE TABLE IF NOT EXISTS", "CREATE TABLE IF NOT EXISTS")
-            .replace(");\n", ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n");
+        out = out.replace(");\n", ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n");
     }
     out.into()
 }
