@@ -11,6 +11,7 @@
 
 mod apply_support;
 mod oracle;
+mod server_support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -453,9 +454,10 @@ fn accounted(db: &Path, received: &HashMap<String, u64>) -> Result<(), TestCaseE
     Ok(())
 }
 
-fn check(c: &Case) -> Result<(), TestCaseError> {
+/// The bundles of a case (file, origin, entries) and every entry in them.
+#[allow(clippy::type_complexity)]
+fn bundles_of(c: &Case, dir: &Path) -> (Vec<(PathBuf, String, u64)>, Vec<(String, Entry)>) {
     let f = fixture();
-    let dir = scratch();
     let mut rng = Rng(c.cut_seed | 1);
     let mut bundles: Vec<(PathBuf, String, u64)> = Vec::new();
     let mut entries: Vec<(String, Entry)> = Vec::new();
@@ -476,10 +478,17 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
         while k < segments.len() {
             let take = (1 + rng.below(2) as usize).min(segments.len() - k);
             let count: u64 = segments[k..k + take].iter().map(|(a, b)| b - a + 1).sum();
-            bundles.push((o.bundle(dir.path(), &segments[k..k + take], None), o.id(), count));
+            bundles.push((o.bundle(dir, &segments[k..k + take], None), o.id(), count));
             k += take;
         }
     }
+    (bundles, entries)
+}
+
+fn check(c: &Case) -> Result<(), TestCaseError> {
+    let f = fixture();
+    let dir = scratch();
+    let (bundles, entries) = bundles_of(c, dir.path());
     let opts = ApplyOptions::default();
     let now = ferry::journal::Timestamp::now().0;
     for (k, seed) in c.order_seeds.iter().enumerate() {
@@ -546,5 +555,118 @@ proptest! {
     #[test]
     fn every_arrival_order_gives_what_the_oracle_says(c in case()) {
         check(&c)?;
+    }
+}
+
+/// The schema on PostgreSQL as Django makes it there: foreign keys
+/// deferrable, without cascades in the database (Django cascades in Python,
+/// and the origins journal what their cascades did).
+const PG_SCHEMA: &str = "
+CREATE TABLE site (id bigint PRIMARY KEY, name text, code text UNIQUE);
+CREATE TABLE tag (code text PRIMARY KEY, label text, weight bigint DEFAULT 1);
+CREATE TABLE visit (site_id bigint NOT NULL REFERENCES site(id) DEFERRABLE INITIALLY DEFERRED, day bigint NOT NULL,
+                    note text, PRIMARY KEY (site_id, day));
+CREATE TABLE sample (id bigint PRIMARY KEY, site_id bigint REFERENCES site(id) DEFERRABLE INITIALLY DEFERRED,
+                     tag text REFERENCES tag(code) DEFERRABLE INITIALLY DEFERRED, v bigint);";
+
+/// Every row of every table of a PostgreSQL target, by key, as [`dump`] reads SQLite.
+fn pg_dump(db: &server_support::PgDb) -> BTreeMap<&'static str, oracle::Rows> {
+    let url = server_support::with_db(&server_support::pg_admin(), &db.name);
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let ints = ["id", "weight", "site_id", "day", "v"];
+    let mut out = BTreeMap::new();
+    for t in &TABLES {
+        let cols: Vec<&str> = t.key.iter().copied().chain(t.columns.iter().map(|(c, _)| *c)).collect();
+        let sql = format!(
+            "SELECT {} FROM {}",
+            cols.iter().map(|c| format!("{c}::text")).collect::<Vec<_>>().join(", "),
+            t.name
+        );
+        let mut table = oracle::Rows::new();
+        for row in c.query(&sql, &[]).expect("select") {
+            let v = |i: usize| match row.get::<_, Option<String>>(i) {
+                None => Value::Null,
+                Some(s) if ints.contains(&cols[i]) => Value::Integer(s.parse().expect("integer")),
+                Some(s) => Value::Text(s),
+            };
+            let key: Vec<Value> = (0..t.key.len()).map(v).collect();
+            let vals = t.columns.iter().enumerate().map(|(j, (c, _))| ((*c).to_owned(), v(t.key.len() + j))).collect();
+            table.insert(oracle::key_of(&key), vals);
+        }
+        out.insert(t.name, table);
+    }
+    out
+}
+
+/// The same random histories, cut into the same bundles and applied in the
+/// same order and runs, give the same database on SQLite and PostgreSQL:
+/// what the oracle says; re-applying changes nothing; every entry is
+/// accounted for.
+fn check_engines(c: &Case) -> Result<(), TestCaseError> {
+    let f = fixture();
+    let dir = scratch();
+    let (bundles, entries) = bundles_of(c, dir.path());
+    let opts = ApplyOptions::default();
+    let now = ferry::journal::Timestamp::now().0;
+    let mut rng = Rng(c.order_seeds[0] | 1);
+    let mut order = bundles.clone();
+    for _ in 0..rng.below(3) {
+        if !bundles.is_empty() {
+            order.push(bundles[rng.below(bundles.len() as u64) as usize].clone());
+        }
+    }
+    for j in (1..order.len()).rev() {
+        order.swap(j, rng.below(j as u64 + 1) as usize);
+    }
+    let lite = target(dir.path(), "lite.sqlite3", SCHEMA);
+    let pg = server_support::PgDb::new(PG_SCHEMA);
+    let url = server_support::pg_url(&pg.name);
+    let ferry::target::Target::Server(server) = ferry::target::Target::parse(url.as_ref()).expect("url") else {
+        panic!("{url} names no server");
+    };
+    let runs = 1 + rng.below(3) as usize;
+    let per = order.len().div_ceil(runs).max(1);
+    let mut received: HashMap<String, u64> = HashMap::new();
+    for chunk in order.chunks(per) {
+        let files: Vec<PathBuf> = chunk.iter().map(|b| b.0.clone()).collect();
+        let a = apply(&lite, &files, &f.trust, &opts, &mut Silent).expect("apply to SQLite");
+        let b = ferry::apply::apply_server(&server, &files, &f.trust, &opts, &mut Silent).expect("apply to PostgreSQL");
+        prop_assert_eq!(a.refused + b.refused, 0, "{:?} {:?}", a, b);
+        prop_assert_eq!(a.totals, b.totals, "the same outcomes on both engines");
+        for b in chunk {
+            *received.entry(b.1.clone()).or_default() += b.2;
+        }
+    }
+    let want = oracle::expected(&TABLES, &entries, now);
+    prop_assert_eq!(&dump(&lite), &want, "SQLite");
+    prop_assert_eq!(&pg_dump(&pg), &want, "PostgreSQL");
+    let s = ferry::apply::status::db_status(Path::new(&url)).expect("status");
+    prop_assert!(s.outcomes.adds_up(), "{:?}", s.outcomes);
+    for o in &s.origins {
+        prop_assert_eq!(
+            o.outcomes.received,
+            received.get(&o.origin).copied().unwrap_or(0),
+            "received from {}",
+            o.origin
+        );
+    }
+    let files: Vec<PathBuf> = bundles.iter().map(|b| b.0.clone()).collect();
+    let again = ferry::apply::apply_server(&server, &files, &f.trust, &opts, &mut Silent).expect("apply again");
+    prop_assert_eq!(again.totals.applied + again.totals.parked + again.totals.superseded, 0, "{:?}", again.totals);
+    prop_assert_eq!(pg_dump(&pg), want, "re-applying changed the PostgreSQL database");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        // Each case makes a PostgreSQL database; FERRY_PROPTEST_SERVER_CASES=500 for a longer search.
+        cases: std::env::var("FERRY_PROPTEST_SERVER_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(24),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/apply_engines.txt"))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn sqlite_and_postgres_converge_to_what_the_oracle_says(c in case()) {
+        check_engines(&c)?;
     }
 }

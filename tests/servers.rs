@@ -173,3 +173,166 @@ fn track_with_central_catches_ids_too_large_for_32_bit_server_keys() {
     assert_eq!(o.status.code(), Some(0), "{all}");
     assert!(all.contains("the ids this node gives out fit its tables"), "{all}");
 }
+
+fn ferry_out(home: &std::path::Path, args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let o = common::ferry(home).args(args).output().expect("run");
+    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!all.contains("Sekr1tPw"), "the password shows: {all}");
+    (o.status.code().unwrap_or(-1), all)
+}
+
+fn apply_to(f: &Field, url: &str, bundle: &std::path::Path) -> (i32, String) {
+    ferry_out(&f.home, &["bundle".as_ref(), "apply".as_ref(), "--db".as_ref(), url.as_ref(), bundle.as_os_str()])
+}
+
+fn pg(db: &PgDb) -> postgres::Client {
+    postgres::Client::connect(&with_db(&pg_admin(), &db.name), postgres::NoTls).expect("connect")
+}
+
+/// Values captured on a laptop's SQLite land in PostgreSQL's typed columns
+/// exactly as Django stores them there; a second apply of the same bundle
+/// skips every entry; updates and deletes follow by last writer; a value a
+/// column cannot hold refuses its bundle (origin, seq, table, column and
+/// value named) and leaves nothing; the sequence is raised above the ids
+/// applied; `status` and `conflicts` read the ledger in the server.
+#[test]
+fn postgres_apply_lands_typed_values_exactly_once() {
+    let db = PgDb::new(&format!(
+        "{};
+        CREATE SEQUENCE survey_household_id_seq OWNED BY survey_household.id;
+        ALTER TABLE survey_household ALTER COLUMN id SET DEFAULT nextval('survey_household_id_seq')",
+        PG_DDL
+    ));
+    let url = pg_url(&db.name);
+    let mut f = field();
+    household(&mut f.laptop, 1, &good(1));
+    household(&mut f.laptop, 2, &good(2));
+    let first = f.laptop.bundle(f.dir.path(), &[(1, 2)], None);
+    let (code, out) = apply_to(&f, &url, &first);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("applied ") && out.contains("2 applied"), "{out}");
+    let mut c = pg(&db);
+    let r = c
+        .query_one(
+            "SELECT name, score::text, uid::text, seen = '2026-11-30 10:11:12.123456+00', visited, doc::text, raw,
+                    ratio, (SELECT count(*) FROM survey_household)
+             FROM survey_household WHERE id = 1",
+            &[],
+        )
+        .expect("row");
+    assert_eq!(r.get::<_, String>(0), "Ama");
+    assert_eq!(r.get::<_, String>(1), "123.45");
+    assert_eq!(r.get::<_, String>(2), "01234567-89ab-cdef-0123-456789abcdef");
+    assert!(r.get::<_, bool>(3), "the time is UTC to the microsecond");
+    assert!(r.get::<_, bool>(4));
+    assert_eq!(r.get::<_, String>(5), "{\"rooms\": [1, 2]}");
+    assert_eq!(r.get::<_, Vec<u8>>(6), vec![0, 159, 255]);
+    assert_eq!(r.get::<_, f64>(7).to_bits(), 0.1f64.to_bits());
+    assert_eq!(r.get::<_, i64>(8), 2);
+    let next: i64 = c.query_one("SELECT nextval('survey_household_id_seq')", &[]).expect("seq").get(0);
+    assert!(next > 2, "the app's next id is above the ids applied: {next}");
+
+    let (code, out) = apply_to(&f, &url, &first);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 applied, 2 already applied before"), "the same bundle again applies nothing: {out}");
+
+    // An update from the laptop, and an older one from another origin that loses.
+    f.laptop.push(
+        1_700_000_000_000_100,
+        Op::Update,
+        "survey_household",
+        id_row(1),
+        Some(row(&[("name", text("Kofi"))])),
+    );
+    f.laptop.push(1_700_000_000_000_200, Op::Delete, "survey_household", id_row(2), None);
+    let second = f.laptop.bundle(f.dir.path(), &[(3, 4)], None);
+    let mut other = Origin::new(f.dir.path(), "field-2");
+    common::trust(&f.home, &f.dir.path().join("field-2"), "field-2", &["origin"]);
+    other.push(1_700_000_000_000_050, Op::Update, "survey_household", id_row(1), Some(row(&[("name", text("Old"))])));
+    let late = other.bundle(f.dir.path(), &[(1, 1)], None);
+    let (code, out) = apply_to(&f, &url, &second);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = apply_to(&f, &url, &late);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 superseded"), "{out}");
+    let names: Vec<String> =
+        c.query("SELECT name FROM survey_household ORDER BY id", &[]).expect("rows").iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, ["Kofi"]);
+
+    let (code, out) = ferry_out(&f.home, &["conflicts".as_ref(), "--db".as_ref(), url.as_ref()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("survey_household") && out.contains("\"Old\""), "{out}");
+    let (code, out) = ferry_out(&f.home, &["status".as_ref(), "--db".as_ref(), url.as_ref()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("field-1") && out.contains("field-2"), "{out}");
+
+    // A value the column cannot hold refuses the bundle and leaves nothing.
+    let mut bad = good(7);
+    bad[1] = ("score", Value::Real(1.005));
+    household(&mut f.laptop, 7, &[("name", text("Esi"))]);
+    household(&mut f.laptop, 8, &bad);
+    let third = f.laptop.bundle(f.dir.path(), &[(5, 6)], None);
+    let (code, out) = apply_to(&f, &url, &third);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("REFUSED")
+            && out.contains("field-1's entry 6 (origin ")
+            && out.contains("table \"survey_household\" column \"score\": the value 1.005 has 3 decimal places"),
+        "{out}"
+    );
+    let n: i64 = c.query_one("SELECT count(*) FROM survey_household", &[]).expect("count").get(0);
+    assert_eq!(n, 1, "nothing of the refused bundle stayed");
+}
+
+/// Two applies to one PostgreSQL database never run at once: while one
+/// holds the apply lock, another is refused with a clear message (exit 2)
+/// and applies nothing.
+#[test]
+fn a_second_apply_to_the_same_postgres_database_waits_its_turn() {
+    let db = PgDb::new(PG_DDL);
+    let url = pg_url(&db.name);
+    let mut f = field();
+    household(&mut f.laptop, 1, &good(1));
+    let b = f.laptop.bundle(f.dir.path(), &[(1, 1)], None);
+    let mut holder = pg(&db);
+    let mut tx = holder.transaction().expect("tx");
+    tx.query_one("SELECT pg_advisory_xact_lock(439788663417)", &[]).expect("lock");
+    let (code, out) = apply_to(&f, &url, &b);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("another `ferry bundle apply` is applying bundles to") && out.contains("nothing was applied"),
+        "{out}"
+    );
+    tx.rollback().expect("release");
+    let (code, out) = apply_to(&f, &url, &b);
+    assert_eq!(code, 0, "once the other has finished, it applies: {out}");
+}
+
+/// MariaDB/MySQL are not applied to yet: `bundle apply`, `status` and
+/// `conflicts` with such a URL say so (exit 2), change nothing and never
+/// show the password.
+#[test]
+fn mariadb_apply_status_and_conflicts_are_refused_clearly() {
+    let db = MyDb::new(MY_DDL);
+    let url = my_url(&db.name);
+    let mut f = field();
+    household(&mut f.laptop, 1, &good(1));
+    let b = f.laptop.bundle(f.dir.path(), &[(1, 1)], None);
+    for args in [
+        vec!["bundle".as_ref(), "apply".as_ref(), "--db".as_ref(), url.as_ref(), b.as_os_str()],
+        vec!["status".as_ref(), "--db".as_ref(), url.as_ref()],
+        vec!["conflicts".as_ref(), "--db".as_ref(), url.as_ref()],
+    ] {
+        let (code, out) = ferry_out(&f.home, &args);
+        assert_eq!(code, 2, "{out}");
+        assert!(
+            out.contains("ferry does not apply to MariaDB/MySQL servers yet")
+                && out.contains("ferry bundle verify --against URL"),
+            "{out}"
+        );
+    }
+    use mysql::prelude::Queryable;
+    let mut c = mysql::Conn::new(mysql::Opts::from_url(&my_url(&db.name)).expect("url")).expect("connect");
+    let n: Option<i64> = c.query_first("SELECT count(*) FROM survey_household").expect("count");
+    assert_eq!(n, Some(0), "nothing was applied");
+}

@@ -19,15 +19,17 @@ pub mod engine;
 pub mod ledger;
 pub mod merge;
 pub mod server;
+pub mod session;
 pub mod status;
 pub mod types;
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::config::DbConfig;
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
+use crate::args;
 use crate::bundle::{BundleReader, SegmentMember};
 use crate::chain::ChainHash;
 use crate::crashpoint;
@@ -38,6 +40,7 @@ use crate::verify::{check_entries, check_entries_chained, check_signatures_each,
 pub use engine::{Counts, Events};
 use engine::{Engine, Fail};
 use ledger::Hashes;
+use session::Session;
 
 /// Errors that stop an apply run (nothing of the run is committed).
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +57,7 @@ pub enum ApplyError {
     Sqlite {
         path: PathBuf,
         #[source]
-        source: rusqlite::Error,
+        source: session::DbError,
     },
     #[error("cannot apply to {}", path.display())]
     NewerLedger {
@@ -67,6 +70,13 @@ pub enum ApplyError {
          works with servers so far: docs/APPLY.md, \"Engines\")"
     )]
     ServerNotYet { kind: &'static str, target: String, what: String },
+    #[error(transparent)]
+    Server(server::ServerError),
+    #[error(
+        "another `ferry bundle apply` is applying bundles to {target} right now; nothing was applied. Run this \
+         again once it has finished"
+    )]
+    Busy { target: String },
     #[error("cannot read the edits captured in {}: {reason}", path.display())]
     LocalJournal { path: PathBuf, reason: String },
 }
@@ -188,8 +198,8 @@ fn segment_reason(s: &SegmentApply, why: &str) -> String {
 
 /// When this database first recorded a refusal with exactly this reason
 /// (the same part refused again, in this bundle or another carrying it).
-fn refused_before(conn: &Connection, reason: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT min(recorded_at) FROM _ferry_refused WHERE reason = ?1", [reason], |r| r.get(0))
+fn refused_before(conn: &dyn Session, reason: &str) -> session::Result<Option<String>> {
+    conn.query_one("SELECT min(recorded_at) FROM _ferry_refused WHERE reason = ?1", args![reason])?.get(0)
 }
 
 /// Opens a target database: it must exist; double-quoted string literals
@@ -230,21 +240,88 @@ pub fn apply(
     progress: &mut dyn Progress,
 ) -> Result<ApplyReport, ApplyError> {
     let mut conn = open_target(db)?;
-    let sql_err = |source| ApplyError::Sqlite { path: db.to_path_buf(), source };
+    let sql_err = |source: session::DbError| ApplyError::Sqlite { path: db.to_path_buf(), source };
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sql_err(e.into()))?;
+    if let Err(source) = ledger::check_version(&*tx).map_err(sql_err)? {
+        return Err(ApplyError::NewerLedger { path: db.to_path_buf(), source });
+    }
+    let target_tables = schema::tables(&tx).map_err(|e| sql_err(e.into()))?;
+    ledger::prepare(&*tx, &target_tables).map_err(sql_err)?;
+    // Capture triggers skip ferry's own writes (no echoes); see docs/CAPTURE.md.
+    crate::capture::suppress(&tx, true).map_err(|e| sql_err(e.into()))?;
+    let report = run(&*tx, db, files, trust, opts, progress)?;
+    crate::capture::suppress(&tx, false).map_err(|e| sql_err(e.into()))?;
+    crashpoint::hit("apply: before commit");
+    tx.commit().map_err(|e| sql_err(e.into()))?;
+    crashpoint::hit("apply: after commit");
+    Ok(report)
+}
+
+/// Applies bundle files to a PostgreSQL server in one transaction, under an
+/// advisory lock that keeps a second apply to the same database out (it is
+/// refused, nothing applied, and says to run again). The ledger tables are
+/// created in the target's current schema on first use. Before commit, the
+/// sequences of the tables written are raised above every id applied, so
+/// the app's own next insert cannot collide.
+pub fn apply_server(
+    target: &crate::target::Server,
+    files: &[PathBuf],
+    trust: &TrustStore,
+    opts: &ApplyOptions,
+    progress: &mut dyn Progress,
+) -> Result<ApplyReport, ApplyError> {
+    let db = PathBuf::from(target.to_string());
+    let session = server::session(target).map_err(ApplyError::Server)?;
+    let conn: &dyn Session = &*session;
+    let sql_err = |source: session::DbError| ApplyError::Sqlite { path: db.clone(), source };
+    server::begin(conn).map_err(sql_err)?;
+    if !server::lock(conn).map_err(sql_err)? {
+        return Err(ApplyError::Busy { target: target.to_string() });
+    }
+    if let Err(source) = ledger::check_version(conn).map_err(sql_err)? {
+        return Err(ApplyError::NewerLedger { path: db, source });
+    }
+    let tables = engine::load_server_tables(conn).map_err(sql_err)?;
+    let mut listed: Vec<schema::Table> = tables
+        .values()
+        .map(|t| schema::Table {
+            name: t.name.clone(),
+            columns: t
+                .columns
+                .iter()
+                .map(|c| schema::Column { name: c.clone(), decl_type: String::new(), notnull: false, pk: 0 })
+                .collect(),
+            autoincrement: false,
+        })
+        .collect();
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    ledger::prepare(conn, &listed).map_err(sql_err)?;
+    let report = run(conn, &db, files, trust, opts, progress)?;
+    crashpoint::hit("apply: before commit");
+    conn.batch("COMMIT").map_err(sql_err)?;
+    crashpoint::hit("apply: after commit");
+    Ok(report)
+}
+
+/// One apply run over an open transaction, from the first step (a tracked
+/// target's own edits, waiting entries) to the last (held rows settled,
+/// what the engine holds written, a server's sequences raised).
+fn run(
+    conn: &dyn Session,
+    db: &Path,
+    files: &[PathBuf],
+    trust: &TrustStore,
+    opts: &ApplyOptions,
+    progress: &mut dyn Progress,
+) -> Result<ApplyReport, ApplyError> {
+    let sql_err = |source: session::DbError| ApplyError::Sqlite { path: db.to_path_buf(), source };
     let fail = |f: Fail| match f {
         Fail::Db(source) => ApplyError::Sqlite { path: db.to_path_buf(), source },
         Fail::Refused(reason) | Fail::Segment(reason) => ApplyError::LocalJournal { path: db.to_path_buf(), reason },
     };
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err)?;
-    if let Err(source) = ledger::check_version(&tx).map_err(sql_err)? {
-        return Err(ApplyError::NewerLedger { path: db.to_path_buf(), source });
-    }
-    let target_tables = schema::tables(&tx).map_err(sql_err)?;
-    ledger::prepare(&tx, &target_tables).map_err(sql_err)?;
-    // Capture triggers skip ferry's own writes (no echoes); see docs/CAPTURE.md.
-    crate::capture::suppress(&tx, true).map_err(sql_err)?;
+    let tx = conn;
     let now = opts.now.unwrap_or_else(crate::journal::Timestamp::now);
-    let mut eng = Engine::new(&tx, now).map_err(sql_err)?;
+    let mut eng = Engine::new(tx, now).map_err(sql_err)?;
     eng.names = trust.keys.iter().map(|k| (k.node.to_string(), k.name.clone())).collect();
     eng.fold_local(&db.display().to_string()).map_err(fail)?;
     eng.release_waiting().map_err(fail)?;
@@ -287,19 +364,21 @@ pub fn apply(
                 for s in segments.iter_mut() {
                     s.origin_name = eng.names.get(&s.origin).cloned();
                     let before = match &s.refused {
-                        Some(why) => refused_before(&tx, &segment_reason(s, why)).map_err(sql_err)?,
+                        Some(why) => refused_before(tx, &segment_reason(s, why)).map_err(sql_err)?,
                         None => None,
                     };
                     earlier.push(before);
                 }
-                tx.execute("DELETE FROM _ferry_refused WHERE name = ?1", [bundle_name(file)]).map_err(sql_err)?;
+                Session::execute(tx, "DELETE FROM _ferry_refused WHERE name = ?1", args![bundle_name(file)])
+                    .map_err(sql_err)?;
                 for (s, before) in segments.iter_mut().zip(earlier) {
                     let Some(why) = &s.refused else { continue };
                     let reason = segment_reason(s, why);
                     let at = before.clone().unwrap_or_else(|| crate::journal::Timestamp::now().to_rfc3339());
-                    tx.execute(
+                    Session::execute(
+                        tx,
                         "INSERT INTO _ferry_refused (bundle, reason, recorded_at, name) VALUES (?1, ?2, ?3, ?4)",
-                        params![file.display().to_string(), reason, at, bundle_name(file)],
+                        args![file.display().to_string(), reason, at, bundle_name(file)],
                     )
                     .map_err(sql_err)?;
                     match before {
@@ -322,11 +401,12 @@ pub fn apply(
             }
             Err(Fail::Refused(reason) | Fail::Segment(reason)) => {
                 eng.rollback_to("ferry_bundle").and_then(|()| eng.release("ferry_bundle")).map_err(sql_err)?;
-                let before = refused_before(&tx, &reason).map_err(sql_err)?;
+                let before = refused_before(tx, &reason).map_err(sql_err)?;
                 let at = before.clone().unwrap_or_else(|| crate::journal::Timestamp::now().to_rfc3339());
-                tx.execute(
+                Session::execute(
+                    tx,
                     "INSERT INTO _ferry_refused (bundle, reason, recorded_at, name) VALUES (?1, ?2, ?3, ?4)",
-                    params![file.display().to_string(), reason, at, bundle_name(file)],
+                    args![file.display().to_string(), reason, at, bundle_name(file)],
                 )
                 .map_err(sql_err)?;
                 match before {
@@ -345,11 +425,9 @@ pub fn apply(
             Err(Fail::Db(e)) => return Err(sql_err(e)),
         }
     }
+    let written = eng.written_tables();
     report.events = eng.finish().map_err(fail)?;
-    crate::capture::suppress(&tx, false).map_err(sql_err)?;
-    crashpoint::hit("apply: before commit");
-    tx.commit().map_err(sql_err)?;
-    crashpoint::hit("apply: after commit");
+    server::raise_counters(tx, &written).map_err(sql_err)?;
     Ok(report)
 }
 
@@ -581,7 +659,7 @@ fn apply_segment<R: std::io::Read + Send>(
         conn.execute(
             "INSERT INTO _ferry_forks (origin, seq, known_hash, new_hash, segment, bundle, recorded_at, entries)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
+            args![
                 f.origin,
                 f.seq as i64,
                 f.known_hash,
@@ -600,10 +678,12 @@ fn apply_segment<R: std::io::Read + Send>(
             hashes.set(before_first, &chain_before)?;
         }
         hashes.flush()?;
-        conn.execute(
+        let sql = conn.dialect().pick(
             "UPDATE _ferry_origins SET last_ts = max(coalesce(last_ts, ?2), ?2), last_apply = ?3 WHERE id = ?1",
-            params![oid, d.ts_max.0, crate::journal::Timestamp::now().to_rfc3339()],
-        )?;
+            "UPDATE _ferry_origins SET last_ts = greatest(coalesce(last_ts, ?2), ?2), last_apply = ?3 WHERE id = ?1",
+            "UPDATE _ferry_origins SET last_ts = greatest(coalesce(last_ts, ?2), ?2), last_apply = ?3 WHERE id = ?1",
+        );
+        conn.execute(sql, args![oid, d.ts_max.0, crate::journal::Timestamp::now().to_rfc3339()])?;
         crashpoint::hit("apply: segment done");
         if guarded {
             eng.release("ferry_segment")?;

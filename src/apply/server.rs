@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use crate::target::{Host, Kind, Server};
 
+use super::engine::TableInfo;
+use super::session::{self, Dialect, PgSession, Session};
 use super::types::ColumnType;
+use crate::args;
 
 /// A connection to a server target.
 pub enum Conn {
@@ -27,6 +30,12 @@ pub enum ServerError {
     Connect { kind: &'static str, target: String, cause: String, pwhint: &'static str },
     #[error("failed to read the tables of {target}: {cause}")]
     Query { target: String, cause: String },
+    #[error(
+        "ferry does not apply to {kind} servers yet ({target}): `bundle apply`, `status --db` and `conflicts --db` \
+         work with SQLite files and PostgreSQL so far; `ferry bundle verify --against URL` checks bundles against \
+         this server (docs/APPLY.md, \"Engines\")"
+    )]
+    NotYet { kind: &'static str, target: String },
 }
 
 /// One table of a server target, as apply needs it.
@@ -93,6 +102,84 @@ pub fn connect(s: &Server) -> Result<Conn, ServerError> {
             Ok(Conn::Mysql(Box::new(conn)))
         }
     }
+}
+
+/// Connects to `s` for applying: a session ferry's engine writes through.
+pub fn session(s: &Server) -> Result<Box<dyn Session>, ServerError> {
+    match connect(s)? {
+        Conn::Postgres(c) => Ok(Box::new(PgSession::new(*c))),
+        Conn::Mysql(_) => Err(ServerError::NotYet { kind: s.kind.name(), target: s.to_string() }),
+    }
+}
+
+/// Starts the apply run's transaction. Foreign keys declared deferrable
+/// (Django's) are checked at commit, after held rows were settled.
+pub fn begin(conn: &dyn Session) -> session::Result<()> {
+    match conn.dialect() {
+        Dialect::Postgres => conn.batch("BEGIN ISOLATION LEVEL READ COMMITTED; SET CONSTRAINTS ALL DEFERRED"),
+        _ => conn.batch("BEGIN"),
+    }
+}
+
+/// The advisory lock that keeps two applies to one database apart, taken
+/// for the transaction; false when another apply holds it.
+pub fn lock(conn: &dyn Session) -> session::Result<bool> {
+    match conn.dialect() {
+        Dialect::Postgres => conn.query_one("SELECT pg_try_advisory_xact_lock(?1)", args![APPLY_LOCK])?.get(0),
+        _ => Ok(true),
+    }
+}
+
+/// The advisory lock key of `bundle apply` ("ferry" in ASCII).
+const APPLY_LOCK: i64 = 0x66_65_72_72_79;
+
+/// Raises the sequence behind each table's integer key (PostgreSQL's
+/// `serial`/identity columns) to at least the largest id in the table, so
+/// the app's next insert is numbered above every row ferry applied.
+/// Sequences are never lowered. (MariaDB/MySQL raise AUTO_INCREMENT by
+/// themselves when a larger id is inserted; SQLite hands out max + 1.)
+pub fn raise_counters(conn: &dyn Session, tables: &[std::rc::Rc<TableInfo>]) -> session::Result<()> {
+    if conn.dialect() != Dialect::Postgres {
+        return Ok(());
+    }
+    for t in tables {
+        let [key] = t.key.as_slice() else { continue };
+        let seq: Option<String> =
+            conn.query_one("SELECT pg_get_serial_sequence(?1, ?2)", args![t.quoted, key])?.get(0)?;
+        let Some(seq) = seq else { continue };
+        let sql = format!(
+            "SELECT setval(CAST(?1 AS text)::regclass, m) FROM (SELECT max({}) AS m FROM {}) x
+             WHERE m IS NOT NULL AND m > coalesce(
+                 (SELECT last_value FROM pg_sequences
+                  WHERE format('%I.%I', schemaname, sequencename)::regclass = CAST(?1 AS text)::regclass), 0)",
+            crate::schema::quote(key),
+            t.quoted
+        );
+        conn.query(&sql, args![seq])?;
+    }
+    Ok(())
+}
+
+/// What a server target's apply ledger holds, per origin, for the receipt
+/// that goes back the way the bundles came (as
+/// [`crate::receipt::Holdings::from_target`] reads a SQLite target).
+pub fn holdings(conn: &dyn Session) -> session::Result<crate::receipt::Holdings> {
+    let mut h = crate::receipt::Holdings::default();
+    for t in ["_ferry_origins", "_ferry_applied", "_ferry_hashes"] {
+        if !super::ledger::table_exists(conn, t)? {
+            return Ok(h);
+        }
+    }
+    for r in conn.query("SELECT id, node FROM _ferry_origins ORDER BY id", &[])? {
+        let (id, node): (i64, String) = (r.get(0)?, r.get(1)?);
+        let (Ok(id), Ok(node)) = (u32::try_from(id), crate::keys::NodeId::try_from(node)) else { continue };
+        let mut hashes = super::ledger::Hashes::new(conn, id);
+        for (first, last) in super::ledger::ranges(conn, id)? {
+            let chain = hashes.get(last)?;
+            h.add(&node, first, last, chain.as_ref().map(|c| &c[..]));
+        }
+    }
+    Ok(h)
 }
 
 /// A PostgreSQL error with the server's own message when there is one.

@@ -6,6 +6,9 @@
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
+
+use super::session::{self, Dialect, Session};
+use crate::args;
 use serde::{Deserialize, Serialize};
 
 use crate::journal::Timestamp;
@@ -16,8 +19,10 @@ pub enum StatusError {
     Sqlite {
         path: String,
         #[source]
-        source: rusqlite::Error,
+        source: session::DbError,
     },
+    #[error(transparent)]
+    Server(#[from] super::server::ServerError),
     #[error("cannot read {path}")]
     NewerLedger {
         path: String,
@@ -153,26 +158,38 @@ pub struct Conflict {
     pub recorded_at: String,
 }
 
-fn open(path: &Path) -> Result<Connection, StatusError> {
-    let err = |source| StatusError::Sqlite { path: path.display().to_string(), source };
-    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)
+/// Opens what `--db` names, for reading: a SQLite file (read-only), or a
+/// server by its URL; with the name to show for it (never a password).
+fn open(path: &Path) -> Result<(Box<dyn Session>, String), StatusError> {
+    match crate::target::Target::parse(path.as_os_str()) {
+        Ok(crate::target::Target::Server(s)) => Ok((super::server::session(&s)?, s.to_string())),
+        _ => {
+            let err = |source: rusqlite::Error| StatusError::Sqlite {
+                path: path.display().to_string(),
+                source: source.into(),
+            };
+            let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+            Ok((Box::new(c), path.display().to_string()))
+        }
+    }
 }
 
-fn has_ledger(conn: &Connection) -> rusqlite::Result<bool> {
-    conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = '_ferry_applied')", [], |r| r.get(0))
+fn has_ledger(conn: &dyn Session) -> session::Result<bool> {
+    super::ledger::table_exists(conn, "_ferry_applied")
 }
 
-/// Reads the per-origin status of a target database.
+/// Reads the per-origin status of a target database (a SQLite file or a
+/// server URL).
 pub fn db_status(path: &Path) -> Result<DbStatus, StatusError> {
-    let conn = open(path)?;
-    let err = |source| StatusError::Sqlite { path: path.display().to_string(), source };
-    refuse_newer(&conn, path)?;
-    read_status(&conn, &path.display().to_string()).map_err(err)
+    let (conn, name) = open(path)?;
+    let err = |source| StatusError::Sqlite { path: name.clone(), source };
+    refuse_newer(&*conn, &name)?;
+    read_status(&*conn, &name).map_err(err)
 }
 
 /// A ledger newer than this ferry may mean other things than it reads.
-fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), StatusError> {
-    let path = path.display().to_string();
+fn refuse_newer(conn: &dyn Session, name: &str) -> Result<(), StatusError> {
+    let path = name.to_owned();
     match super::ledger::check_version(conn) {
         Err(source) => Err(StatusError::Sqlite { path, source }),
         Ok(Err(source)) => Err(StatusError::NewerLedger { path, source }),
@@ -180,25 +197,30 @@ fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), StatusError> {
     }
 }
 
-fn count(conn: &Connection, sql: &str) -> rusqlite::Result<u64> {
-    conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64)
+fn count(conn: &dyn Session, sql: &str) -> session::Result<u64> {
+    Ok(conn.query_one(sql, &[])?.get::<i64>(0)?.max(0) as u64)
 }
 
-fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
-        rusqlite::params![table, column],
-        |r| r.get(0),
-    )
+fn has_column(conn: &dyn Session, table: &str, column: &str) -> session::Result<bool> {
+    let sql = match conn.dialect() {
+        Dialect::Sqlite => "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        Dialect::Postgres => {
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = ?1 AND column_name = ?2"
+        }
+        Dialect::Mysql => {
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_schema = database() AND table_name = ?1 AND column_name = ?2"
+        }
+    };
+    Ok(conn.query_one(sql, args![table, column])?.get::<i64>(0)? > 0)
 }
 
-fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
-    conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)", [name], |r| {
-        r.get(0)
-    })
+fn has_table(conn: &dyn Session, name: &str) -> session::Result<bool> {
+    super::ledger::table_exists(conn, name)
 }
 
-pub fn read_status(conn: &Connection, db: &str) -> rusqlite::Result<DbStatus> {
+pub fn read_status(conn: &dyn Session, db: &str) -> session::Result<DbStatus> {
     let mut s = DbStatus {
         db: db.to_owned(),
         origins: Vec::new(),
@@ -225,10 +247,10 @@ pub fn read_status(conn: &Connection, db: &str) -> rusqlite::Result<DbStatus> {
         "0, 0, 0, 0, 0, 0"
     };
     #[allow(clippy::type_complexity)]
-    let origins: Vec<(u32, String, Option<i64>, Option<String>, [i64; 6])> = {
-        let mut stmt = conn
-            .prepare(&format!("SELECT id, node, last_ts, last_apply, {counters} FROM _ferry_origins ORDER BY node"))?;
-        let rows = stmt.query_map([], |r| {
+    let origins: Vec<(u32, String, Option<i64>, Option<String>, [i64; 6])> = conn
+        .query(&format!("SELECT id, node, last_ts, last_apply, {counters} FROM _ferry_origins ORDER BY node"), &[])?
+        .iter()
+        .map(|r| {
             Ok((
                 r.get(0)?,
                 r.get(1)?,
@@ -236,9 +258,8 @@ pub fn read_status(conn: &Connection, db: &str) -> rusqlite::Result<DbStatus> {
                 r.get(3)?,
                 [r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?],
             ))
-        })?;
-        rows.collect::<Result<_, _>>()?
-    };
+        })
+        .collect::<session::Result<_>>()?;
     for (id, node, last_ts, last_apply, n) in origins {
         let applied = super::ledger::ranges(conn, id)?;
         let mut missing = Vec::new();
@@ -249,13 +270,13 @@ pub fn read_status(conn: &Connection, db: &str) -> rusqlite::Result<DbStatus> {
             }
             next = b + 1;
         }
-        let per = |sql: &str| conn.query_row(sql, [&node], |r| r.get::<_, i64>(0)).map(|n| n.max(0) as u64);
+        let per =
+            |sql: &str| -> session::Result<u64> { Ok(conn.query_one(sql, args![node])?.get::<i64>(0)?.max(0) as u64) };
         let entries_applied = applied.iter().map(|(a, b)| b - a + 1).sum();
         let parked = per("SELECT count(*) FROM _ferry_parked WHERE origin = ?1")?;
         let (future, future_latest) = if waiting {
-            conn.query_row("SELECT count(*), max(ts) FROM _ferry_waiting WHERE origin = ?1", [&node], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Option<i64>>(1)?.map(Timestamp)))
-            })?
+            let r = conn.query_one("SELECT count(*), max(ts) FROM _ferry_waiting WHERE origin = ?1", args![node])?;
+            (r.get::<i64>(0)?.max(0) as u64, r.get::<Option<i64>>(1)?.map(Timestamp))
         } else {
             (0, None)
         };
@@ -341,44 +362,40 @@ pub struct Lists {
 
 /// Reads what waits, is held back or is quarantined in a target database.
 pub fn lists(path: &Path) -> Result<Lists, StatusError> {
-    let conn = open(path)?;
-    let err = |source| StatusError::Sqlite { path: path.display().to_string(), source };
-    refuse_newer(&conn, path)?;
-    read_lists(&conn).map_err(err)
+    let (conn, name) = open(path)?;
+    let err = |source| StatusError::Sqlite { path: name.clone(), source };
+    refuse_newer(&*conn, &name)?;
+    read_lists(&*conn).map_err(err)
 }
 
-pub fn read_lists(conn: &Connection) -> rusqlite::Result<Lists> {
+pub fn read_lists(conn: &dyn Session) -> session::Result<Lists> {
     let mut out = Lists::default();
     if !has_ledger(conn)? {
         return Ok(out);
     }
-    let key_json = |v: rusqlite::types::Value| -> String {
-        let v = crate::value::Value::from(v);
-        match v {
+    let key_json = |v: crate::value::Value| -> String {
+        match super::ledger::key_from_db(v) {
             crate::value::Value::Text(t) if t.starts_with('[') => t,
             other => serde_json::to_string(&[other]).unwrap_or_default(),
         }
     };
     let reason = if has_column(conn, "_ferry_parked", "reason")? { "reason" } else { "NULL" };
-    let mut stmt = conn.prepare(&format!(
+    let sql = format!(
         "SELECT tbl, key, origin, seq, coalesce({reason}, 'its row has not arrived yet') FROM _ferry_parked
          ORDER BY tbl, key, ts"
-    ))?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
+    );
+    for r in conn.query(&sql, &[])? {
         out.waiting_for_row.push(Item {
             table: r.get(0)?,
-            key: Some(key_json(r.get(1)?)),
+            key: Some(key_json(r.value(1))),
             origin: Some(r.get(2)?),
-            seq: Some(r.get::<_, i64>(3)? as u64),
+            seq: Some(r.get::<i64>(3)? as u64),
             reason: r.get(4)?,
             since: None,
         });
     }
     if has_table(conn, "_ferry_waiting")? {
-        let mut stmt = conn.prepare("SELECT origin, seq, ts, entry FROM _ferry_waiting ORDER BY ts")?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
+        for r in conn.query("SELECT origin, seq, ts, entry FROM _ferry_waiting ORDER BY ts", &[])? {
             let entry: String = r.get(3)?;
             let table = crate::journal::Entry::parse(entry.as_bytes()).map(|e| e.table).unwrap_or_default();
             let ts = Timestamp(r.get(2)?);
@@ -386,36 +403,32 @@ pub fn read_lists(conn: &Connection) -> rusqlite::Result<Lists> {
                 table,
                 key: None,
                 origin: Some(r.get(0)?),
-                seq: Some(r.get::<_, i64>(1)? as u64),
+                seq: Some(r.get::<i64>(1)? as u64),
                 reason: format!("dated {ts}, more than a day ahead of this computer's clock when it came"),
                 since: Some(ts.to_rfc3339()),
             });
         }
     }
     if has_table(conn, "_ferry_held")? {
-        let mut stmt = conn.prepare("SELECT tbl, key, origin, seq, reason, since FROM _ferry_held ORDER BY since")?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
+        for r in conn.query("SELECT tbl, key, origin, seq, reason, since FROM _ferry_held ORDER BY since", &[])? {
             out.held.push(Item {
                 table: r.get(0)?,
-                key: Some(key_json(r.get(1)?)),
+                key: Some(key_json(r.value(1))),
                 origin: r.get(2)?,
-                seq: r.get::<_, Option<i64>>(3)?.map(|n| n as u64),
+                seq: r.get::<Option<i64>>(3)?.map(|n| n as u64),
                 reason: r.get(4)?,
                 since: Some(r.get(5)?),
             });
         }
     }
     let key = if has_column(conn, "_ferry_quarantine", "key")? { "key" } else { "NULL" };
-    let mut stmt = conn
-        .prepare(&format!("SELECT tbl, {key}, origin, seq, reason, recorded_at FROM _ferry_quarantine ORDER BY id"))?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
+    let sql = format!("SELECT tbl, {key}, origin, seq, reason, recorded_at FROM _ferry_quarantine ORDER BY id");
+    for r in conn.query(&sql, &[])? {
         out.quarantined.push(Item {
             table: r.get(0)?,
             key: r.get(1)?,
             origin: Some(r.get(2)?),
-            seq: r.get::<_, Option<i64>>(3)?.map(|n| n as u64),
+            seq: r.get::<Option<i64>>(3)?.map(|n| n as u64),
             reason: r.get(4)?,
             since: Some(r.get(5)?),
         });
@@ -425,40 +438,42 @@ pub fn read_lists(conn: &Connection) -> rusqlite::Result<Lists> {
 
 /// Lists the recorded conflicts, oldest first.
 pub fn conflicts(path: &Path) -> Result<Vec<Conflict>, StatusError> {
-    let conn = open(path)?;
-    let err = |source| StatusError::Sqlite { path: path.display().to_string(), source };
-    refuse_newer(&conn, path)?;
-    read_conflicts(&conn).map_err(err)
+    let (conn, name) = open(path)?;
+    let err = |source| StatusError::Sqlite { path: name.clone(), source };
+    refuse_newer(&*conn, &name)?;
+    read_conflicts(&*conn).map_err(err)
 }
 
-pub fn read_conflicts(conn: &Connection) -> rusqlite::Result<Vec<Conflict>> {
+pub fn read_conflicts(conn: &dyn Session) -> session::Result<Vec<Conflict>> {
     if !has_ledger(conn)? {
         return Ok(Vec::new());
     }
-    let mut stmt = conn.prepare(
+    let rows = conn.query(
         "SELECT id, kind, tbl, key, col, loser_origin, loser_seq, loser_ts, loser_value,
                 winner_origin, winner_seq, winner_ts, detail, recorded_at
          FROM _ferry_conflicts ORDER BY id",
+        &[],
     )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(Conflict {
-            id: r.get(0)?,
-            kind: r.get(1)?,
-            table: r.get(2)?,
-            key: r.get(3)?,
-            column: r.get(4)?,
-            loser_origin: r.get(5)?,
-            loser_name: None,
-            loser_seq: r.get::<_, Option<i64>>(6)?.map(|n| n as u64),
-            loser_ts: r.get::<_, Option<i64>>(7)?.map(Timestamp),
-            loser_value: r.get(8)?,
-            winner_origin: r.get(9)?,
-            winner_name: None,
-            winner_seq: r.get::<_, Option<i64>>(10)?.map(|n| n as u64),
-            winner_ts: r.get::<_, Option<i64>>(11)?.map(Timestamp),
-            detail: r.get(12)?,
-            recorded_at: r.get(13)?,
+    rows.iter()
+        .map(|r| {
+            Ok(Conflict {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                table: r.get(2)?,
+                key: r.get(3)?,
+                column: r.get(4)?,
+                loser_origin: r.get(5)?,
+                loser_name: None,
+                loser_seq: r.get::<Option<i64>>(6)?.map(|n| n as u64),
+                loser_ts: r.get::<Option<i64>>(7)?.map(Timestamp),
+                loser_value: r.get(8)?,
+                winner_origin: r.get(9)?,
+                winner_name: None,
+                winner_seq: r.get::<Option<i64>>(10)?.map(|n| n as u64),
+                winner_ts: r.get::<Option<i64>>(11)?.map(Timestamp),
+                detail: r.get(12)?,
+                recorded_at: r.get(13)?,
+            })
         })
-    })?;
-    rows.collect()
+        .collect()
 }

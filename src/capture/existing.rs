@@ -302,9 +302,10 @@ pub(crate) fn reconcile(
     };
     // Columns whose value another node sent (a server that also applies):
     // not this node's edits.
-    let applies = crate::apply::ledger::version(conn).map_err(&err)? == Some(crate::apply::ledger::LEDGER_VERSION);
+    let applies =
+        crate::apply::ledger::version(conn).map_err(|e| err(e.into()))? == Some(crate::apply::ledger::LEDGER_VERSION);
     let numbers = if applies {
-        crate::apply::ledger::column_numbers(conn).map_err(&err)?.remove(&t.name).unwrap_or_default()
+        crate::apply::ledger::column_numbers(conn).map_err(|e| err(e.into()))?.remove(&t.name).unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -354,7 +355,9 @@ pub(crate) fn reconcile(
     for (_, (key, _)) in expected {
         // Gone while capture was off, unless a delete another node sent removed it.
         let deleted_by_others =
-            match crate::apply::ledger::lookup(conn, &t.name, &crate::apply::engine::ledger_key(&key)).map_err(&err)? {
+            match crate::apply::ledger::lookup(conn, &t.name, &crate::apply::engine::ledger_key(&key))
+                .map_err(|e| err(e.into()))?
+            {
                 Some((st, origins)) => st.del.is_some_and(|v| origins.get(&v.origin).is_some_and(|o| *o != me)),
                 None => false,
             };

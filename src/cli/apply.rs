@@ -17,9 +17,9 @@ use super::{home_dir, Outcome, Ui};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// The target database (its schema made by the app, e.g. Django's `migrate`): a SQLite file, or a server
-    /// URL (postgresql://USER@HOST/DB, mysql://USER@HOST/DB; the password from PGPASSWORD or ~/.pgpass, MYSQL_PWD
-    /// or ~/.my.cnf, as the engine's own clients find it).
+    /// The target database (its schema made by the app, e.g. Django's `migrate`): a SQLite file, or a
+    /// PostgreSQL server's URL (postgresql://USER@HOST/DB; the password from PGPASSWORD or ~/.pgpass, as its own
+    /// clients find it). MariaDB/MySQL URLs (mysql://USER@HOST/DB) are not applied to yet.
     #[arg(long, value_name = "TARGET")]
     pub db: OsString,
     /// Bundle files or folders holding them.
@@ -121,10 +121,19 @@ pub fn run_apply(a: ApplyArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result
     }
     let opts =
         ApplyOptions { retry_quarantined: a.retry_quarantined, now: None, keyring: node.keyring(), pass_closed: false };
-    let db = sqlite_target(&a.db, "apply bundles to")?;
-    let negative = apply_files(&db, &files, &trust, &opts, a.json, ui)?;
+    let (negative, holdings) = match Target::parse(&a.db)? {
+        Target::Sqlite(db) => {
+            let negative = apply_files(&db, None, &files, &trust, &opts, a.json, ui)?;
+            (negative, target_holdings(&db)?)
+        }
+        Target::Server(s) => {
+            let label = PathBuf::from(s.to_string());
+            let negative = apply_files(&label, Some(&s), &files, &trust, &opts, a.json, ui)?;
+            let conn = ferry::apply::server::session(&s)?;
+            (negative, ferry::apply::server::holdings(&*conn).map_err(|e| anyhow::anyhow!("{}: {e}", s))?)
+        }
+    };
     // What the database now holds, signed, goes back the way the bundles came.
-    let holdings = target_holdings(&db)?;
     let hop = ferry::receipt::after_hop(&node, &holdings, &ferry::receipt::folders_of(&a.paths))?;
     super::receipts::print_hop(&hop, ui);
     Ok(if negative { Outcome::Negative } else { Outcome::Ok })
@@ -154,11 +163,12 @@ pub fn apply_and_print(
     }
     // Segments encrypted to other nodes travel on with the relay.
     let opts = ApplyOptions { keyring: node.keyring(), pass_closed: true, ..ApplyOptions::default() };
-    apply_files(db, &files, &trust, &opts, as_json, ui)
+    apply_files(db, None, &files, &trust, &opts, as_json, ui)
 }
 
 fn apply_files(
     db_path: &std::path::Path,
+    server: Option<&ferry::target::Server>,
     files: &[PathBuf],
     trust: &ferry::keys::TrustStore,
     opts: &ApplyOptions,
@@ -166,7 +176,10 @@ fn apply_files(
     ui: &Ui,
 ) -> anyhow::Result<bool> {
     let mut progress = ui.progress();
-    let report = apply(db_path, files, trust, opts, progress.as_mut())?;
+    let report = match server {
+        Some(s) => ferry::apply::apply_server(s, files, trust, opts, progress.as_mut())?,
+        None => apply(db_path, files, trust, opts, progress.as_mut())?,
+    };
     if as_json {
         json(&report)?;
         return Ok(report.negative());
@@ -314,7 +327,7 @@ pub fn sqlite_only(p: &std::path::Path, what: &str) -> anyhow::Result<()> {
 }
 
 pub fn run_conflicts(a: ConflictsArgs, home: Option<PathBuf>) -> anyhow::Result<Outcome> {
-    let db = sqlite_target(&a.db, "list the conflicts of")?;
+    let db = PathBuf::from(&a.db);
     let mut list = conflicts(&db)?;
     let trust = home_dir(home).ok().and_then(|h| Node::open(&h).ok()).and_then(|n| n.trust().ok());
     let trust = trust.as_ref();
@@ -473,7 +486,7 @@ pub fn run_db_status(a: StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Out
              time apply and relay in one step with `ferry bundle relay --apply {}`",
             who(trust, origin),
             ranges.iter().map(|(a, b)| entries_range(*a, *b)).collect::<Vec<_>>().join(", "),
-            sanitize(&a.db.display().to_string())
+            sanitize(&s.db)
         ))?;
     }
     // Only what there is: a line of zeros hides the one that matters.

@@ -39,7 +39,7 @@ pub enum BundleCommand {
     Relay(super::relay::RelayArgs),
     /// Apply bundles to a SQLite database: verified, exactly once, merged by time.
     #[command(
-        after_help = "Exit status: 0 when every bundle applied, 1 when any was refused or forked, 2 on errors.\n\nExamples:\n  ferry bundle apply --db central.sqlite3 /media/usb\n  ferry status --db central.sqlite3\n  ferry conflicts --db central.sqlite3"
+        after_help = "Exit status: 0 when every bundle applied, 1 when any was refused or forked, 2 on errors.\n\nExamples:\n  ferry bundle apply --db central.sqlite3 /media/usb\n  ferry bundle apply --db postgresql://ferry@localhost/survey /media/usb\n  ferry status --db central.sqlite3\n  ferry conflicts --db central.sqlite3"
     )]
     Apply(super::apply::ApplyArgs),
 }

@@ -45,11 +45,13 @@ pub fn run(a: StatusArgs, home: Option<PathBuf>, ui: &Ui) -> anyhow::Result<Outc
         return check_json(&a, home);
     }
     if let Some(db) = a.db {
-        let db = super::apply::sqlite_target(&db, "show the status of")?;
+        // A server (PostgreSQL, MariaDB) has no capture; its apply ledger is read there.
+        let server = matches!(ferry::target::Target::parse(db.as_os_str())?, ferry::target::Target::Server(_));
+        let db = if server { PathBuf::from(db) } else { super::apply::sqlite_target(&db, "show the status of")? };
         // A database the app writes (a laptop's, or a server's own): what
         // its capture holds and waits to send comes first.
         let mut negative = false;
-        if !a.json && !a.list {
+        if !a.json && !a.list && !server {
             let c = ferry::capture::status(&db)?;
             if c.tracked {
                 let node = home_dir(home.clone()).ok().and_then(|h| Node::open(&h).ok());

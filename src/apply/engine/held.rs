@@ -16,7 +16,6 @@
 
 use std::rc::Rc;
 
-use rusqlite::{params, params_from_iter};
 use smallvec::SmallVec;
 
 use super::physical::{self, Refusal, Written};
@@ -24,6 +23,8 @@ use super::table::TableInfo;
 use super::{key_text, ledger_key, Ctx, Engine, Fail, CONSTRAINT, FOREIGN_KEY, UNIQUE};
 use crate::apply::ledger::RowState;
 use crate::apply::merge::{self, Outcome};
+use crate::apply::session::{self, Param};
+use crate::args;
 use crate::journal::Row;
 use crate::schema::quote;
 use crate::value::Value;
@@ -231,12 +232,18 @@ impl<'c> Engine<'c> {
     ) -> Result<(), Fail> {
         let text = serde_json::to_string(row).unwrap_or_default();
         let origin = entry.map(|(o, _)| self.origins.name(o).to_owned());
+        let sql = self.conn.dialect().pick(
+            "INSERT OR REPLACE INTO _ferry_held (tbl, key, row, kind, reason, origin, seq, since)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO _ferry_held (tbl, key, row, kind, reason, origin, seq, since)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (tbl, key) DO UPDATE SET row = excluded.row, kind = excluded.kind, reason = excluded.reason,
+             origin = excluded.origin, seq = excluded.seq, since = excluded.since",
+            "REPLACE INTO _ferry_held (tbl, \"key\", row, kind, reason, origin, seq, since)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        );
         self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO _ferry_held (tbl, key, row, kind, reason, origin, seq, since)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![tname, lkey, text, kind, reason, origin, entry.map(|(_, s)| s as i64), self.now])?;
+            .execute(sql, args![tname, lkey, text, kind, reason, origin, entry.map(|(_, s)| s as i64), self.now])?;
         Ok(())
     }
 
@@ -244,10 +251,9 @@ impl<'c> Engine<'c> {
     pub(super) fn held_row(&self, tname: &str, lkey: &Value) -> Result<Option<Row>, Fail> {
         let text: Option<String> = self
             .conn
-            .prepare_cached("SELECT row FROM _ferry_held WHERE tbl = ?1 AND key = ?2")?
-            .query_row(params![tname, lkey], |r| r.get(0))
-            .map(Some)
-            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
+            .query_opt("SELECT row FROM _ferry_held WHERE tbl = ?1 AND key = ?2", args![tname, lkey])?
+            .map(|r| r.get(0))
+            .transpose()?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
@@ -264,11 +270,10 @@ impl<'c> Engine<'c> {
                 slot.1 = v.clone();
             }
         }
-        self.conn.prepare_cached("UPDATE _ferry_held SET row = ?3 WHERE tbl = ?1 AND key = ?2")?.execute(params![
-            tname,
-            lkey,
-            serde_json::to_string(&row).unwrap_or_default()
-        ])?;
+        self.conn.execute(
+            "UPDATE _ferry_held SET row = ?3 WHERE tbl = ?1 AND key = ?2",
+            args![tname, lkey, serde_json::to_string(&row).unwrap_or_default()],
+        )?;
         Ok(())
     }
 
@@ -277,13 +282,10 @@ impl<'c> Engine<'c> {
     pub(super) fn release_held_copy(&mut self, tname: &str, lkey: &Value, to: Outcome) -> Result<(), Fail> {
         let entry: Option<(Option<String>, Option<i64>)> = self
             .conn
-            .prepare_cached("SELECT origin, seq FROM _ferry_held WHERE tbl = ?1 AND key = ?2")?
-            .query_row(params![tname, lkey], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map(Some)
-            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
-        self.conn
-            .prepare_cached("DELETE FROM _ferry_held WHERE tbl = ?1 AND key = ?2")?
-            .execute(params![tname, lkey])?;
+            .query_opt("SELECT origin, seq FROM _ferry_held WHERE tbl = ?1 AND key = ?2", args![tname, lkey])?
+            .map(|r| Ok::<_, session::DbError>((r.get(0)?, r.get(1)?)))
+            .transpose()?;
+        self.conn.execute("DELETE FROM _ferry_held WHERE tbl = ?1 AND key = ?2", args![tname, lkey])?;
         if let Some((Some(origin), Some(_))) = entry {
             let oid = self.origin_id(&origin)?;
             self.moved(oid, Outcome::Quarantined, to);
@@ -313,12 +315,12 @@ impl<'c> Engine<'c> {
 
     /// Tries every held row once; whether any went back.
     fn release_held(&mut self) -> Result<bool, Fail> {
-        let held: Vec<(String, Value, String)> = {
-            let mut stmt = self.conn.prepare("SELECT tbl, key, row FROM _ferry_held ORDER BY since, tbl, key")?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, Value::from(r.get::<_, rusqlite::types::Value>(1)?), r.get(2)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let held: Vec<(String, Value, String)> = self
+            .conn
+            .query("SELECT tbl, key, row FROM _ferry_held ORDER BY since, tbl, key", &[])?
+            .iter()
+            .map(|r| Ok((r.get(0)?, crate::apply::ledger::key_from_db(r.value(1)), r.get(2)?)))
+            .collect::<session::Result<_>>()?;
         let mut any = false;
         for (tname, lkey, text) in held {
             let Some(t) = self.tables.get(&tname).cloned() else { continue };
@@ -330,9 +332,10 @@ impl<'c> Engine<'c> {
                 continue;
             };
             if let Some(why) = self.missing_parent(&t, &row)? {
-                self.conn
-                    .prepare_cached("UPDATE _ferry_held SET kind = ?3, reason = ?4 WHERE tbl = ?1 AND key = ?2")?
-                    .execute(params![tname, lkey, FOREIGN_KEY, why])?;
+                self.conn.execute(
+                    "UPDATE _ferry_held SET kind = ?3, reason = ?4 WHERE tbl = ?1 AND key = ?2",
+                    args![tname, lkey, FOREIGN_KEY, why],
+                )?;
                 continue;
             }
             let insert = |eng: &mut Engine<'c>| {
@@ -360,9 +363,10 @@ impl<'c> Engine<'c> {
                     any = true;
                 }
                 Some((kind, reason)) => {
-                    self.conn
-                        .prepare_cached("UPDATE _ferry_held SET kind = ?3, reason = ?4 WHERE tbl = ?1 AND key = ?2")?
-                        .execute(params![tname, lkey, kind, reason])?;
+                    self.conn.execute(
+                        "UPDATE _ferry_held SET kind = ?3, reason = ?4 WHERE tbl = ?1 AND key = ?2",
+                        args![tname, lkey, kind, reason],
+                    )?;
                 }
             }
         }
@@ -385,9 +389,9 @@ impl<'c> Engine<'c> {
             let Some((parent, pcols)) = self.parent_columns(fk) else { continue };
             let wheres: Vec<String> =
                 pcols.iter().enumerate().map(|(i, c)| format!("{} = ?{}", TableInfo::sql_name(c), i + 1)).collect();
-            let sql = format!("SELECT EXISTS (SELECT 1 FROM {} WHERE {})", parent.quoted, wheres.join(" AND "));
-            let found: bool = self.conn.prepare_cached(&sql)?.query_row(params_from_iter(vals.iter()), |r| r.get(0))?;
-            if !found {
+            let sql = format!("SELECT 1 FROM {} WHERE {} LIMIT 1", parent.quoted, wheres.join(" AND "));
+            let params: Vec<Param> = vals.iter().map(Param::Value).collect();
+            if self.conn.query_opt(&sql, &params)?.is_none() {
                 return Ok(Some(orphan_reason(fk, &parent.name, &vals)));
             }
         }
@@ -426,17 +430,15 @@ impl<'c> Engine<'c> {
                     matches.join(" AND ")
                 );
                 let (nk, nf) = (t.key.len(), fks.len());
-                let orphans: Vec<(Vec<Value>, Vec<Value>)> = {
-                    let mut stmt = self.conn.prepare(&sql)?;
-                    let rows = stmt.query_map([], |r| {
-                        let get = |i: usize| r.get::<_, rusqlite::types::Value>(i).map(Value::from);
-                        Ok((
-                            (0..nk).map(get).collect::<Result<_, _>>()?,
-                            (nk..nk + nf).map(get).collect::<Result<_, _>>()?,
-                        ))
-                    })?;
-                    rows.collect::<Result<_, _>>()?
-                };
+                let orphans: Vec<(Vec<Value>, Vec<Value>)> = self
+                    .conn
+                    .query(&sql, &[])?
+                    .into_iter()
+                    .map(|mut r| {
+                        let fks = r.0.split_off(nk.min(r.0.len()));
+                        (r.0, fks.into_iter().take(nf).collect())
+                    })
+                    .collect();
                 for (key_vals, vals) in orphans {
                     let lkey = ledger_key(&key_vals);
                     let Some(st) = self.rows.load_row(&t.name, &lkey)?.filter(|s| s.present && !s.held) else {

@@ -83,22 +83,24 @@ impl<'c> Engine<'c> {
     /// ledger (see the module docs); how many entries.
     pub fn fold_local(&mut self, path: &str) -> Result<u64, Fail> {
         let Some(local) = self.local.clone() else { return Ok(0) };
+        // Only a SQLite target captures its own edits.
+        let session = self.conn;
+        let Some(conn) = session.sqlite() else { return Ok(0) };
         use rusqlite::types::Value as V;
-        let from = match meta(self.conn, "local_folded")? {
+        let from = match meta(conn, "local_folded")? {
             Some(V::Integer(n)) => n.max(0) as u64,
             _ => 0,
         };
-        let mut chain = match meta(self.conn, "local_chain")? {
+        let mut chain = match meta(conn, "local_chain")? {
             Some(V::Blob(b)) => ChainHash::from_slice(&b).unwrap_or(ChainHash::GENESIS),
             _ => ChainHash::GENESIS,
         };
-        let last: i64 = self.conn.query_row("SELECT coalesce(max(seq), 0) FROM _ferry_journal", [], |r| r.get(0))?;
+        let last: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM _ferry_journal", [], |r| r.get(0))?;
         let last = last.max(0) as u64;
         if last <= from {
             return Ok(0);
         }
-        let first_kept: i64 =
-            self.conn.query_row("SELECT coalesce(min(seq), 0) FROM _ferry_journal", [], |r| r.get(0))?;
+        let first_kept: i64 = conn.query_row("SELECT coalesce(min(seq), 0) FROM _ferry_journal", [], |r| r.get(0))?;
         if from > 0 && (first_kept as u64) > from + 1 {
             // Pruned past what was folded: the chain cannot be followed; fold
             // what is there without hashes.
@@ -107,11 +109,11 @@ impl<'c> Engine<'c> {
         let oid = self.origin_id(&local.node)?;
         let applied = ledger::ranges(self.conn, oid)?;
         let mut hashes = Hashes::new(self.conn, oid);
-        let mut rows = crate::capture::JournalRows::new(self.conn, path, from + 1, last)
+        let mut rows = crate::capture::JournalRows::new(conn, path, from + 1, last)
             .map_err(|e| Fail::Refused(crate::verify::error_chain(&e)))?;
         // Entry times continue from the last folded entry's (see
         // `capture::stamp`), kept beside the fold's progress.
-        if let Some(V::Real(prev)) = meta(self.conn, "local_ts")? {
+        if let Some(V::Real(prev)) = meta(conn, "local_ts")? {
             rows = rows.after(prev);
         }
         let mut n = 0;
@@ -137,7 +139,7 @@ impl<'c> Engine<'c> {
         }
         hashes.flush()?;
         ledger::add_range(self.conn, oid, from + 1, last)?;
-        self.conn.execute(
+        conn.execute(
             "INSERT OR REPLACE INTO _ferry_meta VALUES ('local_folded', ?1), ('local_chain', ?2), ('local_ts', ?3)",
             params![last as i64, chain.0.as_slice(), rows.last_time()],
         )?;

@@ -18,15 +18,16 @@ mod table;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use rusqlite::{params, Connection};
 use smallvec::SmallVec;
 
 use super::ledger::{self, RowState, Ver};
 use super::merge::{self, Conflict, ConflictKind, Decision, Incoming, Lost, Outcome, Write};
+use super::session::{self, DbError, ErrorKind, Session};
+use crate::args;
 use crate::journal::{Entry, Op, Row};
 use crate::value::Value;
 pub use physical::{Refusal, Written};
-pub use table::{load_tables, TableInfo};
+pub use table::{load_server_tables, load_tables, TableInfo};
 
 /// Conflict and quarantine kinds not decided by the merge (see `docs/APPLY.md`).
 pub const CONSTRAINT: &str = "constraint";
@@ -44,38 +45,26 @@ pub enum Fail {
     /// Refuses the segment being applied (the bundle's others still apply
     /// when it has its own savepoint; else the bundle is refused).
     Segment(String),
-    Db(rusqlite::Error),
+    Db(DbError),
+}
+
+impl From<DbError> for Fail {
+    fn from(e: DbError) -> Self {
+        Fail::Db(e)
+    }
 }
 
 impl From<rusqlite::Error> for Fail {
     fn from(e: rusqlite::Error) -> Self {
-        Fail::Db(e)
+        Fail::Db(e.into())
     }
 }
 
 /// Whether a database error means the run cannot go on (the disk, the
 /// file, memory, a lock), rather than that one bundle's data cannot be
 /// written (which refuses that bundle only).
-pub fn is_fatal(e: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode as C;
-    match e {
-        rusqlite::Error::SqliteFailure(f, _) => matches!(
-            f.code,
-            C::DatabaseBusy
-                | C::DatabaseLocked
-                | C::OutOfMemory
-                | C::ReadOnly
-                | C::OperationInterrupted
-                | C::SystemIoFailure
-                | C::DatabaseCorrupt
-                | C::DiskFull
-                | C::CannotOpen
-                | C::FileLockingProtocolFailed
-                | C::NotADatabase
-                | C::PermissionDenied
-        ),
-        _ => false,
-    }
+pub fn is_fatal(e: &DbError) -> bool {
+    e.kind() == ErrorKind::Fatal
 }
 
 /// What happened to entries: each entry that reached apply is counted once
@@ -185,7 +174,7 @@ impl merge::Order for Origins {
 
 /// The state of one apply run over one open transaction.
 pub struct Engine<'c> {
-    pub conn: &'c Connection,
+    pub conn: &'c dyn Session,
     pub tables: HashMap<String, Rc<TableInfo>>,
     /// Tables ferry must never write (see [`crate::schema::unwritable_tables`]), with why.
     pub unwritable: HashMap<String, &'static str>,
@@ -350,15 +339,18 @@ fn resolve_key(t: &TableInfo, e: &Entry) -> Result<Keyed, String> {
 
 impl<'c> Engine<'c> {
     /// An engine over `conn`'s open transaction, judging entries' dates by `now`.
-    pub fn new(conn: &'c Connection, now: crate::journal::Timestamp) -> rusqlite::Result<Engine<'c>> {
-        let mut tables = load_tables(conn)?;
+    pub fn new(conn: &'c dyn Session, now: crate::journal::Timestamp) -> session::Result<Engine<'c>> {
+        let (mut tables, unwritable, local) = match conn.sqlite() {
+            Some(c) => (load_tables(c)?, crate::schema::unwritable_tables(c)?, local::Local::read(c)?),
+            None => (table::load_server_tables(conn)?, HashMap::new(), None),
+        };
         let mut numbers = ledger::column_numbers(conn)?;
         for t in tables.values_mut() {
             // A column the table no longer has is gone with its versions
             // (and must not be read back when a delete parks survivors).
             t.set_numbers(numbers.remove(&t.name).unwrap_or_default());
             if let Some(c) = t.columns.iter().find(|c| t.no(c) == table::UNNUMBERED) {
-                return Err(rusqlite::Error::InvalidColumnName(format!(
+                return Err(DbError::Ledger(format!(
                     "{}.{c} has no number in _ferry_columns (the ledger was not prepared)",
                     t.name
                 )));
@@ -367,7 +359,7 @@ impl<'c> Engine<'c> {
         let mut eng = Engine {
             conn,
             tables: tables.into_iter().map(|(k, v)| (k, Rc::new(v))).collect(),
-            unwritable: crate::schema::unwritable_tables(conn)?,
+            unwritable,
             origins: Origins::default(),
             names: HashMap::new(),
             counts: Counts::default(),
@@ -378,7 +370,7 @@ impl<'c> Engine<'c> {
             sql: physical::SqlTexts::default(),
             rows: ledger::Rows::new(conn)?,
             dirty: HashSet::new(),
-            local: local::Local::read(conn)?,
+            local,
             newest: None,
             last_table: None,
             blocks: HashMap::new(),
@@ -390,38 +382,46 @@ impl<'c> Engine<'c> {
     /// Starts savepoint `name`. What the engine holds in memory (the row
     /// ledger's cached groups, counts) is written first, so a rollback to it
     /// undoes exactly what came after.
-    pub fn savepoint(&mut self, name: &str) -> rusqlite::Result<()> {
+    pub fn savepoint(&mut self, name: &str) -> session::Result<()> {
         self.flush()?;
-        self.conn.execute_batch(&format!("SAVEPOINT {name}"))
+        self.conn.savepoint(name)
     }
 
     /// Ends savepoint `name`, keeping what it holds.
-    pub fn release(&mut self, name: &str) -> rusqlite::Result<()> {
+    pub fn release(&mut self, name: &str) -> session::Result<()> {
         self.flush()?;
-        self.conn.execute_batch(&format!("RELEASE {name}"))
+        self.conn.release(name)
     }
 
     /// Undoes everything since savepoint `name` (which stays open), what
     /// the engine holds in memory with it.
-    pub fn rollback_to(&mut self, name: &str) -> rusqlite::Result<()> {
+    pub fn rollback_to(&mut self, name: &str) -> session::Result<()> {
         self.rows.discard();
         self.deltas.clear();
-        self.conn.execute_batch(&format!("ROLLBACK TO {name}"))?;
+        self.conn.rollback_to(name)?;
         self.reload_origins()
     }
 
-    fn flush(&mut self) -> rusqlite::Result<()> {
+    fn flush(&mut self) -> session::Result<()> {
         self.rows.flush()?;
         for (id, c) in self.deltas.drain() {
-            self.conn
-                .prepare_cached(
-                    "UPDATE _ferry_origins SET n_received = n_received + ?2, n_applied = n_applied + ?3,
-                     n_superseded = n_superseded + ?4, n_parked = n_parked + ?5,
-                     n_quarantined = n_quarantined + ?6, n_skipped = n_skipped + ?7 WHERE id = ?1",
-                )?
-                .execute(params![id, c.received, c.applied, c.superseded, c.parked, c.quarantined, c.skipped])?;
+            self.conn.execute(
+                "UPDATE _ferry_origins SET n_received = n_received + ?2, n_applied = n_applied + ?3,
+                 n_superseded = n_superseded + ?4, n_parked = n_parked + ?5,
+                 n_quarantined = n_quarantined + ?6, n_skipped = n_skipped + ?7 WHERE id = ?1",
+                args![id, c.received, c.applied, c.superseded, c.parked, c.quarantined, c.skipped],
+            )?;
         }
         Ok(())
+    }
+
+    /// The tables written in this run whose key is a single integer (their
+    /// sequences are raised above the ids applied).
+    pub fn written_tables(&self) -> Vec<Rc<TableInfo>> {
+        let mut out: Vec<Rc<TableInfo>> =
+            self.dirty.iter().filter_map(|t| self.tables.get(t)).filter(|t| t.integer_key).cloned().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// Settles held rows and writes what the engine still holds in memory;
@@ -430,36 +430,39 @@ impl<'c> Engine<'c> {
         self.settle()?;
         self.flush()?;
         if let Some(newest) = self.newest {
-            local::raise_clock_floor(self.conn, newest)?;
+            if let Some(c) = self.conn.sqlite() {
+                local::raise_clock_floor(c, newest)?;
+            }
         }
         Ok(self.events)
     }
 
     /// Re-reads the origin and id block tables (after a savepoint rollback
     /// undid registrations).
-    pub fn reload_origins(&mut self) -> rusqlite::Result<()> {
+    pub fn reload_origins(&mut self) -> session::Result<()> {
         self.blocks.clear();
-        let mut stmt = self.conn.prepare("SELECT block, origin FROM _ferry_blocks")?;
-        for r in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?)))? {
-            let (block, origin) = r?;
-            self.blocks.insert(block, origin);
+        for r in self.conn.query("SELECT block, origin FROM _ferry_blocks", &[])? {
+            self.blocks.insert(r.get(0)?, r.get(1)?);
         }
         self.origins.0.clear();
-        let mut stmt = self.conn.prepare("SELECT id, node FROM _ferry_origins")?;
-        for r in stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))? {
-            let (id, node) = r?;
-            self.origins.0.insert(id, node);
+        for r in self.conn.query("SELECT id, node FROM _ferry_origins", &[])? {
+            self.origins.0.insert(r.get(0)?, r.get(1)?);
         }
         Ok(())
     }
 
     /// The local id of `node`, registering it on first sight.
-    pub fn origin_id(&mut self, node: &str) -> rusqlite::Result<u32> {
+    pub fn origin_id(&mut self, node: &str) -> session::Result<u32> {
         if let Some((id, _)) = self.origins.0.iter().find(|(_, n)| n.as_str() == node) {
             return Ok(*id);
         }
-        self.conn.execute("INSERT OR IGNORE INTO _ferry_origins (node) VALUES (?1)", [node])?;
-        let id: u32 = self.conn.query_row("SELECT id FROM _ferry_origins WHERE node = ?1", [node], |r| r.get(0))?;
+        let add = self.conn.dialect().pick(
+            "INSERT OR IGNORE INTO _ferry_origins (node) VALUES (?1)",
+            "INSERT INTO _ferry_origins (node) VALUES (?1) ON CONFLICT DO NOTHING",
+            "INSERT IGNORE INTO _ferry_origins (node) VALUES (?1)",
+        );
+        self.conn.execute(add, args![node])?;
+        let id: u32 = self.conn.query_one("SELECT id FROM _ferry_origins WHERE node = ?1", args![node])?.get(0)?;
         self.origins.0.insert(id, node.to_owned());
         Ok(id)
     }
@@ -513,9 +516,7 @@ impl<'c> Engine<'c> {
                 self.person(origin),
             ))),
             None => {
-                self.conn
-                    .prepare_cached("INSERT INTO _ferry_blocks (block, origin) VALUES (?1, ?2)")?
-                    .execute(params![block, origin])?;
+                self.conn.execute("INSERT INTO _ferry_blocks (block, origin) VALUES (?1, ?2)", args![block, origin])?;
                 self.blocks.insert(block, origin);
                 Ok(())
             }
@@ -620,15 +621,16 @@ impl<'c> Engine<'c> {
     /// Tries every quarantined entry again, oldest first: the ones that fit
     /// now take their outcome; the others stay, with today's reason.
     pub fn retry_quarantined(&mut self) -> Result<(), Fail> {
-        let all: Vec<(i64, String, String)> = {
-            let mut stmt = self.conn.prepare("SELECT id, origin, entry FROM _ferry_quarantine ORDER BY id")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let all: Vec<(i64, String, String)> = self
+            .conn
+            .query("SELECT id, origin, entry FROM _ferry_quarantine ORDER BY id", &[])?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .collect::<session::Result<_>>()?;
         for (id, origin, line) in all {
             let Ok(e) = Entry::parse(line.as_bytes()) else { continue };
             let oid = self.origin_id(&origin)?;
-            self.conn.execute("DELETE FROM _ferry_quarantine WHERE id = ?1", [id])?;
+            self.conn.execute("DELETE FROM _ferry_quarantine WHERE id = ?1", args![id])?;
             let outcome = self.apply_again(oid, &e, line.as_bytes())?;
             self.counts.received += 1;
             *self.counts.bucket(outcome) += 1;
@@ -652,6 +654,9 @@ impl<'c> Engine<'c> {
             return Ok(Outcome::Parked);
         }
         let t = self.table(&e.table).ok_or_else(|| Fail::Refused(format!("unknown table {:?}", e.table)))?;
+        if !local && !t.types.is_empty() {
+            self.check_types(origin, &t, e)?;
+        }
         let v = Ver { ts: e.ts.0, origin, seq: e.seq };
         if !local {
             self.newest = Some(self.newest.map_or(v.ts, |n| n.max(v.ts)));
@@ -956,7 +961,7 @@ impl<'c> Engine<'c> {
         let w = self.sql.insert(self.conn, t, cx.fields.iter().map(|f| f.1), cx.fields.iter().map(|f| f.2))?;
         match w {
             Written::Done(_) => {
-                let key = vec![Value::Integer(self.conn.last_insert_rowid())];
+                let key = vec![Value::Integer(self.conn.last_insert_id()?)];
                 let cx = Ctx { lkey: ledger_key(&key), key_vals: key, ..cx };
                 let state = merge::insert(None, &cx.incoming(), &self.origins).state;
                 self.rows.save_row(&t.name, &cx.lkey, &state)?;
@@ -1052,13 +1057,39 @@ impl<'c> Engine<'c> {
         )))
     }
 
+    /// On a server, every value of an entry must fit its column exactly
+    /// ([`crate::apply::types::fits`]); one that does not refuses the
+    /// bundle, naming origin, seq, table, column and value (nothing is
+    /// rounded, truncated or coerced).
+    fn check_types(&self, origin: u32, t: &TableInfo, e: &Entry) -> Result<(), Fail> {
+        let values = e.pk.0.iter().chain(e.fields.iter().flat_map(|f| f.0.iter()));
+        for (c, v) in values {
+            let Some(ty) = t.types.get(c) else { continue };
+            if let Err(crate::apply::types::Misfit(why)) = crate::apply::types::fits(v, ty) {
+                return Err(Fail::Refused(format!(
+                    "{}'s entry {} (origin {}, seq {}): table {:?} column {c:?}: {why}",
+                    self.person(origin),
+                    e.seq,
+                    self.origins.name(origin),
+                    e.seq,
+                    t.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Keeps an entry dated too far ahead of this computer's clock until
     /// that clock reaches it (see [`merge::is_future`]).
     fn wait(&mut self, origin: u32, e: &Entry, line: &[u8]) -> Result<(), Fail> {
         let name = self.origins.name(origin).to_owned();
-        self.conn
-            .prepare_cached("INSERT OR IGNORE INTO _ferry_waiting VALUES (?1, ?2, ?3, ?4, ?5)")?
-            .execute(params![name, e.seq as i64, e.ts.0, String::from_utf8_lossy(line), self.now])?;
+        let sql = self.conn.dialect().pick(
+            "INSERT OR IGNORE INTO _ferry_waiting (origin, seq, ts, entry, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO _ferry_waiting (origin, seq, ts, entry, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT DO NOTHING",
+            "INSERT IGNORE INTO _ferry_waiting (origin, seq, ts, entry, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        );
+        self.conn.execute(sql, args![name, e.seq as i64, e.ts.0, String::from_utf8_lossy(line), self.now])?;
         Ok(())
     }
 
@@ -1066,15 +1097,17 @@ impl<'c> Engine<'c> {
     /// first step of a run.
     pub fn release_waiting(&mut self) -> Result<(), Fail> {
         let limit = self.now_ts.saturating_add(merge::FUTURE_SLACK_MICROS);
-        let due: Vec<(String, i64, String)> = {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT origin, seq, entry FROM _ferry_waiting WHERE ts <= ?1 ORDER BY ts, origin, seq")?;
-            let rows = stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let due: Vec<(String, i64, String)> = self
+            .conn
+            .query(
+                "SELECT origin, seq, entry FROM _ferry_waiting WHERE ts <= ?1 ORDER BY ts, origin, seq",
+                args![limit],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .collect::<session::Result<_>>()?;
         for (origin, seq, line) in due {
-            self.conn.execute("DELETE FROM _ferry_waiting WHERE origin = ?1 AND seq = ?2", params![origin, seq])?;
+            self.conn.execute("DELETE FROM _ferry_waiting WHERE origin = ?1 AND seq = ?2", args![origin, seq])?;
             let oid = self.origin_id(&origin)?;
             let Ok(e) = Entry::parse(line.as_bytes()) else { continue };
             let outcome = self.apply_again(oid, &e, line.as_bytes())?;
@@ -1102,16 +1135,14 @@ impl<'c> Engine<'c> {
         reason: Option<&str>,
     ) -> Result<(), Fail> {
         let origin = self.origins.name(v.origin).to_owned();
-        let existing: Option<String> = {
-            let mut stmt = self.conn.prepare_cached(
+        let existing: Option<String> = self
+            .conn
+            .query_opt(
                 "SELECT fields FROM _ferry_parked WHERE tbl = ?1 AND key = ?2 AND ts = ?3 AND origin = ?4 AND seq = ?5",
-            )?;
-            let mut rows = stmt.query(params![tname, key, v.ts, origin, v.seq as i64])?;
-            match rows.next()? {
-                Some(r) => Some(r.get(0)?),
-                None => None,
-            }
-        };
+                args![tname, key, v.ts, origin, v.seq as i64],
+            )?
+            .map(|r| r.get(0))
+            .transpose()?;
         let mut row: Row = existing.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
         for (c, val) in fields {
             match row.0.iter_mut().find(|(x, _)| x == c) {
@@ -1120,38 +1151,46 @@ impl<'c> Engine<'c> {
             }
         }
         let text = serde_json::to_string(&row).unwrap_or_default();
-        self.conn
-            .prepare_cached(
-                "INSERT INTO _ferry_parked (tbl, key, ts, origin, seq, fields, counted, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (tbl, key, ts, origin, seq) DO UPDATE SET fields = excluded.fields,
-                 counted = max(counted, excluded.counted), reason = coalesce(excluded.reason, reason)",
-            )?
-            .execute(params![tname, key, v.ts, origin, v.seq as i64, text, counted, reason])?;
+        let sql = self.conn.dialect().pick(
+            "INSERT INTO _ferry_parked (tbl, key, ts, origin, seq, fields, counted, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (tbl, key, ts, origin, seq) DO UPDATE SET fields = excluded.fields,
+             counted = max(counted, excluded.counted), reason = coalesce(excluded.reason, reason)",
+            "INSERT INTO _ferry_parked (tbl, key, ts, origin, seq, fields, counted, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (tbl, key, ts, origin, seq) DO UPDATE SET fields = excluded.fields,
+             counted = greatest(_ferry_parked.counted, excluded.counted),
+             reason = coalesce(excluded.reason, _ferry_parked.reason)",
+            "INSERT INTO _ferry_parked (tbl, \"key\", ts, origin, seq, fields, counted, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON DUPLICATE KEY UPDATE fields = VALUES(fields), counted = greatest(counted, VALUES(counted)),
+             reason = coalesce(VALUES(reason), reason)",
+        );
+        self.conn.execute(sql, args![tname, key, v.ts, origin, v.seq as i64, text, counted, reason])?;
         Ok(())
     }
 
-    fn has_parked(&self, tname: &str, key: &Value) -> rusqlite::Result<bool> {
-        self.conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM _ferry_parked WHERE tbl = ?1 AND key = ?2)")?
-            .query_row(params![tname, key], |r| r.get(0))
+    fn has_parked(&self, tname: &str, key: &Value) -> session::Result<bool> {
+        let found = self
+            .conn
+            .query_opt("SELECT 1 FROM _ferry_parked WHERE tbl = ?1 AND key = ?2 LIMIT 1", args![tname, key])?;
+        Ok(found.is_some())
     }
 
     /// The parked writes of a key, oldest first: (version, origin, fields, counted).
     #[allow(clippy::type_complexity)]
     fn take_parked(&mut self, tname: &str, key: &Value) -> Result<Vec<(Ver, String, Row, bool)>, Fail> {
-        let parked: Vec<(i64, String, i64, String, bool)> = {
-            let mut stmt = self.conn.prepare_cached(
+        let parked: Vec<(i64, String, i64, String, bool)> = self
+            .conn
+            .query(
                 "SELECT ts, origin, seq, fields, counted FROM _ferry_parked WHERE tbl = ?1 AND key = ?2
                  ORDER BY ts, origin, seq",
-            )?;
-            let rows =
-                stmt.query_map(params![tname, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        self.conn
-            .prepare_cached("DELETE FROM _ferry_parked WHERE tbl = ?1 AND key = ?2")?
-            .execute(params![tname, key])?;
+                args![tname, key],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .collect::<session::Result<_>>()?;
+        self.conn.execute("DELETE FROM _ferry_parked WHERE tbl = ?1 AND key = ?2", args![tname, key])?;
         let mut out = Vec::with_capacity(parked.len());
         for (ts, origin, seq, fields, counted) in parked {
             let oid = self.origin_id(&origin)?;
@@ -1272,13 +1311,11 @@ impl<'c> Engine<'c> {
     ) -> Result<(), Fail> {
         let lo = loser.map(|v| self.origins.name(v.origin).to_owned());
         let wo = winner.map(|v| self.origins.name(v.origin).to_owned());
-        self.conn
-            .prepare_cached(
-                "INSERT INTO _ferry_conflicts (kind, tbl, key, col, loser_origin, loser_seq, loser_ts, loser_value,
-                 winner_origin, winner_seq, winner_ts, detail, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )?
-            .execute(params![
+        self.conn.execute(
+            "INSERT INTO _ferry_conflicts (kind, tbl, key, col, loser_origin, loser_seq, loser_ts, loser_value,
+             winner_origin, winner_seq, winner_ts, detail, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            args![
                 kind,
                 tname,
                 key,
@@ -1292,7 +1329,8 @@ impl<'c> Engine<'c> {
                 winner.map(|v| v.ts),
                 detail,
                 self.now
-            ])?;
+            ],
+        )?;
         self.counts.conflicts += 1;
         Ok(())
     }
@@ -1312,21 +1350,11 @@ impl<'c> Engine<'c> {
         reason: &str,
     ) -> Result<(), Fail> {
         let name = self.origins.name(origin).to_owned();
-        self.conn
-            .prepare_cached(
-                "INSERT INTO _ferry_quarantine (origin, seq, kind, tbl, reason, entry, recorded_at, key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                name,
-                e.seq as i64,
-                kind,
-                e.table,
-                reason,
-                String::from_utf8_lossy(line),
-                self.now,
-                key
-            ])?;
+        self.conn.execute(
+            "INSERT INTO _ferry_quarantine (origin, seq, kind, tbl, reason, entry, recorded_at, key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            args![name, e.seq as i64, kind, e.table, reason, String::from_utf8_lossy(line), self.now, key],
+        )?;
         Ok(())
     }
 }

@@ -7,10 +7,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use rusqlite::{params_from_iter, Connection, ErrorCode, OptionalExtension, Statement};
-
 use super::table::TableInfo;
 use super::Fail;
+use crate::apply::session::{self, ErrorKind, Param, Prepared, Session};
 use crate::journal::Row;
 use crate::value::Value;
 
@@ -32,25 +31,23 @@ pub enum Written {
     Refused(Refusal),
 }
 
-const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = 1555;
-const SQLITE_CONSTRAINT_ROWID: i32 = 2579;
-const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
-
-pub fn written(r: rusqlite::Result<usize>) -> Result<Written, Fail> {
+/// A write's result, with a refusal by a constraint told apart from a
+/// failure of the database.
+pub fn written(r: session::Result<usize>) -> Result<Written, Fail> {
     match r {
         Ok(n) => Ok(Written::Done(n)),
-        Err(rusqlite::Error::SqliteFailure(e, msg))
-            if matches!(e.code, ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch) =>
-        {
-            let msg = msg.unwrap_or_else(|| e.to_string());
-            Ok(Written::Refused(match e.extended_code {
-                SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_ROWID => Refusal::Key,
-                SQLITE_CONSTRAINT_UNIQUE => Refusal::Unique(msg),
-                _ => Refusal::Other(msg),
-            }))
-        }
+        Err(e) if e.kind().is_constraint() => Ok(Written::Refused(match e.kind() {
+            ErrorKind::Key => Refusal::Key,
+            ErrorKind::Unique => Refusal::Unique(e.message()),
+            _ => Refusal::Other(e.message()),
+        })),
         Err(e) => Err(Fail::Db(e)),
     }
+}
+
+/// Values as statement parameters.
+fn bind<'a>(vals: impl Iterator<Item = &'a Value>) -> smallvec::SmallVec<[Param<'a>; 8]> {
+    vals.map(Param::Value).collect()
 }
 
 /// What a cached SQL text does (see [`SqlTexts`]).
@@ -63,13 +60,18 @@ pub enum SqlKind {
 
 /// Statements built once per table and column list: building their text
 /// per entry (quoting, joining) cost more than running some of them.
-#[derive(Default)]
 pub struct SqlTexts<'c>(RefCell<HashMap<u64, Vec<SqlText<'c>>>>);
+
+impl Default for SqlTexts<'_> {
+    fn default() -> Self {
+        SqlTexts(RefCell::new(HashMap::new()))
+    }
+}
 
 /// A prepared statement: kind, table, column list, statement. Held here
 /// rather than in rusqlite's statement cache, whose lookups by SQL text
 /// cost a tenth of the apply thread's time.
-type SqlText<'c> = (SqlKind, String, Vec<String>, Statement<'c>);
+type SqlText<'c> = (SqlKind, String, Vec<String>, Box<dyn Prepared + 'c>);
 
 /// At most this many texts are kept (a bundle could use many column lists).
 const SQL_TEXTS_MAX: usize = 1024;
@@ -79,13 +81,13 @@ impl<'c> SqlTexts<'c> {
     /// from `build()` on first use.
     fn with<'a, T>(
         &self,
-        conn: &'c Connection,
+        conn: &'c dyn Session,
         kind: SqlKind,
         table: &str,
         cols: impl Iterator<Item = &'a str> + Clone,
         build: impl FnOnce() -> String,
-        f: impl FnOnce(&mut Statement<'c>) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T> {
+        f: impl FnOnce(&mut dyn Prepared) -> session::Result<T>,
+    ) -> session::Result<T> {
         let mut h = std::hash::DefaultHasher::new();
         (kind, table).hash(&mut h);
         for c in cols.clone() {
@@ -98,14 +100,14 @@ impl<'c> SqlTexts<'c> {
                 .iter_mut()
                 .find(|(k, t, cs, _)| *k == kind && t == table && cs.iter().map(String::as_str).eq(cols.clone()))
             {
-                return f(&mut hit.3);
+                return f(&mut *hit.3);
             }
         }
         if map.values().map(Vec::len).sum::<usize>() >= SQL_TEXTS_MAX {
             map.clear();
         }
         let mut stmt = conn.prepare(&build())?;
-        let out = f(&mut stmt);
+        let out = f(&mut *stmt);
         map.entry(hash).or_default().push((kind, table.to_owned(), cols.map(str::to_owned).collect(), stmt));
         out
     }
@@ -114,7 +116,7 @@ impl<'c> SqlTexts<'c> {
     /// columns among them, unless the database is to assign the key).
     pub fn insert<'a>(
         &self,
-        conn: &'c Connection,
+        conn: &'c dyn Session,
         t: &TableInfo,
         cols: impl Iterator<Item = &'a str> + Clone,
         vals: impl Iterator<Item = &'a Value>,
@@ -129,13 +131,19 @@ impl<'c> SqlTexts<'c> {
                 format!("INSERT INTO {} ({}) VALUES ({})", t.quoted, names.join(", "), marks.join(", "))
             }
         };
-        written(self.with(conn, SqlKind::Insert, &t.name, cols, build, |s| s.execute(params_from_iter(vals))))
+        let params = bind(vals);
+        let mut build = Some(build);
+        let mut write = || {
+            let build = || build.take().map(|b| b()).unwrap_or_default();
+            self.with(conn, SqlKind::Insert, &t.name, cols.clone(), build, |s| s.execute(&params))
+        };
+        written(conn.guarded(&mut write))
     }
 
     /// `UPDATE t SET cols WHERE key`: how many rows it changed.
     pub fn update<'a>(
         &self,
-        conn: &'c Connection,
+        conn: &'c dyn Session,
         t: &TableInfo,
         key_vals: &'a [Value],
         cols: impl Iterator<Item = &'a str> + Clone,
@@ -149,53 +157,52 @@ impl<'c> SqlTexts<'c> {
             format!("UPDATE {} SET {} WHERE {}", t.quoted, sets.join(", "), t.key_where)
         };
         let all = key_vals.iter().chain(vals);
-        written(self.with(conn, SqlKind::Update, &t.name, cols, build, |s| s.execute(params_from_iter(all))))
+        let params = bind(all);
+        let mut build = Some(build);
+        let mut write = || {
+            let build = || build.take().map(|b| b()).unwrap_or_default();
+            self.with(conn, SqlKind::Update, &t.name, cols.clone(), build, |s| s.execute(&params))
+        };
+        written(conn.guarded(&mut write))
     }
 
     /// `DELETE FROM t WHERE key`: how many rows went.
-    pub fn delete(&self, conn: &'c Connection, t: &TableInfo, key_vals: &[Value]) -> rusqlite::Result<usize> {
+    pub fn delete(&self, conn: &'c dyn Session, t: &TableInfo, key_vals: &[Value]) -> session::Result<usize> {
         let build = || format!("DELETE FROM {} WHERE {}", t.quoted, t.key_where);
-        self.with(conn, SqlKind::Delete, &t.name, std::iter::empty(), build, |s| {
-            s.execute(params_from_iter(key_vals.iter()))
-        })
+        self.with(conn, SqlKind::Delete, &t.name, std::iter::empty(), build, |s| s.execute(&bind(key_vals.iter())))
     }
 }
 
 /// Whether the row with this key is in the table.
-pub fn exists(conn: &Connection, t: &TableInfo, key_vals: &[Value]) -> rusqlite::Result<bool> {
+pub fn exists(conn: &dyn Session, t: &TableInfo, key_vals: &[Value]) -> session::Result<bool> {
     let sql = format!("SELECT count(*) FROM {} WHERE {}", t.quoted, t.key_where);
-    conn.prepare_cached(&sql)?.query_row(params_from_iter(key_vals.iter()), |r| r.get::<_, i64>(0)).map(|n| n > 0)
+    Ok(conn.query_one(&sql, &bind(key_vals.iter()))?.get::<i64>(0)? > 0)
 }
 
 /// Deletes the row with this key; how many rows went.
-pub fn delete(conn: &Connection, t: &TableInfo, key_vals: &[Value]) -> rusqlite::Result<usize> {
+pub fn delete(conn: &dyn Session, t: &TableInfo, key_vals: &[Value]) -> session::Result<usize> {
     let sql = format!("DELETE FROM {} WHERE {}", t.quoted, t.key_where);
-    conn.prepare_cached(&sql)?.execute(params_from_iter(key_vals.iter()))
+    conn.execute(&sql, &bind(key_vals.iter()))
 }
 
 /// The values of `cols` in the row with this key (`None`: no such row).
 pub fn read<'a>(
-    conn: &Connection,
+    conn: &dyn Session,
     t: &TableInfo,
     key_vals: &[Value],
     cols: impl Iterator<Item = &'a str>,
-) -> rusqlite::Result<Option<Vec<Value>>> {
+) -> session::Result<Option<Vec<Value>>> {
     let names: Vec<String> = cols.map(TableInfo::sql_name).collect();
     if names.is_empty() {
         return Ok(exists(conn, t, key_vals)?.then(Vec::new));
     }
     let sql = format!("SELECT {} FROM {} WHERE {}", names.join(", "), t.quoted, t.key_where);
-    let n = names.len();
-    conn.prepare_cached(&sql)?
-        .query_row(params_from_iter(key_vals.iter()), |r| {
-            (0..n).map(|i| r.get::<_, rusqlite::types::Value>(i).map(Value::from)).collect::<Result<Vec<_>, _>>()
-        })
-        .optional()
+    Ok(conn.query_opt(&sql, &bind(key_vals.iter()))?.map(|r| r.0))
 }
 
 /// The whole row with this key, every column by name (and `rowid` for a
 /// table keyed by it).
-pub fn read_row(conn: &Connection, t: &TableInfo, key_vals: &[Value]) -> rusqlite::Result<Option<Row>> {
+pub fn read_row(conn: &dyn Session, t: &TableInfo, key_vals: &[Value]) -> session::Result<Option<Row>> {
     let cols = t.row_columns();
     let vals = read(conn, t, key_vals, cols.iter().copied())?;
     Ok(vals.map(|vals| Row(cols.iter().map(|c| (*c).to_owned()).zip(vals).collect())))
@@ -204,18 +211,19 @@ pub fn read_row(conn: &Connection, t: &TableInfo, key_vals: &[Value]) -> rusqlit
 /// The keys of the rows whose values of `cols` equal `vals`, but for the
 /// row keyed `not`.
 pub fn find_by(
-    conn: &Connection,
+    conn: &dyn Session,
     t: &TableInfo,
     cols: &[String],
     vals: &[Value],
     not: &[Value],
-) -> rusqlite::Result<Vec<Vec<Value>>> {
+) -> session::Result<Vec<Vec<Value>>> {
     let n = cols.len();
     let wheres: Vec<String> =
         cols.iter().enumerate().map(|(i, c)| format!("{} = ?{}", TableInfo::sql_name(c), i + 1)).collect();
     let keys: Vec<String> = t.key.iter().map(|k| TableInfo::sql_name(k)).collect();
+    let same = conn.dialect().pick("IS", "IS NOT DISTINCT FROM", "<=>");
     let not_key: Vec<String> =
-        t.key.iter().enumerate().map(|(i, k)| format!("{} IS ?{}", TableInfo::sql_name(k), n + i + 1)).collect();
+        t.key.iter().enumerate().map(|(i, k)| format!("{} {same} ?{}", TableInfo::sql_name(k), n + i + 1)).collect();
     let sql = format!(
         "SELECT {} FROM {} WHERE {} AND NOT ({})",
         keys.join(", "),
@@ -223,10 +231,5 @@ pub fn find_by(
         wheres.join(" AND "),
         not_key.join(" AND ")
     );
-    let k = t.key.len();
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params_from_iter(vals.iter().chain(not.iter())), |r| {
-        (0..k).map(|i| r.get::<_, rusqlite::types::Value>(i).map(Value::from)).collect::<Result<Vec<_>, _>>()
-    })?;
-    rows.collect()
+    Ok(conn.query(&sql, &bind(vals.iter().chain(not.iter())))?.into_iter().map(|r| r.0).collect())
 }

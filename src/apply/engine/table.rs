@@ -6,6 +6,9 @@ use std::collections::HashMap;
 
 use rusqlite::Connection;
 
+use crate::apply::session::{self, Dialect, Session};
+use crate::apply::types::ColumnType;
+
 use crate::schema::{self, quote};
 use crate::value::Value;
 
@@ -83,6 +86,9 @@ pub struct TableInfo {
     /// Column → its number in ledger row states ([`crate::apply::ledger::column_numbers`];
     /// filled in by the engine, see [`TableInfo::set_numbers`]).
     pub(crate) numbers: Vec<(String, u32)>,
+    /// On a server, each column's type (values are checked against it
+    /// before they are written: [`crate::apply::types::fits`]).
+    pub types: HashMap<String, ColumnType>,
     /// Every column name (and `rowid` for a table keyed by it) → its number
     /// ([`UNNUMBERED`] until the engine sets them): each entry looks up
     /// each of its columns, so a wide table must not cost a scan per column.
@@ -206,6 +212,225 @@ pub fn load_tables(conn: &Connection) -> rusqlite::Result<HashMap<String, TableI
                 foreign_keys,
                 integer_key,
                 numbers: Vec::new(),
+                types: HashMap::new(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// A PostgreSQL column default as a value, when it is a constant: a number,
+/// a quoted text (with its cast), a boolean. Anything else (a sequence's
+/// `nextval`, `now()`) falls back to NULL, as on SQLite.
+fn pg_default(d: &str) -> Value {
+    let d = d.trim();
+    if let Ok(i) = d.trim_matches(|c| c == '(' || c == ')').parse::<i64>() {
+        return Value::Integer(i);
+    }
+    match d {
+        "true" => return Value::Integer(1),
+        "false" => return Value::Integer(0),
+        _ => {}
+    }
+    if let Some(rest) = d.strip_prefix('\'') {
+        if let Some(end) = rest.rfind('\'') {
+            let (text, cast) = (&rest[..end], &rest[end + 1..]);
+            if cast.is_empty() || cast.starts_with("::") {
+                let text = text.replace("''", "'");
+                let numeric = cast.starts_with("::numeric") || cast.contains("integer") || cast.contains("int");
+                if let (true, Ok(i)) = (numeric, text.parse::<i64>()) {
+                    return Value::Integer(i);
+                }
+                return Value::Text(text);
+            }
+        }
+    }
+    Value::Null
+}
+
+/// Loads a server target's tables from its catalogue: columns with their
+/// types, primary key, unique indexes on plain columns and foreign keys
+/// (see [`load_tables`] for SQLite). A table without a primary key is left
+/// out (ferry cannot name its rows); its entries are quarantined like those
+/// of a table the target lacks.
+pub fn load_server_tables(conn: &dyn Session) -> session::Result<HashMap<String, TableInfo>> {
+    let pg = conn.dialect() == Dialect::Postgres;
+    let mut columns: HashMap<String, Vec<(String, ColumnType)>> = HashMap::new();
+    let mut defaults: HashMap<String, HashMap<String, Value>> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let sql = if pg {
+        "SELECT table_name::text, column_name::text, data_type::text, character_maximum_length::int8,
+                numeric_precision::int8, numeric_scale::int8, column_default::text
+         FROM information_schema.columns c
+         WHERE table_schema = current_schema()
+           AND table_name IN (SELECT table_name FROM information_schema.tables
+                              WHERE table_schema = current_schema() AND table_type = 'BASE TABLE')
+         ORDER BY table_name, ordinal_position"
+    } else {
+        "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR), CAST(data_type AS CHAR), CAST(column_type AS CHAR),
+                character_maximum_length, numeric_precision, numeric_scale
+         FROM information_schema.columns
+         WHERE table_schema = DATABASE()
+           AND table_name IN (SELECT table_name FROM information_schema.tables
+                              WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE')
+         ORDER BY table_name, ordinal_position"
+    };
+    let checks: Vec<(String, String)> = if pg {
+        Vec::new()
+    } else {
+        conn.query(
+            "SELECT CAST(table_name AS CHAR), CAST(check_clause AS CHAR)
+             FROM information_schema.check_constraints WHERE constraint_schema = DATABASE()",
+            &[],
+        )?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?)))
+        .collect::<session::Result<_>>()?
+    };
+    for r in conn.query(sql, &[])? {
+        let table: String = r.get(0)?;
+        if crate::schema::is_internal(&table) {
+            continue;
+        }
+        let col: String = r.get(1)?;
+        let ty = if pg {
+            ColumnType::of_postgres(&r.get::<String>(2)?, r.get(3)?, r.get(4)?, r.get(5)?)
+        } else {
+            let n = |i: usize| -> session::Result<Option<u64>> {
+                Ok(r.get::<Option<i64>>(i)?.and_then(|v| u64::try_from(v).ok()))
+            };
+            let json = checks.iter().any(|(t, clause)| {
+                *t == table && clause.contains("json_valid") && clause.contains(&format!("`{col}`"))
+            });
+            ColumnType::of_mysql(&r.get::<String>(2)?, &r.get::<String>(3)?, n(4)?, n(5)?, n(6)?, json)
+        };
+        if !columns.contains_key(&table) {
+            order.push(table.clone());
+        }
+        if pg {
+            let dflt = r.get::<Option<String>>(6)?.map_or(Value::Null, |d| pg_default(&d));
+            defaults.entry(table.clone()).or_default().insert(col.clone(), dflt);
+        }
+        columns.entry(table).or_default().push((col, ty));
+    }
+    let keys_sql = if pg {
+        "SELECT k.table_name::text, k.column_name::text
+         FROM information_schema.table_constraints t
+         JOIN information_schema.key_column_usage k
+           ON k.constraint_name = t.constraint_name AND k.table_schema = t.table_schema AND k.table_name = t.table_name
+         WHERE t.constraint_type = 'PRIMARY KEY' AND t.table_schema = current_schema()
+         ORDER BY k.table_name, k.ordinal_position"
+    } else {
+        "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR)
+         FROM information_schema.key_column_usage
+         WHERE table_schema = DATABASE() AND constraint_name = 'PRIMARY'
+         ORDER BY table_name, ordinal_position"
+    };
+    let mut keys: HashMap<String, Vec<String>> = HashMap::new();
+    for r in conn.query(keys_sql, &[])? {
+        keys.entry(r.get(0)?).or_default().push(r.get(1)?);
+    }
+    // Unique indexes on plain columns, the primary key and partial ones left out.
+    let uniques_sql = if pg {
+        "SELECT c.relname::text, i.relname::text,
+                (SELECT string_agg(a.attname::text, chr(31) ORDER BY k.o)
+                 FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(n, o)
+                 JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n)
+         FROM pg_index x
+         JOIN pg_class c ON c.oid = x.indrelid
+         JOIN pg_class i ON i.oid = x.indexrelid
+         JOIN pg_namespace ns ON ns.oid = c.relnamespace
+         WHERE ns.nspname = current_schema() AND x.indisunique AND NOT x.indisprimary
+           AND x.indpred IS NULL AND x.indexprs IS NULL
+         ORDER BY 1, 2"
+    } else {
+        "SELECT CAST(table_name AS CHAR), CAST(index_name AS CHAR),
+                CAST(GROUP_CONCAT(column_name ORDER BY seq_in_index SEPARATOR 0x1f) AS CHAR)
+         FROM information_schema.statistics
+         WHERE table_schema = DATABASE() AND non_unique = 0 AND index_name <> 'PRIMARY'
+         GROUP BY table_name, index_name
+         HAVING count(*) = count(column_name)
+         ORDER BY 1, 2"
+    };
+    let mut uniques: HashMap<String, Vec<UniqueIndex>> = HashMap::new();
+    for r in conn.query(uniques_sql, &[])? {
+        let Some(cols) = r.get::<Option<String>>(2)? else { continue };
+        let columns = cols.split('\u{1f}').map(str::to_owned).collect();
+        uniques.entry(r.get(0)?).or_default().push(UniqueIndex { name: r.get(1)?, columns });
+    }
+    let fks_sql = if pg {
+        "SELECT c.relname::text, p.relname::text,
+                (SELECT string_agg(a.attname::text, chr(31) ORDER BY k.o)
+                 FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
+                 JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n),
+                (SELECT string_agg(a.attname::text, chr(31) ORDER BY k.o)
+                 FROM unnest(con.confkey) WITH ORDINALITY k(n, o)
+                 JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n)
+         FROM pg_constraint con
+         JOIN pg_class c ON c.oid = con.conrelid
+         JOIN pg_class p ON p.oid = con.confrelid
+         JOIN pg_namespace ns ON ns.oid = c.relnamespace
+         WHERE con.contype = 'f' AND ns.nspname = current_schema()
+         ORDER BY 1, con.conname"
+    } else {
+        "SELECT CAST(table_name AS CHAR), CAST(referenced_table_name AS CHAR),
+                CAST(GROUP_CONCAT(column_name ORDER BY ordinal_position SEPARATOR 0x1f) AS CHAR),
+                CAST(GROUP_CONCAT(referenced_column_name ORDER BY ordinal_position SEPARATOR 0x1f) AS CHAR)
+         FROM information_schema.key_column_usage
+         WHERE table_schema = DATABASE() AND referenced_table_name IS NOT NULL
+         GROUP BY table_name, constraint_name, referenced_table_name
+         ORDER BY 1, constraint_name"
+    };
+    let mut fks: HashMap<String, Vec<ForeignKey>> = HashMap::new();
+    for r in conn.query(fks_sql, &[])? {
+        let split = |i: usize| -> session::Result<Vec<String>> {
+            Ok(r.get::<Option<String>>(i)?.map(|s| s.split('\u{1f}').map(str::to_owned).collect()).unwrap_or_default())
+        };
+        fks.entry(r.get(0)?).or_default().push(ForeignKey {
+            parent: r.get(1)?,
+            columns: split(2)?,
+            parent_columns: split(3)?,
+        });
+    }
+    let mut out = HashMap::new();
+    for name in order {
+        let Some(cols) = columns.remove(&name) else { continue };
+        let Some(key) = keys.remove(&name) else { continue };
+        let types: HashMap<String, ColumnType> = cols.iter().cloned().collect();
+        let key_affinity = key
+            .iter()
+            .map(|k| match types.get(k) {
+                Some(ColumnType::Integer { .. }) => Affinity::Integer,
+                Some(ColumnType::Text { .. } | ColumnType::Uuid) => Affinity::Text,
+                _ => Affinity::Other,
+            })
+            .collect::<Vec<_>>();
+        let integer_key = key.len() == 1 && key_affinity[0] == Affinity::Integer;
+        let key_where =
+            key.iter().enumerate().map(|(i, k)| format!("{} = ?{}", quote(k), i + 1)).collect::<Vec<_>>().join(" AND ");
+        let columns: Vec<String> = cols.into_iter().map(|(c, _)| c).collect();
+        out.insert(
+            name.clone(),
+            TableInfo {
+                index: TableInfo::column_index(&columns, &key),
+                quoted: quote(&name),
+                defaults: {
+                    let mut d = defaults.remove(&name).unwrap_or_default();
+                    for c in &columns {
+                        d.entry(c.clone()).or_insert(Value::Null);
+                    }
+                    d
+                },
+                uniques: uniques.remove(&name).unwrap_or_default(),
+                foreign_keys: fks.remove(&name).unwrap_or_default(),
+                name,
+                key,
+                key_affinity,
+                columns,
+                key_where,
+                integer_key,
+                numbers: Vec::new(),
+                types,
             },
         );
     }

@@ -11,7 +11,8 @@
 //! `first_seq - 1` too, so a segment arriving later that ends there is
 //! checked against it.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::apply::session::{self, Session};
+use crate::args;
 
 use crate::chain::ChainHash;
 
@@ -37,7 +38,7 @@ pub fn prefix(h: &ChainHash) -> [u8; PREFIX] {
 /// The chain hashes of one origin, read and written one block at a time
 /// (segments run in seq order, so one block is in memory).
 pub struct Hashes<'c> {
-    conn: &'c Connection,
+    conn: &'c dyn Session,
     origin: u32,
     blk: Option<u64>,
     buf: Box<[u8; BLOCK_BYTES]>,
@@ -45,19 +46,20 @@ pub struct Hashes<'c> {
 }
 
 impl<'c> Hashes<'c> {
-    pub fn new(conn: &'c Connection, origin: u32) -> Hashes<'c> {
+    pub fn new(conn: &'c dyn Session, origin: u32) -> Hashes<'c> {
         Hashes { conn, origin, blk: None, buf: Box::new([0; BLOCK_BYTES]), dirty: false }
     }
 
     /// Whether any seq in `first..=last` has a known hash (a fork could then
     /// show inside a segment of that range).
-    pub fn any_known(conn: &Connection, origin: u32, first: u64, last: u64) -> rusqlite::Result<bool> {
-        let mut stmt =
-            conn.prepare_cached("SELECT blk, hashes FROM _ferry_hashes WHERE origin = ?1 AND blk BETWEEN ?2 AND ?3")?;
-        let mut rows = stmt.query(params![origin, (first / HASH_BLOCK) as i64, (last / HASH_BLOCK) as i64])?;
-        while let Some(r) = rows.next()? {
-            let blk = r.get::<_, i64>(0)? as u64;
-            let Ok(b) = r.get_ref(1)?.as_blob() else { continue };
+    pub fn any_known(conn: &dyn Session, origin: u32, first: u64, last: u64) -> session::Result<bool> {
+        let rows = conn.query(
+            "SELECT blk, hashes FROM _ferry_hashes WHERE origin = ?1 AND blk BETWEEN ?2 AND ?3",
+            args![origin, (first / HASH_BLOCK) as i64, (last / HASH_BLOCK) as i64],
+        )?;
+        for r in rows {
+            let blk = r.get::<i64>(0)? as u64;
+            let Some(crate::value::Value::Blob(b)) = r.0.get(1) else { continue };
             let lo = first.max(blk * HASH_BLOCK);
             let hi = last.min(blk * HASH_BLOCK + HASH_BLOCK - 1);
             for seq in lo..=hi {
@@ -70,7 +72,7 @@ impl<'c> Hashes<'c> {
         Ok(false)
     }
 
-    fn goto(&mut self, seq: u64) -> rusqlite::Result<()> {
+    fn goto(&mut self, seq: u64) -> session::Result<()> {
         let blk = seq / HASH_BLOCK;
         if self.blk == Some(blk) {
             return Ok(());
@@ -78,9 +80,12 @@ impl<'c> Hashes<'c> {
         self.flush()?;
         let stored: Option<Vec<u8>> = self
             .conn
-            .prepare_cached("SELECT hashes FROM _ferry_hashes WHERE origin = ?1 AND blk = ?2")?
-            .query_row(params![self.origin, blk as i64], |r| r.get(0))
-            .optional()?;
+            .query_opt(
+                "SELECT hashes FROM _ferry_hashes WHERE origin = ?1 AND blk = ?2",
+                args![self.origin, blk as i64],
+            )?
+            .map(|r| r.get(0))
+            .transpose()?;
         self.buf.fill(0);
         if let Some(b) = stored {
             let n = b.len().min(BLOCK_BYTES);
@@ -91,7 +96,7 @@ impl<'c> Hashes<'c> {
     }
 
     /// The kept hash at `seq`, `None` when not known.
-    pub fn get(&mut self, seq: u64) -> rusqlite::Result<Option<[u8; PREFIX]>> {
+    pub fn get(&mut self, seq: u64) -> session::Result<Option<[u8; PREFIX]>> {
         self.goto(seq)?;
         let i = (seq % HASH_BLOCK) as usize * PREFIX;
         let mut p = [0u8; PREFIX];
@@ -100,12 +105,12 @@ impl<'c> Hashes<'c> {
     }
 
     /// Whether `h` disagrees with the hash known at `seq` (a fork).
-    pub fn differs(&mut self, seq: u64, h: &ChainHash) -> rusqlite::Result<bool> {
+    pub fn differs(&mut self, seq: u64, h: &ChainHash) -> session::Result<bool> {
         Ok(self.get(seq)?.is_some_and(|known| known != prefix(h)))
     }
 
     /// Records the hash at `seq`.
-    pub fn set(&mut self, seq: u64, h: &ChainHash) -> rusqlite::Result<()> {
+    pub fn set(&mut self, seq: u64, h: &ChainHash) -> session::Result<()> {
         self.goto(seq)?;
         let i = (seq % HASH_BLOCK) as usize * PREFIX;
         let p = prefix(h);
@@ -117,11 +122,15 @@ impl<'c> Hashes<'c> {
     }
 
     /// Writes the block in memory if it changed.
-    pub fn flush(&mut self) -> rusqlite::Result<()> {
+    pub fn flush(&mut self) -> session::Result<()> {
         if let (true, Some(blk)) = (self.dirty, self.blk) {
-            self.conn
-                .prepare_cached("INSERT OR REPLACE INTO _ferry_hashes (origin, blk, hashes) VALUES (?1, ?2, ?3)")?
-                .execute(params![self.origin, blk as i64, &self.buf[..]])?;
+            let sql = self.conn.dialect().pick(
+                "INSERT OR REPLACE INTO _ferry_hashes (origin, blk, hashes) VALUES (?1, ?2, ?3)",
+                "INSERT INTO _ferry_hashes (origin, blk, hashes) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (origin, blk) DO UPDATE SET hashes = excluded.hashes",
+                "REPLACE INTO _ferry_hashes (origin, blk, hashes) VALUES (?1, ?2, ?3)",
+            );
+            self.conn.execute(sql, args![self.origin, blk as i64, &self.buf[..]])?;
             self.dirty = false;
         }
         Ok(())
@@ -137,6 +146,7 @@ impl<'c> Hashes<'c> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     #[test]
     fn hashes_round_trip_across_blocks_and_tell_forks() {
