@@ -404,7 +404,9 @@ pub fn run_db_status(a: StatusArgs, home: Option<PathBuf>) -> anyhow::Result<Out
     if a.json {
         // A database this node tracks: what came back confirmed of what it sent.
         if let Some(node) = &node {
-            if ferry::capture::status(&a.db)?.origin.as_deref() == Some(node.id().as_str()) {
+            // (A server URL is no file: it has no capture.)
+            let own = a.db.is_file() && ferry::capture::status(&a.db)?.origin.as_deref() == Some(node.id().as_str());
+            if own {
                 let l = super::receipts::current_loop(node)?;
                 s.receipts =
                     Some(l.report(Some(node.info.name.clone()), ferry::journal::Timestamp::now(), a.overdue_days));
